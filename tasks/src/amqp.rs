@@ -1,0 +1,342 @@
+//! The RabbitMQ contract, in one place: queue and exchange names, their arguments, how a
+//! message is published (persistent JSON with a confirm), and how a client connects.
+//!
+//! Every binary declares the topology through [`declare_todo`] and [`declare_results`], so
+//! that they agree on every argument (a mismatch makes the broker refuse the declaration).
+
+use std::time::Duration;
+
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+
+/// The broker a binary talks to when nothing else is configured.
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+/// The work queue every executant consumes (quorum, competing consumers).
+pub const TODO_QUEUE: &str = "todo";
+/// The exchange `todo` dead-letters to.
+pub const DEAD_LETTER_EXCHANGE: &str = "todo.dlx";
+/// Where tasks that failed too often, or could not be read, end up.
+pub const DEAD_QUEUE: &str = "todo.dead";
+/// The exchange results are published to, routed by project id.
+pub const RESULTS_EXCHANGE: &str = "results";
+/// How many times `todo` delivers a message before dead-lettering it.
+///
+/// RabbitMQ 3.10 quorum queues have no default limit, so a poison task would loop forever.
+pub const DELIVERY_LIMIT: i64 = 5;
+/// Header carrying why a message was dead-lettered by a client (not by the broker).
+pub const REASON_HEADER: &str = "x-platform-reason";
+/// The JSON content type every message carries.
+pub const CONTENT_TYPE: &str = "application/json";
+
+/// The durable queue holding one project's results.
+pub fn results_queue(project: &str) -> String {
+    format!("results.{project}")
+}
+
+/// What went wrong talking to the broker.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// No connection could be made.
+    #[error("cannot connect to the broker at {url}: {source} (is RabbitMQ running there?)")]
+    Connect {
+        /// The URL, password hidden.
+        url: String,
+        /// What lapin said.
+        source: lapin::Error,
+    },
+    /// The broker refused or dropped an operation.
+    #[error("broker operation `{op}` failed: {source}")]
+    Operation {
+        /// What was attempted.
+        op: &'static str,
+        /// What lapin said.
+        source: lapin::Error,
+    },
+    /// The broker did not take responsibility for a published message.
+    #[error("the broker refused the message published to `{destination}` ({why})")]
+    NotConfirmed {
+        /// Exchange and routing key.
+        destination: String,
+        /// Nack, or unroutable.
+        why: &'static str,
+    },
+}
+
+fn op(op: &'static str) -> impl FnOnce(lapin::Error) -> BrokerError {
+    move |source| BrokerError::Operation { op, source }
+}
+
+/// Hides the password of an AMQP URL, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &creds[..colon],
+                    &url[at..]
+                ),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Connects once, with an error a person can act on.
+pub async fn connect(url: &str, name: &str) -> Result<Connection, BrokerError> {
+    let props = ConnectionProperties::default().with_connection_name(LongString::from(name));
+    Connection::connect(url, props)
+        .await
+        .map_err(|source| BrokerError::Connect {
+            url: redact_url(url),
+            source,
+        })
+}
+
+/// Connects, retrying with exponential backoff (0.2 s doubling to 5 s) until `deadline`
+/// has passed; `None` retries forever.
+pub async fn connect_with_backoff(
+    url: &str,
+    name: &str,
+    deadline: Option<Duration>,
+) -> Result<Connection, BrokerError> {
+    let start = std::time::Instant::now();
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match connect(url, name).await {
+            Ok(conn) => return Ok(conn),
+            Err(e) => {
+                if deadline.is_some_and(|d| start.elapsed() + delay > d) {
+                    return Err(e);
+                }
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "broker unreachable");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+fn quorum_todo_arguments() -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    args.insert(
+        "x-delivery-limit".into(),
+        AMQPValue::LongLongInt(DELIVERY_LIMIT),
+    );
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(DEAD_LETTER_EXCHANGE.into()),
+    );
+    args.insert(
+        "x-dead-letter-strategy".into(),
+        AMQPValue::LongString("at-least-once".into()),
+    );
+    args.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish".into()),
+    );
+    args
+}
+
+fn durable() -> QueueDeclareOptions {
+    QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    }
+}
+
+/// Declares `todo`, its dead-letter exchange and `todo.dead` (idempotent).
+pub async fn declare_todo(channel: &Channel) -> Result<(), BrokerError> {
+    channel
+        .exchange_declare(
+            DEAD_LETTER_EXCHANGE.into(),
+            ExchangeKind::Fanout,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(op("declare exchange todo.dlx"))?;
+    let mut dead_args = FieldTable::default();
+    dead_args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    channel
+        .queue_declare(DEAD_QUEUE.into(), durable(), dead_args)
+        .await
+        .map_err(op("declare queue todo.dead"))?;
+    channel
+        .queue_bind(
+            DEAD_QUEUE.into(),
+            DEAD_LETTER_EXCHANGE.into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(op("bind todo.dead"))?;
+    channel
+        .queue_declare(TODO_QUEUE.into(), durable(), quorum_todo_arguments())
+        .await
+        .map_err(op("declare queue todo"))?;
+    Ok(())
+}
+
+/// Declares the results exchange and the durable results queue of `project` (idempotent).
+pub async fn declare_results(channel: &Channel, project: &str) -> Result<String, BrokerError> {
+    channel
+        .exchange_declare(
+            RESULTS_EXCHANGE.into(),
+            ExchangeKind::Direct,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(op("declare exchange results"))?;
+    let queue = results_queue(project);
+    channel
+        .queue_declare(queue.as_str().into(), durable(), FieldTable::default())
+        .await
+        .map_err(op("declare results queue"))?;
+    channel
+        .queue_bind(
+            queue.as_str().into(),
+            RESULTS_EXCHANGE.into(),
+            project.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(op("bind results queue"))?;
+    Ok(queue)
+}
+
+/// Opens a channel in confirm mode, for publishing.
+pub async fn confirm_channel(conn: &Connection) -> Result<Channel, BrokerError> {
+    let channel = conn.create_channel().await.map_err(op("open channel"))?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(op("enable publisher confirms"))?;
+    Ok(channel)
+}
+
+/// A message to publish: persistent JSON with an id.
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    /// The exchange (`""` for the default exchange).
+    pub exchange: &'a str,
+    /// The routing key (a queue name on the default exchange).
+    pub routing_key: &'a str,
+    /// The AMQP `message_id` (a task id).
+    pub message_id: &'a str,
+    /// The JSON body.
+    pub body: &'a [u8],
+    /// Why the message is dead-lettered, when it is (sets [`REASON_HEADER`]).
+    pub reason: Option<&'a str>,
+}
+
+/// The properties every message of the platform carries.
+pub fn properties(message_id: &str, reason: Option<&str>) -> BasicProperties {
+    let mut props = BasicProperties::default()
+        .with_content_type(ShortString::from(CONTENT_TYPE))
+        .with_delivery_mode(2)
+        .with_message_id(ShortString::from(message_id));
+    if let Some(reason) = reason {
+        let mut headers = FieldTable::default();
+        headers.insert(
+            REASON_HEADER.into(),
+            AMQPValue::LongString(LongString::from(reason)),
+        );
+        props = props.with_headers(headers);
+    }
+    props
+}
+
+/// Publishes `message` as mandatory on a confirm channel and waits for the broker's ack;
+/// a nack or a returned (unroutable) message is an error.
+pub async fn publish(channel: &Channel, message: Message<'_>) -> Result<(), BrokerError> {
+    let confirm = channel
+        .basic_publish(
+            message.exchange.into(),
+            message.routing_key.into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            },
+            message.body,
+            properties(message.message_id, message.reason),
+        )
+        .await
+        .map_err(op("publish"))?
+        .await
+        .map_err(op("wait for publisher confirm"))?;
+    let destination = || format!("{}/{}", message.exchange, message.routing_key);
+    if !confirm.is_ack() {
+        return Err(BrokerError::NotConfirmed {
+            destination: destination(),
+            why: "nack",
+        });
+    }
+    if confirm.take_message().is_some() {
+        return Err(BrokerError::NotConfirmed {
+            destination: destination(),
+            why: "unroutable: no queue is bound for it",
+        });
+    }
+    Ok(())
+}
+
+/// Reads the reason header of a delivery, if a client set one.
+pub fn reason_of(props: &BasicProperties) -> Option<String> {
+    let headers = props.headers().as_ref()?;
+    match headers.inner().get(REASON_HEADER)? {
+        AMQPValue::LongString(s) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
+/// How many times the broker has delivered a message before (quorum queues count it).
+pub fn delivery_count(props: &BasicProperties) -> i64 {
+    let Some(headers) = props.headers().as_ref() else {
+        return 0;
+    };
+    match headers.inner().get("x-delivery-count") {
+        Some(AMQPValue::LongLongInt(n)) => *n,
+        Some(AMQPValue::LongInt(n)) => *n as i64,
+        Some(AMQPValue::ShortInt(n)) => *n as i64,
+        Some(AMQPValue::LongUInt(n)) => *n as i64,
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_are_hidden() {
+        assert_eq!(
+            redact_url("amqp://guest:secret@127.0.0.1:5672/%2f"),
+            "amqp://guest:***@127.0.0.1:5672/%2f"
+        );
+        assert_eq!(redact_url("amqp://127.0.0.1"), "amqp://127.0.0.1");
+    }
+}

@@ -1,0 +1,19 @@
+//! The shared model of the platform: projects, tasks and results (JSON), project splitting
+//! and result reassembly, and the N-queens engine.
+//!
+//! This crate does no I/O, except in the optional `amqp` module (feature `amqp`), which holds
+//! the one definition of the RabbitMQ topology that every binary uses.
+
+pub mod model;
+pub mod nqueens;
+pub mod reassemble;
+pub mod split;
+
+#[cfg(feature = "amqp")]
+pub mod amqp;
+
+pub use model::{
+    ExecSpec, Outcome, Project, ProjectSpec, Task, TaskError, TaskOutput, TaskResult, TaskSpec,
+    SCHEMA_VERSION,
+};
+pub use reassemble::{ProjectResult, Reassembly};

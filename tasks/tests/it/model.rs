@@ -1,0 +1,83 @@
+use tasks::model::{Task, TaskError, TaskResult};
+
+/// Each fixture in `tests/data/invalid/` must be rejected with an error naming `expect`.
+fn check_rejected(json: &str, expect: &str) {
+    let err = Task::from_json(json.as_bytes())
+        .expect_err(json)
+        .to_string();
+    assert!(
+        err.contains(expect),
+        "error for {json}: {err:?} does not name {expect:?}"
+    );
+}
+
+#[test]
+fn malformed_tasks_name_the_problem() {
+    let cases = [
+        ("{", "malformed JSON"),
+        ("[]", "schema"),
+        (
+            r#"{"schema":2,"project":"p","index":0,"kind":"nqueens","n":8,"prefix":[],"weight":1}"#,
+            "schema version 2",
+        ),
+        (
+            r#"{"schema":1,"project":"p","index":0,"kind":"nqueens","prefix":[],"weight":1}"#,
+            "`n`",
+        ),
+        (
+            r#"{"schema":1,"project":"p","index":0,"kind":"chess","n":8}"#,
+            "unknown variant `chess`",
+        ),
+        (
+            r#"{"schema":1,"project":"p","index":0,"kind":"nqueens","n":40,"prefix":[],"weight":1}"#,
+            "`n`",
+        ),
+        (
+            r#"{"schema":1,"project":"p","index":0,"kind":"nqueens","n":8,"prefix":[0,1],"weight":1}"#,
+            "prefix[1]",
+        ),
+        (
+            r#"{"schema":1,"project":"p","index":0,"kind":"nqueens","n":8,"prefix":[],"weight":0}"#,
+            "weight",
+        ),
+        (
+            r#"{"schema":1,"project":"Bad Name","index":0,"kind":"nqueens","n":8,"prefix":[],"weight":1}"#,
+            "project",
+        ),
+        (
+            r#"{"schema":1,"project":"p","index":0,"kind":"exec","image":"","command":["echo"]}"#,
+            "image",
+        ),
+        (
+            r#"{"schema":1,"project":"p","index":0,"kind":"exec","image":"x","command":[]}"#,
+            "command",
+        ),
+        (
+            r#"{"schema":1,"project":"p","index":0,"kind":"exec","image":"x","command":["sh"],"script":{"repo":"r","commit":"abc","path":"a.sh"}}"#,
+            "script.commit",
+        ),
+        (
+            r#"{"schema":1,"project":"p","index":0,"kind":"exec","image":"x","command":["sh"],"script":{"repo":"r","commit":"0123456789012345678901234567890123456789","path":"../etc/passwd"}}"#,
+            "script.path",
+        ),
+        (
+            r#"{"schema":1,"project":"p","index":-1,"kind":"nqueens","n":8,"prefix":[],"weight":1}"#,
+            "malformed JSON",
+        ),
+    ];
+    for (json, expect) in cases {
+        check_rejected(json, expect);
+    }
+}
+
+#[test]
+fn tasks_and_results_round_trip() {
+    let json = r#"{"schema":1,"project":"demo","index":3,"kind":"exec","image":"debian:bookworm-slim","command":["echo","hi"]}"#;
+    let task = Task::from_json(json.as_bytes()).unwrap();
+    assert_eq!(task.id(), "demo/3");
+    assert_eq!(Task::from_json(&task.to_json()).unwrap(), task);
+    let result = TaskResult::failed(&task, "exit code 2");
+    assert_eq!(TaskResult::from_json(&result.to_json()).unwrap(), result);
+    let err = TaskResult::from_json(b"{\"schema\":1}").unwrap_err();
+    assert!(matches!(err, TaskError::Json(_)), "{err}");
+}

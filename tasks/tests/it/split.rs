@@ -1,0 +1,113 @@
+use proptest::prelude::*;
+use tasks::model::{Outcome, TaskOutput, TaskResult, TaskSpec};
+use tasks::nqueens::count_completions;
+use tasks::reassemble::Recorded;
+use tasks::split::nqueens_project;
+use tasks::Reassembly;
+
+/// Splits, solves every task, reassembles: the total must equal the direct count.
+fn split_solve_reassemble(n: u8, depth: u8) -> (u64, usize) {
+    let project = nqueens_project("p", n, depth).unwrap();
+    let tasks = project.tasks.clone();
+    let mut reassembly = Reassembly::new(project);
+    for task in &tasks {
+        let TaskSpec::Nqueens { n, prefix, .. } = &task.spec else {
+            panic!("not an N-queens task")
+        };
+        let solutions = count_completions(*n, prefix).unwrap();
+        let result = TaskResult::ok(task, TaskOutput::Nqueens { solutions });
+        assert_eq!(reassembly.record(&result), Recorded::New);
+    }
+    let result = reassembly.result();
+    assert!(result.complete && result.missing.is_empty() && result.failed.is_empty());
+    (result.solutions.unwrap(), tasks.len())
+}
+
+#[test]
+fn every_depth_of_every_board_up_to_12_reassembles_exactly() {
+    for (n, expected) in crate::oeis_counts().into_iter().filter(|(n, _)| *n <= 12) {
+        for depth in 0..=n {
+            let (total, _) = split_solve_reassemble(n, depth);
+            assert_eq!(total, expected, "N = {n}, depth = {depth}");
+        }
+    }
+}
+
+#[test]
+fn mirror_symmetry_halves_the_tasks() {
+    // Without symmetry, depth 1 gives n tasks and depth 2 gives (n-1)(n-2) + 2(n-2)... ; with
+    // it, about half.
+    let project = nqueens_project("p", 12, 1).unwrap();
+    assert_eq!(project.tasks.len(), 6);
+    let project = nqueens_project("p", 13, 1).unwrap();
+    assert_eq!(project.tasks.len(), 7);
+    let full: usize = (0..12u8)
+        .flat_map(|a| (0..12u8).map(move |b| (a, b)))
+        .filter(|(a, b)| a != b && a.abs_diff(*b) != 1)
+        .count();
+    let halved = nqueens_project("p", 12, 2).unwrap().tasks.len();
+    assert_eq!(halved * 2, full);
+}
+
+#[test]
+fn duplicates_count_once_and_missing_tasks_are_named() {
+    let project = nqueens_project("p", 8, 2).unwrap();
+    let tasks = project.tasks.clone();
+    let mut reassembly = Reassembly::new(project);
+    let first = TaskResult::ok(&tasks[0], TaskOutput::Nqueens { solutions: 3 });
+    assert_eq!(reassembly.record(&first), Recorded::New);
+    assert_eq!(reassembly.record(&first), Recorded::Duplicate);
+    let mut stranger = first.clone();
+    stranger.project = "other".into();
+    assert_eq!(reassembly.record(&stranger), Recorded::Unknown);
+    let result = reassembly.result();
+    assert!(!result.complete);
+    assert_eq!(result.solutions, Some(tasks[0].spec_weight() * 3));
+    assert_eq!(result.missing, (1..tasks.len() as u32).collect::<Vec<_>>());
+}
+
+#[test]
+fn failed_tasks_are_reported_with_their_reason() {
+    let project = nqueens_project("p", 6, 1).unwrap();
+    let tasks = project.tasks.clone();
+    let mut reassembly = Reassembly::new(project);
+    for task in &tasks[1..] {
+        reassembly.record(&TaskResult::ok(task, TaskOutput::Nqueens { solutions: 0 }));
+    }
+    reassembly.record(&TaskResult::failed(&tasks[0], "timed out after 5 s"));
+    assert!(reassembly.finished());
+    let result = reassembly.result();
+    assert!(!result.complete);
+    assert_eq!(result.failed.len(), 1);
+    assert_eq!(result.failed[0].index, 0);
+    assert!(matches!(
+        reassembly.result().failed[0].reason.as_str(),
+        "timed out after 5 s"
+    ));
+    let _ = Outcome::Failed {
+        reason: String::new(),
+    };
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn split_then_reassemble_equals_direct_count(n in 1u8..=12, depth_frac in 0.0f64..=1.0) {
+        let depth = (depth_frac * n as f64).round() as u8;
+        let (total, _) = split_solve_reassemble(n, depth);
+        prop_assert_eq!(total, tasks::nqueens::count_all(n).unwrap());
+    }
+}
+
+trait Weight {
+    fn spec_weight(&self) -> u64;
+}
+
+impl Weight for tasks::Task {
+    fn spec_weight(&self) -> u64 {
+        match &self.spec {
+            TaskSpec::Nqueens { weight, .. } => *weight,
+            _ => 1,
+        }
+    }
+}
