@@ -3,7 +3,7 @@
 # engine, RabbitMQ (from Debian's packages), the offline base image (debootstrap) and the
 # worker image. Idempotent: a second run reuses what the first set up.
 #
-#   scripts/services.sh [docker] [rabbitmq] [base-image] [worker-image]   (default: all)
+#   scripts/services.sh [docker] [rabbitmq] [base-image] [worker-image] [chromium]   (default: all)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -46,6 +46,11 @@ ensure_rabbitmq() {
   die "RabbitMQ did not start (see /var/log/rabbitmq/)"
 }
 
+# Headless Chromium: broker-api's page test loads the page in a real browser.
+ensure_chromium() {
+  command -v chromium >/dev/null || apt_install chromium
+}
+
 ensure_base_image() {
   if docker image inspect debian:bookworm-slim >/dev/null 2>&1; then return; fi
   command -v debootstrap >/dev/null || apt_install debootstrap
@@ -70,13 +75,14 @@ ensure_worker_image() {
 }
 
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(docker rabbitmq base-image worker-image)
+[ ${#targets[@]} -gt 0 ] || targets=(docker rabbitmq base-image worker-image chromium)
 for t in "${targets[@]}"; do
   case "$t" in
     docker) ensure_docker ;;
     rabbitmq) ensure_rabbitmq ;;
     base-image) ensure_docker; ensure_base_image ;;
     worker-image) ensure_docker; ensure_worker_image ;;
+    chromium) ensure_chromium ;;
     *) die "unknown target $t" ;;
   esac
 done

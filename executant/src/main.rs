@@ -1,1 +1,107 @@
-fn main() {}
+//! `executant`: runs platform tasks from the TODO queue in sandboxed containers.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use executant::{Config, Limits};
+
+/// Consumes the `todo` queue and runs each task in a sandboxed container (no network,
+/// read-only root, no capabilities, unprivileged user, memory/CPU/pids limits, a wall-clock
+/// timeout), then publishes its result to the project's results queue.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// The RabbitMQ URL.
+    #[arg(long, env = "AMQP_URL", default_value = tasks::amqp::DEFAULT_AMQP_URL, hide_env_values = true)]
+    amqp_url: String,
+    /// How many tasks run at once (also the prefetch); default: the number of cores.
+    #[arg(long, env = "EXECUTANT_CONCURRENCY")]
+    concurrency: Option<u16>,
+    /// The image N-queens tasks run in.
+    #[arg(long, env = "EXECUTANT_WORKER_IMAGE", default_value = executant::config::DEFAULT_WORKER_IMAGE)]
+    worker_image: String,
+    /// An image `exec` tasks may name (repeat the flag; comma-separated in the variable).
+    #[arg(long = "allow-image", env = "EXECUTANT_ALLOW_IMAGES", value_delimiter = ',', default_value = "debian:bookworm-slim")]
+    allow_images: Vec<String>,
+    /// Wall-clock limit of a task that sets none, in seconds.
+    #[arg(long, env = "EXECUTANT_TASK_TIMEOUT", default_value_t = 600)]
+    task_timeout: u64,
+    /// The largest limit a task may ask for, in seconds (below RabbitMQ's consumer_timeout).
+    #[arg(long, env = "EXECUTANT_MAX_TASK_TIMEOUT", default_value_t = 1500)]
+    max_task_timeout: u64,
+    /// How many tasks of one project a worker container serves before it is replaced.
+    #[arg(long, env = "EXECUTANT_REUSE", default_value_t = 1)]
+    reuse: u32,
+    /// Memory limit of a task container, in MiB.
+    #[arg(long, env = "EXECUTANT_MEMORY_MIB", default_value_t = 256)]
+    memory_mib: i64,
+    /// CPU limit of a task container, in CPUs.
+    #[arg(long, env = "EXECUTANT_CPUS", default_value_t = 1.0)]
+    cpus: f64,
+    /// Process/thread limit of a task container.
+    #[arg(long, env = "EXECUTANT_PIDS", default_value_t = 64)]
+    pids: i64,
+    /// Seconds a shutdown waits for tasks in flight before returning them to the queue.
+    #[arg(long, env = "EXECUTANT_SHUTDOWN_GRACE", default_value_t = 30)]
+    shutdown_grace: u64,
+    /// This executant's name (logs, container labels, results); default: host-pid.
+    #[arg(long, env = "EXECUTANT_NAME")]
+    name: Option<String>,
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "LOG_JSON")]
+    log_json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_json);
+    let mut config = Config::new(cli.amqp_url);
+    if let Some(c) = cli.concurrency {
+        config.concurrency = c;
+    }
+    if let Some(name) = cli.name {
+        config.name = name;
+    }
+    config.worker_image = cli.worker_image;
+    config.allowed_images = cli.allow_images;
+    config.default_timeout = Duration::from_secs(cli.task_timeout);
+    config.max_timeout = Duration::from_secs(cli.max_task_timeout);
+    config.reuse = cli.reuse;
+    config.shutdown_grace = Duration::from_secs(cli.shutdown_grace);
+    config.limits = Limits {
+        memory_bytes: cli.memory_mib * 1024 * 1024,
+        nano_cpus: (cli.cpus * 1e9) as i64,
+        pids: cli.pids,
+        ..Limits::default()
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("starting the tokio runtime");
+    match runtime.block_on(executant::run(config, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("executant: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutdown requested: finishing the tasks in flight");
+}

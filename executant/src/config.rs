@@ -1,0 +1,122 @@
+//! The executant's settings (filled by the binary from flags and environment variables).
+
+use std::time::Duration;
+
+/// The default worker image: the one the project's own build makes (`scripts/build-image.sh`).
+pub const DEFAULT_WORKER_IMAGE: &str = "taskplatform/worker:latest";
+
+/// RabbitMQ closes a channel whose delivery stays unacked longer than this (its default
+/// `consumer_timeout`); a task must finish well before, or its result could not be acked.
+pub const BROKER_CONSUMER_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// Resource limits of every task container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Memory limit in bytes (swap included: no swap beyond it).
+    pub memory_bytes: i64,
+    /// CPU limit in billionths of a CPU.
+    pub nano_cpus: i64,
+    /// Maximum number of processes and threads.
+    pub pids: i64,
+    /// Size of the writable tmpfs mounted on /tmp, in MiB.
+    pub tmpfs_mib: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_bytes: 256 * 1024 * 1024,
+            nano_cpus: 1_000_000_000,
+            pids: 64,
+            tmpfs_mib: 64,
+        }
+    }
+}
+
+/// Everything the executant needs to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The broker URL (may hold a password: never log it as is).
+    pub amqp_url: String,
+    /// This executant's name, in logs, container labels and results.
+    pub name: String,
+    /// How many tasks run at once (the TODO prefetch).
+    pub concurrency: u16,
+    /// The image N-queens tasks run in.
+    pub worker_image: String,
+    /// Images `exec` tasks may name (the worker image is always allowed).
+    pub allowed_images: Vec<String>,
+    /// The wall-clock limit of a task that does not set its own.
+    pub default_timeout: Duration,
+    /// The largest wall-clock limit a task may ask for.
+    pub max_timeout: Duration,
+    /// How many tasks one worker container serves before it is replaced (1: one per task).
+    pub reuse: u32,
+    /// Container resource limits.
+    pub limits: Limits,
+    /// How long a shutdown waits for tasks in flight before returning them to the queue.
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    /// A configuration with the defaults, for one machine.
+    pub fn new(amqp_url: impl Into<String>) -> Config {
+        Config {
+            amqp_url: amqp_url.into(),
+            name: default_name(),
+            concurrency: std::thread::available_parallelism()
+                .map(|n| n.get() as u16)
+                .unwrap_or(1),
+            worker_image: DEFAULT_WORKER_IMAGE.into(),
+            allowed_images: vec!["debian:bookworm-slim".into()],
+            default_timeout: Duration::from_secs(600),
+            max_timeout: Duration::from_secs(25 * 60),
+            reuse: 1,
+            limits: Limits::default(),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+
+    /// Checks the settings against each other and the broker's limits.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.concurrency == 0 {
+            return Err("--concurrency must be at least 1".into());
+        }
+        if self.reuse == 0 {
+            return Err("--reuse must be at least 1".into());
+        }
+        if self.default_timeout > self.max_timeout {
+            return Err("--task-timeout must not exceed --max-task-timeout".into());
+        }
+        // Leave a minute for starting the container and publishing the result.
+        if self.max_timeout + Duration::from_secs(60) > BROKER_CONSUMER_TIMEOUT {
+            return Err(format!(
+                "--max-task-timeout {}s is too close to RabbitMQ's consumer_timeout ({}s): a task \
+                 running that long would lose its delivery; lower it or raise consumer_timeout",
+                self.max_timeout.as_secs(),
+                BROKER_CONSUMER_TIMEOUT.as_secs()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether an `exec` task may run `image`.
+    pub fn image_allowed(&self, image: &str) -> bool {
+        let norm = |s: &str| {
+            if s.rsplit('/').next().is_some_and(|last| last.contains(':')) {
+                s.to_string()
+            } else {
+                format!("{s}:latest")
+            }
+        };
+        let wanted = norm(image);
+        norm(&self.worker_image) == wanted || self.allowed_images.iter().any(|a| norm(a) == wanted)
+    }
+}
+
+fn default_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".into());
+    format!("{host}-{}", std::process::id())
+}

@@ -1,0 +1,176 @@
+//! Handling one TODO delivery, from decision to ack.
+//!
+//! Invariant: a delivery is acked only after its outcome (a result, or a dead-lettered copy)
+//! was confirmed by the broker; anything else nacks it back to the queue.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicNackOptions};
+use lapin::Channel;
+use tasks::amqp::{self, Message};
+use tasks::{Task, TaskResult};
+use tokio::sync::Mutex;
+
+use crate::config::Config;
+use crate::disposition::{decide, Disposition};
+use crate::runner::{RunError, Runner};
+use crate::sandbox::SandboxError;
+
+/// What every task handler shares.
+pub(crate) struct Context {
+    config: Arc<Config>,
+    runner: Arc<Runner>,
+    publisher: Channel,
+    declared: Mutex<HashSet<String>>,
+}
+
+impl Context {
+    pub(crate) fn new(config: Arc<Config>, runner: Arc<Runner>, publisher: Channel) -> Context {
+        Context {
+            config,
+            runner,
+            publisher,
+            declared: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Handles one delivery; an error means no task may run here any more.
+    pub(crate) async fn handle(&self, delivery: Delivery) -> Result<(), SandboxError> {
+        match decide(&delivery.data, &self.config) {
+            Disposition::DeadLetter(reason) => {
+                tracing::warn!(%reason, bytes = delivery.data.len(), "dead-lettering a message");
+                let id = delivery
+                    .properties
+                    .message_id()
+                    .as_ref()
+                    .map(|s| s.to_string())
+                    .unwrap_or_default();
+                let published = amqp::publish(
+                    &self.publisher,
+                    Message {
+                        exchange: amqp::DEAD_LETTER_EXCHANGE,
+                        routing_key: amqp::TODO_QUEUE,
+                        message_id: &id,
+                        body: &delivery.data,
+                        reason: Some(&reason),
+                    },
+                )
+                .await;
+                self.settle(&delivery, published.map_err(|e| e.to_string())).await;
+                Ok(())
+            }
+            Disposition::Refuse(task, reason) => {
+                tracing::warn!(task = %task.id(), %reason, "refusing a task");
+                self.report(&delivery, TaskResult::failed(&task, reason)).await;
+                Ok(())
+            }
+            Disposition::Run(task) => self.run(&delivery, task).await,
+        }
+    }
+
+    async fn run(&self, delivery: &Delivery, task: Task) -> Result<(), SandboxError> {
+        let attempt = amqp::delivery_count(&delivery.properties) + 1;
+        let mut engine_delay = Duration::from_millis(500);
+        loop {
+            tracing::debug!(task = %task.id(), attempt, "running");
+            match self.runner.run(&task).await {
+                Ok(result) => {
+                    self.report(delivery, result).await;
+                    return Ok(());
+                }
+                Err(RunError::Sandbox(e)) => {
+                    self.nack(delivery).await;
+                    return Err(e);
+                }
+                // The engine is down: hold the delivery and wait, without spending an attempt.
+                Err(RunError::Engine(e)) if !self.runner.ping().await => {
+                    tracing::warn!(task = %task.id(), error = %e, "Docker engine unreachable; waiting");
+                    tokio::time::sleep(engine_delay).await;
+                    engine_delay = (engine_delay * 2).min(Duration::from_secs(10));
+                }
+                Err(e) if attempt >= amqp::DELIVERY_LIMIT => {
+                    let reason = format!("gave up after {attempt} attempts, the last: {e}");
+                    tracing::error!(task = %task.id(), %reason, "task failed for good");
+                    self.report(delivery, TaskResult::failed(&task, reason)).await;
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::warn!(task = %task.id(), error = %e, attempt, "task will run again");
+                    self.nack(delivery).await;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Publishes a result to its project's queue, then acks (or nacks if it was not confirmed).
+    async fn report(&self, delivery: &Delivery, result: TaskResult) {
+        let published = self.publish_result(&result).await;
+        if published.is_ok() {
+            tracing::info!(
+                task = %format!("{}/{}", result.project, result.index),
+                status = match result.outcome { tasks::Outcome::Ok { .. } => "ok", _ => "failed" },
+                duration_ms = result.duration_ms,
+                "task done"
+            );
+        }
+        self.settle(delivery, published).await;
+    }
+
+    async fn publish_result(&self, result: &TaskResult) -> Result<(), String> {
+        self.ensure_results_queue(&result.project).await?;
+        let id = format!("{}/{}", result.project, result.index);
+        amqp::publish(
+            &self.publisher,
+            Message {
+                exchange: amqp::RESULTS_EXCHANGE,
+                routing_key: &result.project,
+                message_id: &id,
+                body: &result.to_json(),
+                reason: None,
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())
+    }
+
+    /// Declares the project's results queue once, so a result is never unroutable even if
+    /// the client has not declared it yet.
+    async fn ensure_results_queue(&self, project: &str) -> Result<(), String> {
+        if self.declared.lock().await.contains(project) {
+            return Ok(());
+        }
+        amqp::declare_results(&self.publisher, project)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.declared.lock().await.insert(project.to_string());
+        Ok(())
+    }
+
+    async fn settle(&self, delivery: &Delivery, published: Result<(), String>) {
+        match published {
+            Ok(()) => {
+                if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+                    tracing::warn!(error = %e, "ack failed; the task will be redelivered (its duplicate result is ignored)");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "outcome not confirmed by the broker; returning the task");
+                self.nack(delivery).await;
+            }
+        }
+    }
+
+    async fn nack(&self, delivery: &Delivery) {
+        let options = BasicNackOptions {
+            requeue: true,
+            ..BasicNackOptions::default()
+        };
+        if let Err(e) = delivery.nack(options).await {
+            tracing::warn!(error = %e, "nack failed; the broker returns the task when the channel closes");
+        }
+    }
+}

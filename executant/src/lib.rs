@@ -1,0 +1,194 @@
+//! The executant: consumes the TODO queue, runs each task in a sandboxed container, publishes
+//! the outcome to the project's results queue with a confirm, and only then acks the task.
+//!
+//! [`run`] is the whole daemon, with the shutdown signal passed in, so tests start the real
+//! executant in-process and stop it cleanly.
+
+pub mod config;
+pub mod disposition;
+mod handle;
+pub mod runner;
+pub mod sandbox;
+pub mod script;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use tasks::amqp;
+use tokio::task::JoinSet;
+
+pub use config::{Config, Limits};
+pub use runner::Runner;
+
+/// Why the executant stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecutantError {
+    /// The settings contradict each other or the broker's limits.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The Docker engine refused to apply the sandbox.
+    #[error(transparent)]
+    Sandbox(#[from] sandbox::SandboxError),
+}
+
+/// Runs the executant until `shutdown` completes, then stops taking tasks, waits for those
+/// in flight (up to the grace period; the rest go back to the queue), removes its containers
+/// and returns.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ExecutantError> {
+    config.validate().map_err(ExecutantError::Config)?;
+    let config = Arc::new(config);
+    tokio::pin!(shutdown);
+    let runner = tokio::select! {
+        r = connect_engine(config.clone()) => Arc::new(r),
+        _ = &mut shutdown => return Ok(()),
+    };
+    let removed = runner.remove_leftovers().await;
+    if removed > 0 {
+        tracing::info!(removed, "removed task containers left behind");
+    }
+    tracing::info!(
+        name = %config.name,
+        concurrency = config.concurrency,
+        worker_image = %config.worker_image,
+        reuse = config.reuse,
+        "executant starting"
+    );
+    let mut fatal = None;
+    loop {
+        let session = tokio::select! {
+            s = open_session(&config) => s,
+            _ = &mut shutdown => break,
+        };
+        let Ok((consume_conn, publish_conn, channel, publisher, mut consumer)) = session else {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        };
+        let ctx = Arc::new(handle::Context::new(
+            config.clone(),
+            runner.clone(),
+            publisher,
+        ));
+        let mut inflight = JoinSet::new();
+        let mut stopping = false;
+        loop {
+            tokio::select! {
+                _ = &mut shutdown, if !stopping => { stopping = true; break; }
+                next = consumer.next() => match next {
+                    Some(Ok(delivery)) => {
+                        let ctx = ctx.clone();
+                        inflight.spawn(async move { ctx.handle(delivery).await });
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "consumer failed; reconnecting");
+                        break;
+                    }
+                    None => {
+                        tracing::warn!("consumer stream ended (queue deleted or channel closed); reconnecting");
+                        break;
+                    }
+                },
+                Some(joined) = inflight.join_next(), if !inflight.is_empty() => {
+                    if let Ok(Err(e)) = joined {
+                        tracing::error!(error = %e, "stopping: the sandbox cannot be enforced");
+                        fatal = Some(e);
+                        stopping = true;
+                        break;
+                    }
+                }
+            }
+        }
+        if stopping {
+            let _ = channel
+                .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+                .await;
+            let grace = tokio::time::timeout(config.shutdown_grace, async {
+                while let Some(joined) = inflight.join_next().await {
+                    if let Ok(Err(e)) = joined {
+                        fatal.get_or_insert(e);
+                    }
+                }
+            });
+            if grace.await.is_err() {
+                tracing::warn!(
+                    returned = inflight.len(),
+                    "tasks still running after the grace period go back to the queue"
+                );
+            }
+        }
+        // Unfinished deliveries return to the queue when the channel closes.
+        inflight.abort_all();
+        while inflight.join_next().await.is_some() {}
+        let _ = consume_conn.close(200, "executant stopping".into()).await;
+        let _ = publish_conn.close(200, "executant stopping".into()).await;
+        runner.remove_leftovers().await;
+        if stopping {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    runner.remove_leftovers().await;
+    tracing::info!("executant stopped");
+    match fatal {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}
+
+async fn connect_engine(config: Arc<Config>) -> Runner {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match Runner::connect(config.clone()).await {
+            Ok(r) => return r,
+            Err(e) => {
+                tracing::warn!(error = %e, "Docker engine unreachable; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+type Session = (
+    lapin::Connection,
+    lapin::Connection,
+    lapin::Channel,
+    lapin::Channel,
+    lapin::Consumer,
+);
+
+/// Connects (consumer and publisher on separate connections: a blocked publisher must not
+/// stop acks), declares the topology and starts consuming with prefetch = concurrency.
+async fn open_session(config: &Config) -> Result<Session, amqp::BrokerError> {
+    let op = |op| move |source| amqp::BrokerError::Operation { op, source };
+    let consume_conn =
+        amqp::connect_with_backoff(&config.amqp_url, &format!("executant {} consume", config.name), None)
+            .await?;
+    let publish_conn =
+        amqp::connect_with_backoff(&config.amqp_url, &format!("executant {} publish", config.name), None)
+            .await?;
+    let channel = consume_conn
+        .create_channel()
+        .await
+        .map_err(op("open channel"))?;
+    amqp::declare_todo(&channel).await?;
+    channel
+        .basic_qos(config.concurrency, BasicQosOptions::default())
+        .await
+        .map_err(op("set prefetch"))?;
+    let publisher = amqp::confirm_channel(&publish_conn).await?;
+    let consumer = channel
+        .basic_consume(
+            amqp::TODO_QUEUE.into(),
+            format!("executant-{}", config.name).as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(op("consume todo"))?;
+    tracing::info!(url = %amqp::redact_url(&config.amqp_url), "consuming todo");
+    Ok((consume_conn, publish_conn, channel, publisher, consumer))
+}

@@ -1,0 +1,4 @@
+//! Integration tests of the executant against the real RabbitMQ and Docker engine.
+
+mod run;
+mod support;

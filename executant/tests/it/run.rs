@@ -1,0 +1,187 @@
+//! Tasks through the real executant: results, failures, sandbox, dead-lettering, shutdown.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions};
+use lapin::types::FieldTable;
+use tasks::model::ExecSpec;
+use tasks::{amqp, Outcome, Project, Reassembly, TaskOutput, TaskResult, TaskSpec};
+
+use crate::support::*;
+
+fn exec(command: &[&str]) -> TaskSpec {
+    TaskSpec::Exec(ExecSpec {
+        image: "debian:bookworm-slim".into(),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        script: None,
+    })
+}
+
+fn outcome(result: &TaskResult) -> Result<String, String> {
+    match &result.outcome {
+        Outcome::Ok {
+            output: TaskOutput::Exec { stdout },
+        } => Ok(stdout.clone()),
+        Outcome::Ok { output } => Ok(format!("{output:?}")),
+        Outcome::Failed { reason } => Err(reason.clone()),
+    }
+}
+
+async fn run_project(project: &Project, timeout: Duration) -> Vec<TaskResult> {
+    let executant = InProcess::start(test_config());
+    publish_tasks(&project.id, &project.tasks).await;
+    let (results, _) = collect_results(&project.id, project.tasks.len() as u32, timeout).await;
+    executant.stop().await;
+    results.into_values().collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_nqueens_project_comes_back_exact() {
+    let id = unique_project("exec-nq");
+    let project = tasks::split::nqueens_project(&id, 10, 2).unwrap();
+    let results = run_project(&project, Duration::from_secs(240)).await;
+    let mut reassembly = Reassembly::new(project);
+    for r in &results {
+        reassembly.record(r);
+    }
+    let result = reassembly.result();
+    assert!(result.complete, "{result:?}");
+    assert_eq!(result.solutions, Some(724));
+    assert!(results.iter().all(|r| r.executor.is_some() && r.duration_ms > 0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_tasks_echo_timeout_and_are_contained() {
+    let id = unique_project("exec-demo");
+    let sentence = format!("project {id} task 0 says hello");
+    let specs = vec![
+        exec(&["echo", &sentence]),
+        exec(&["sleep", "60"]),
+        // The network: only the loopback interface exists.
+        exec(&["sh", "-c", "ls /sys/class/net"]),
+        // The root filesystem is read-only, /tmp is writable.
+        exec(&["sh", "-c", "echo x > /tmp/ok && echo tmp-ok && echo x > /etc/evil"]),
+        // A bounded fork storm: the pids limit stops it before 200 processes.
+        exec(&["sh", "-c", "i=0; while [ $i -lt 200 ]; do sleep 5 & i=$((i+1)); done; echo spawned-all"]),
+        // Runs as nobody, with no capabilities.
+        exec(&["sh", "-c", "id -u; grep CapEff /proc/self/status"]),
+    ];
+    let mut project = Project::from_specs(&id, specs).unwrap();
+    project.tasks[1].timeout_secs = Some(2);
+    let results = run_project(&project, Duration::from_secs(180)).await;
+    assert_eq!(outcome(&results[0]).unwrap(), format!("{sentence}\n"));
+    let timeout = outcome(&results[1]).unwrap_err();
+    assert!(timeout.contains("timed out after 2 s"), "{timeout}");
+    assert_eq!(outcome(&results[2]).unwrap(), "lo\n");
+    let write = outcome(&results[3]).unwrap_err();
+    assert!(write.contains("Read-only file system"), "{write}");
+    match outcome(&results[4]) {
+        Ok(out) => assert!(!out.contains("spawned-all"), "{out}"),
+        Err(reason) => assert!(reason.contains("fork") || reason.contains("exited"), "{reason}"),
+    }
+    let ids = outcome(&results[5]).unwrap();
+    assert!(ids.starts_with("65534\n"), "{ids}");
+    assert!(ids.contains("CapEff:\t0000000000000000"), "{ids}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn images_off_the_allowlist_are_refused() {
+    let id = unique_project("exec-allow");
+    let spec = TaskSpec::Exec(ExecSpec {
+        image: "alpine:3".into(),
+        command: vec!["true".into()],
+        script: None,
+    });
+    let project = Project::from_specs(&id, vec![spec]).unwrap();
+    let results = run_project(&project, Duration::from_secs(60)).await;
+    let reason = outcome(&results[0]).unwrap_err();
+    assert!(reason.contains("allowlist"), "{reason}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_messages_are_dead_lettered_and_good_tasks_still_run() {
+    let id = unique_project("exec-poison");
+    let poison_id = format!("{id}/poison");
+    let executant = InProcess::start(test_config());
+    let conn = amqp::connect(&amqp_url(), "poison test").await.unwrap();
+    let channel = amqp::confirm_channel(&conn).await.unwrap();
+    amqp::declare_todo(&channel).await.unwrap();
+    publish_raw(&channel, &poison_id, b"{ this is not json").await;
+    let project = Project::from_specs(&id, vec![exec(&["echo", "after poison"])]).unwrap();
+    publish_tasks(&id, &project.tasks).await;
+    let (results, _) = collect_results(&id, 1, Duration::from_secs(60)).await;
+    assert_eq!(outcome(&results[&0]).unwrap(), "after poison\n");
+
+    // Find our poison in todo.dead (other tests' messages are put back).
+    let reader = conn.create_channel().await.unwrap();
+    let mut consumer = reader
+        .basic_consume(amqp::DEAD_QUEUE.into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await
+        .unwrap();
+    let reason = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let d = consumer.next().await.unwrap().unwrap();
+            let mine = d.properties.message_id().as_ref().map(|s| s.to_string()) == Some(poison_id.clone());
+            if mine {
+                let reason = amqp::reason_of(&d.properties);
+                d.ack(BasicAckOptions::default()).await.unwrap();
+                return reason;
+            }
+            d.nack(BasicNackOptions { requeue: true, ..Default::default() }).await.unwrap();
+        }
+    })
+    .await
+    .expect("the poison message never reached todo.dead");
+    let reason = reason.expect("the dead-lettered message carries a reason");
+    assert!(reason.contains("malformed JSON"), "{reason}");
+    conn.close(200, "done".into()).await.unwrap();
+    executant.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_mid_project_loses_nothing() {
+    let id = unique_project("exec-term");
+    let project = tasks::split::nqueens_project(&id, 11, 2).unwrap();
+    let n_tasks = project.tasks.len() as u32;
+    publish_tasks(&id, &project.tasks).await;
+    let bin = env!("CARGO_BIN_EXE_executant");
+    let spawn = |name: &str| {
+        std::process::Command::new(bin)
+            .args(["--concurrency", "2", "--name", name])
+            .env("AMQP_URL", amqp_url())
+            .spawn()
+            .unwrap()
+    };
+    let first = spawn(&format!("{id}-a"));
+    // Let it take some tasks, then ask it to stop as a service manager would.
+    let (partial, _) = collect_results(&id, 3, Duration::from_secs(120)).await;
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &first.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut first = first;
+    let exit = tokio::task::spawn_blocking(move || first.wait().unwrap()).await.unwrap();
+    assert!(exit.success(), "executant exited with {exit:?} after SIGTERM");
+    let mut second = spawn(&format!("{id}-b"));
+    let (rest, _) = collect_results(&id, 0, Duration::from_secs(1)).await;
+    let mut reassembly = Reassembly::new(project);
+    for r in partial.values().chain(rest.values()) {
+        reassembly.record(r);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    while !reassembly.finished() {
+        assert!(std::time::Instant::now() < deadline, "project not finished: {:?}", reassembly.result().missing);
+        let (more, _) = collect_results(&id, 1, Duration::from_secs(120)).await;
+        for r in more.values() {
+            reassembly.record(r);
+        }
+    }
+    let _ = std::process::Command::new("kill").args(["-TERM", &second.id().to_string()]).status();
+    let _ = tokio::task::spawn_blocking(move || second.wait()).await;
+    let result = reassembly.result();
+    assert_eq!(result.tasks, n_tasks);
+    assert!(result.complete, "{result:?}");
+    assert_eq!(result.solutions, Some(2680));
+}

@@ -1,0 +1,125 @@
+//! Helpers: a real executant in-process or as a process, publishing tasks, collecting results.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions};
+use lapin::types::FieldTable;
+use tasks::amqp::{self, Message};
+use tasks::{Task, TaskResult};
+
+/// The broker the tests use (`AMQP_URL` or the default).
+pub fn amqp_url() -> String {
+    std::env::var("AMQP_URL").unwrap_or_else(|_| amqp::DEFAULT_AMQP_URL.to_string())
+}
+
+/// A project id no other test uses.
+pub fn unique_project(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}-{}-{:x}", std::process::id(), nanos & 0xffff_ffff)
+}
+
+/// The executant configuration of the tests: the project's worker image, two tasks at once.
+pub fn test_config() -> executant::Config {
+    let mut config = executant::Config::new(amqp_url());
+    config.concurrency = 2;
+    config.shutdown_grace = Duration::from_secs(20);
+    config
+}
+
+/// An executant running in this process until the returned sender is dropped or fired.
+pub struct InProcess {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    handle: tokio::task::JoinHandle<Result<(), executant::ExecutantError>>,
+}
+
+impl InProcess {
+    /// Starts the real executant with `config`.
+    pub fn start(config: executant::Config) -> InProcess {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let handle = tokio::spawn(executant::run(config, async {
+            let _ = stopped.await;
+        }));
+        InProcess {
+            stop: Some(stop),
+            handle,
+        }
+    }
+
+    /// Stops it as SIGTERM would and waits for it to return.
+    pub async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.handle.await.unwrap().unwrap();
+    }
+}
+
+/// Declares the topology and the project's results queue, then publishes every task.
+pub async fn publish_tasks(project: &str, tasks: &[Task]) {
+    let conn = amqp::connect(&amqp_url(), "executant tests").await.unwrap();
+    let channel = amqp::confirm_channel(&conn).await.unwrap();
+    amqp::declare_todo(&channel).await.unwrap();
+    amqp::declare_results(&channel, project).await.unwrap();
+    for task in tasks {
+        publish_raw(&channel, &task.id(), &task.to_json()).await;
+    }
+    conn.close(200, "done".into()).await.unwrap();
+}
+
+/// Publishes raw bytes to `todo`.
+pub async fn publish_raw(channel: &lapin::Channel, id: &str, body: &[u8]) {
+    amqp::publish(
+        channel,
+        Message {
+            exchange: "",
+            routing_key: amqp::TODO_QUEUE,
+            message_id: id,
+            body,
+            reason: None,
+        },
+    )
+    .await
+    .unwrap();
+}
+
+/// Collects the results of `project` until every index below `count` has one (duplicates
+/// ignored), or panics after `timeout`. Returns them by index, and the number of duplicates.
+pub async fn collect_results(
+    project: &str,
+    count: u32,
+    timeout: Duration,
+) -> (BTreeMap<u32, TaskResult>, usize) {
+    let conn = amqp::connect(&amqp_url(), "executant tests").await.unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    let queue = amqp::declare_results(&channel, project).await.unwrap();
+    let mut consumer = channel
+        .basic_consume(
+            queue.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut results = BTreeMap::new();
+    let mut duplicates = 0;
+    let deadline = Instant::now() + timeout;
+    while (results.len() as u32) < count {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let next = tokio::time::timeout(left, consumer.next())
+            .await
+            .unwrap_or_else(|_| panic!("{project}: only {} of {count} results", results.len()));
+        let delivery = next.expect("results consumer ended").unwrap();
+        let result = TaskResult::from_json(&delivery.data).unwrap();
+        assert_eq!(result.project, project);
+        if results.insert(result.index, result).is_some() {
+            duplicates += 1;
+        }
+        delivery.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    let _ = conn.close(200, "done".into()).await;
+    (results, duplicates)
+}
