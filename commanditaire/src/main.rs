@@ -1,1 +1,254 @@
-fn main() {}
+//! `commanditaire`: the client of the task platform.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use commanditaire::{BatchPolicy, RunOptions};
+use tasks::model::ExecSpec;
+use tasks::{Project, ProjectResult, TaskSpec};
+
+mod output;
+
+/// Splits a computation into tasks, runs them on the platform's executants, and reassembles
+/// the exact result, recording everything in git repositories.
+///
+/// Exit codes: 0 the project completed and its result is exact; 1 an error stopped it;
+/// 2 bad usage; 3 some tasks failed for good (their reasons are printed).
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// The RabbitMQ URL.
+    #[arg(long, global = true, env = "AMQP_URL", default_value = tasks::amqp::DEFAULT_AMQP_URL, hide_env_values = true)]
+    amqp_url: String,
+    /// The folder holding the tasks, tracking, results and config repositories.
+    #[arg(long, global = true, env = "WORKSPACE", default_value = "workspace")]
+    workspace: PathBuf,
+    /// Print one JSON object on standard output instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct RunFlags {
+    /// Compute in this process on every core: no broker, no container.
+    #[arg(long)]
+    local: bool,
+    /// Publish the tasks and return; follow later with `status` and `resume`.
+    #[arg(long, conflicts_with = "local")]
+    detach: bool,
+    /// Project id (default: generated).
+    #[arg(long)]
+    id: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Count the solutions of the N-queens problem.
+    Nqueens {
+        /// The board size (1 to 32).
+        n: u8,
+        /// Rows fixed by each task's prefix (default: enough for a few hundred tasks).
+        #[arg(long)]
+        depth: Option<u8>,
+        #[command(flatten)]
+        run: RunFlags,
+    },
+    /// Run a command in a container image, once per task; `{project}` and `{index}` in the
+    /// arguments are replaced by the project id and the task number.
+    Exec {
+        /// The image (must be on the executants' allowlist).
+        #[arg(long, default_value = "debian:bookworm-slim")]
+        image: String,
+        /// How many tasks.
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+        #[command(flatten)]
+        run: RunFlags,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Run a project written by hand: a JSON array of task specs (each with a `kind`).
+    Submit {
+        /// The JSON file.
+        file: PathBuf,
+        #[command(flatten)]
+        run: RunFlags,
+    },
+    /// Show the progress of the projects recorded in the tracking repository.
+    Status {
+        /// Only this project.
+        project: Option<String>,
+    },
+    /// Finish a project after the client was stopped, without republishing finished tasks.
+    Resume {
+        /// The project id.
+        project: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Runtime::new().expect("starting the tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("commanditaire: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let json = cli.json;
+    let options = |flags: &RunFlags| RunOptions {
+        amqp_url: cli.amqp_url.clone(),
+        workspace: cli.workspace.clone(),
+        local: flags.local,
+        detach: flags.detach,
+        batch: BatchPolicy::default(),
+    };
+    let (options, project) = match &cli.command {
+        Command::Nqueens { n, depth, run } => {
+            let depth = depth.unwrap_or_else(|| default_depth(*n));
+            let id = run
+                .id
+                .clone()
+                .unwrap_or_else(|| generated_id(&format!("nq{n}-d{depth}")));
+            let project = tasks::split::nqueens_project(&id, *n, depth)?;
+            (options(run), project)
+        }
+        Command::Exec {
+            image,
+            count,
+            run,
+            command,
+        } => {
+            let id = run.id.clone().unwrap_or_else(|| generated_id("exec"));
+            let specs = (0..*count)
+                .map(|i| {
+                    TaskSpec::Exec(ExecSpec {
+                        image: image.clone(),
+                        command: command
+                            .iter()
+                            .map(|a| {
+                                a.replace("{project}", &id)
+                                    .replace("{index}", &i.to_string())
+                            })
+                            .collect(),
+                        script: None,
+                    })
+                })
+                .collect();
+            (options(run), Project::from_specs(&id, specs)?)
+        }
+        Command::Submit { file, run } => {
+            let text =
+                std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+            let specs: Vec<TaskSpec> = serde_json::from_slice(&text)
+                .with_context(|| format!("{} is not a JSON array of task specs", file.display()))?;
+            let id = run.id.clone().unwrap_or_else(|| generated_id("project"));
+            (
+                options(run),
+                Project::from_specs(&id, specs).with_context(|| file.display().to_string())?,
+            )
+        }
+        Command::Status { project } => {
+            let ws = commanditaire::Workspace::open_or_init(&cli.workspace)?;
+            let all = commanditaire::tracking::all_progress(&ws);
+            let shown: Vec<_> = all
+                .into_iter()
+                .filter(|p| project.as_ref().is_none_or(|id| *id == p.project))
+                .collect();
+            if let Some(id) = project {
+                anyhow::ensure!(
+                    !shown.is_empty(),
+                    "project {id} is not in {}",
+                    ws.repo_path("tracking").display()
+                );
+            }
+            output::status(&shown, json);
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Resume { project } => {
+            let flags = RunFlags {
+                local: false,
+                detach: false,
+                id: None,
+            };
+            let opts = options(&flags);
+            let watcher = output::Bar::new(0, json);
+            let ws = commanditaire::Workspace::open_or_init(&opts.workspace)?;
+            let loaded =
+                commanditaire::tracking::load_project(&ws, project).map_err(anyhow::Error::msg)?;
+            watcher.set_total(loaded.tasks.len() as u64);
+            let result = commanditaire::resume(&opts, project, &watcher).await?;
+            watcher.finish();
+            return Ok(report(result, json));
+        }
+    };
+    let watcher = output::Bar::new(project.tasks.len() as u64, json);
+    if !json {
+        eprintln!(
+            "project {}: {} tasks ({})",
+            project.id,
+            project.tasks.len(),
+            if options.local {
+                "computed locally"
+            } else {
+                "through the broker"
+            }
+        );
+    }
+    let result = commanditaire::submit(&options, project, &watcher).await?;
+    watcher.finish();
+    Ok(report(result, json))
+}
+
+fn report(result: Option<ProjectResult>, json: bool) -> ExitCode {
+    match result {
+        None => {
+            output::detached(json);
+            ExitCode::SUCCESS
+        }
+        Some(result) => {
+            output::result(&result, json);
+            if result.complete {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            }
+        }
+    }
+}
+
+/// A depth that gives tasks neither tiny nor huge: a few hundred tasks for large boards.
+fn default_depth(n: u8) -> u8 {
+    match n {
+        0..=6 => 1,
+        7..=12 => 2,
+        13..=16 => 3,
+        _ => 4,
+    }
+}
+
+fn generated_id(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!(
+        "{prefix}-{:08x}",
+        (nanos ^ (std::process::id() as u128) << 32) as u32
+    )
+}

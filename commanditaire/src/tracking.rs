@@ -1,0 +1,344 @@
+//! Recording a project and its results in the workspace's repositories.
+//!
+//! Results are committed to the tracking repository in batches (by count and by age), never
+//! one commit per result; the last commit of a project says it is complete.
+
+use std::time::{Duration, Instant};
+
+use tasks::progress::{progress_path, Progress};
+use tasks::reassemble::Recorded;
+use tasks::{Project, ProjectResult, Reassembly, TaskResult, SCHEMA_VERSION};
+
+use crate::workspace::{Workspace, WorkspaceError};
+
+/// When a batch of results is committed.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchPolicy {
+    /// Commit when this many results wait.
+    pub max_results: usize,
+    /// Commit when the oldest waiting result is this old.
+    pub max_age: Duration,
+}
+
+impl Default for BatchPolicy {
+    fn default() -> Self {
+        BatchPolicy {
+            max_results: 500,
+            max_age: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Records a new project: its tasks in `tasks`, its settings in `config`, its (empty)
+/// progress in `tracking`.
+pub fn record_project(
+    ws: &Workspace,
+    project: &Project,
+    config: &serde_json::Value,
+) -> Result<(), WorkspaceError> {
+    let id = &project.id;
+    let header = serde_json::json!({
+        "schema": SCHEMA_VERSION,
+        "id": id,
+        "spec": project.spec,
+        "tasks": project.tasks.len(),
+    });
+    let mut lines = Vec::with_capacity(project.tasks.len() * 80);
+    for task in &project.tasks {
+        lines.extend_from_slice(&task.to_json());
+        lines.push(b'\n');
+    }
+    ws.commit(
+        "tasks",
+        &[
+            (format!("{id}/project.json"), pretty(&header)),
+            (format!("{id}/tasks.jsonl"), lines),
+        ],
+        &format!(
+            "Project {id}: {}, {} tasks",
+            describe(project),
+            project.tasks.len()
+        ),
+    )?;
+    ws.commit(
+        "config",
+        &[(format!("{id}/config.json"), pretty(config))],
+        &format!("Project {id}: images and limits"),
+    )?;
+    let progress = progress_of(project, 0, 0, false);
+    ws.commit(
+        "tracking",
+        &[(progress_path(id), pretty(&progress))],
+        &format!(
+            "Project {id}: started, 0/{} tasks done",
+            project.tasks.len()
+        ),
+    )?;
+    Ok(())
+}
+
+/// Reads a recorded project back from the tasks repository.
+pub fn load_project(ws: &Workspace, id: &str) -> Result<Project, String> {
+    let header = ws
+        .read_at_head("tasks", &format!("{id}/project.json"))
+        .ok_or_else(|| format!("project {id} is not in {}", ws.repo_path("tasks").display()))?;
+    let header: serde_json::Value =
+        serde_json::from_slice(&header).map_err(|e| format!("{id}/project.json: {e}"))?;
+    let spec = serde_json::from_value(header["spec"].clone())
+        .map_err(|e| format!("{id}/project.json: spec: {e}"))?;
+    let lines = ws
+        .read_at_head("tasks", &format!("{id}/tasks.jsonl"))
+        .ok_or_else(|| format!("{id}/tasks.jsonl is missing"))?;
+    let tasks = lines
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| tasks::Task::from_json(l).map_err(|e| format!("{id}/tasks.jsonl: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let project = Project {
+        schema: SCHEMA_VERSION,
+        id: id.to_string(),
+        spec,
+        tasks,
+    };
+    project.validate().map_err(|e| e.to_string())?;
+    Ok(project)
+}
+
+/// Reads every recorded project's progress from the tracking repository.
+pub fn all_progress(ws: &Workspace) -> Vec<Progress> {
+    let mut out: Vec<Progress> = ws
+        .list_at_head("tracking", "")
+        .into_iter()
+        .filter_map(|p| ws.read_at_head("tracking", &progress_path(&p)))
+        .filter_map(|bytes| serde_json::from_slice(&bytes).ok())
+        .collect();
+    out.sort_by(|a, b| a.updated.cmp(&b.updated));
+    out
+}
+
+/// Follows one project's results into the tracking repository.
+pub struct Tracker {
+    ws: Workspace,
+    reassembly: Reassembly,
+    pending: Vec<TaskResult>,
+    batches: usize,
+    oldest_pending: Option<Instant>,
+    policy: BatchPolicy,
+    published: bool,
+}
+
+impl Tracker {
+    /// Starts tracking `project`, with the results already committed by an earlier run.
+    pub fn load(ws: &Workspace, project: Project, policy: BatchPolicy) -> Tracker {
+        let id = project.id.clone();
+        let mut reassembly = Reassembly::new(project);
+        let folder = format!("{id}/results");
+        let batches = ws.list_at_head("tracking", &folder);
+        for batch in &batches {
+            let Some(bytes) = ws.read_at_head("tracking", &format!("{folder}/{batch}")) else {
+                continue;
+            };
+            for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                if let Ok(result) = TaskResult::from_json(line) {
+                    reassembly.record(&result);
+                }
+            }
+        }
+        let published = ws
+            .read_at_head("tracking", &format!("{id}/published"))
+            .is_some();
+        Tracker {
+            ws: ws.clone(),
+            reassembly,
+            pending: Vec::new(),
+            batches: batches.len(),
+            oldest_pending: None,
+            policy,
+            published,
+        }
+    }
+
+    /// The project.
+    pub fn project(&self) -> &Project {
+        self.reassembly.project()
+    }
+
+    /// Whether task `index` has an outcome (committed or waiting).
+    pub fn has(&self, index: u32) -> bool {
+        self.reassembly.has(index)
+    }
+
+    /// Tasks with an outcome.
+    pub fn done(&self) -> usize {
+        self.reassembly.done()
+    }
+
+    /// Whether every task has an outcome.
+    pub fn finished(&self) -> bool {
+        self.reassembly.finished()
+    }
+
+    /// Whether every task was published once (an earlier run may have been killed midway).
+    pub fn published(&self) -> bool {
+        self.published
+    }
+
+    /// Records that every task was published.
+    pub fn mark_published(&mut self) -> Result<(), WorkspaceError> {
+        let id = self.project().id.clone();
+        self.ws.commit(
+            "tracking",
+            &[(format!("{id}/published"), b"all tasks published\n".to_vec())],
+            &format!(
+                "Project {id}: {} tasks published",
+                self.project().tasks.len()
+            ),
+        )?;
+        self.published = true;
+        Ok(())
+    }
+
+    /// Offers a result: kept unless its task already has one.
+    pub fn record(&mut self, result: TaskResult) -> Recorded {
+        let recorded = self.reassembly.record(&result);
+        if recorded == Recorded::New {
+            self.pending.push(result);
+            self.oldest_pending.get_or_insert_with(Instant::now);
+        }
+        recorded
+    }
+
+    /// Whether the waiting results should be committed now.
+    pub fn due(&self) -> bool {
+        self.pending.len() >= self.policy.max_results
+            || self
+                .oldest_pending
+                .is_some_and(|t| t.elapsed() >= self.policy.max_age)
+    }
+
+    /// How many results wait for a commit.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Commits the waiting results as one batch (nothing if none wait). On error the results
+    /// stay waiting, to be committed by a later call.
+    pub fn flush(&mut self) -> Result<(), WorkspaceError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let id = self.project().id.clone();
+        let mut lines = Vec::with_capacity(self.pending.len() * 120);
+        let mut failed_here = 0;
+        for r in &self.pending {
+            lines.extend_from_slice(&r.to_json());
+            lines.push(b'\n');
+            if matches!(r.outcome, tasks::Outcome::Failed { .. }) {
+                failed_here += 1;
+            }
+        }
+        let result = self.reassembly.result();
+        let progress = progress_of(
+            self.project(),
+            self.done() as u32,
+            result.failed.len() as u32,
+            false,
+        );
+        let message = format!(
+            "Project {id}: {}/{} tasks done ({} in this batch, {} failed so far)",
+            self.done(),
+            self.project().tasks.len(),
+            self.pending.len(),
+            result.failed.len()
+        );
+        let _ = failed_here;
+        self.ws.commit(
+            "tracking",
+            &[
+                (format!("{id}/results/{:06}.jsonl", self.batches + 1), lines),
+                (progress_path(&id), pretty(&progress)),
+            ],
+            &message,
+        )?;
+        self.batches += 1;
+        self.pending.clear();
+        self.oldest_pending = None;
+        Ok(())
+    }
+
+    /// Commits what waits, writes the reassembled result to the results repository, and
+    /// makes the tracking repository's last commit say the project is complete.
+    pub fn finish(&mut self) -> Result<ProjectResult, WorkspaceError> {
+        self.flush()?;
+        let result = self.reassembly.result();
+        let id = self.project().id.clone();
+        let summary = summary(&result);
+        self.ws.commit(
+            "results",
+            &[(format!("{id}/result.json"), pretty(&result))],
+            &format!("Project {id} result: {summary}"),
+        )?;
+        let progress = progress_of(
+            self.project(),
+            self.done() as u32,
+            result.failed.len() as u32,
+            true,
+        );
+        self.ws.commit(
+            "tracking",
+            &[(progress_path(&id), pretty(&progress))],
+            &format!("Project {id} complete: {summary}"),
+        )?;
+        Ok(result)
+    }
+
+    /// The result as it stands.
+    pub fn result(&self) -> ProjectResult {
+        self.reassembly.result()
+    }
+}
+
+/// One line saying what a project's result is.
+pub fn summary(result: &ProjectResult) -> String {
+    let done = result.tasks as usize - result.missing.len();
+    let mut s = format!("{done}/{} tasks", result.tasks);
+    if let Some(solutions) = result.solutions {
+        s.push_str(&format!(", {solutions} solutions"));
+    }
+    if !result.failed.is_empty() {
+        s.push_str(&format!(", {} failed", result.failed.len()));
+    }
+    s
+}
+
+fn describe(project: &Project) -> String {
+    match project.spec {
+        tasks::ProjectSpec::Nqueens { n, depth } => format!("{n}-queens split at depth {depth}"),
+        tasks::ProjectSpec::Tasks => "command tasks".into(),
+    }
+}
+
+fn progress_of(project: &Project, done: u32, failed: u32, complete: bool) -> Progress {
+    Progress {
+        schema: SCHEMA_VERSION,
+        project: project.id.clone(),
+        spec: project.spec.clone(),
+        tasks: project.tasks.len() as u32,
+        done,
+        failed,
+        complete,
+        updated: now_rfc3339(),
+    }
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+fn pretty<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    let mut v = serde_json::to_vec_pretty(value).expect("serializable");
+    v.push(b'\n');
+    v
+}

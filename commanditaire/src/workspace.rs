@@ -1,0 +1,154 @@
+//! The workspace: four git repositories (`tasks`, `tracking`, `results`, `config`) in one
+//! folder, each readable with plain git.
+//!
+//! Layout, per project `P`:
+//! - `tasks/P/project.json` (what was asked) and `tasks/P/tasks.jsonl` (one task per line);
+//! - `config/P/config.json` (images and limits the project ran with);
+//! - `tracking/P/progress.json` and `tracking/P/results/NNNNNN.jsonl` (one file per batch of
+//!   results, so each commit adds a small file and history grows linearly);
+//! - `results/P/result.json` (the reassembled outcome).
+
+use std::path::{Path, PathBuf};
+
+use git2::{Repository, Signature};
+
+/// The four repositories, by name.
+pub const REPOSITORIES: [&str; 4] = ["tasks", "tracking", "results", "config"];
+
+/// What went wrong with the workspace.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkspaceError {
+    /// A folder that should be a repository is something else.
+    #[error("{0} exists but is not a git repository; move it away or choose another --workspace")]
+    NotARepository(PathBuf),
+    /// A git operation failed.
+    #[error("git {op} in {repo}: {source}")]
+    Git {
+        /// What was attempted.
+        op: &'static str,
+        /// The repository.
+        repo: PathBuf,
+        /// What git2 said.
+        source: git2::Error,
+    },
+    /// A file could not be written (a full disk lands here).
+    #[error("writing {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// The workspace folder.
+#[derive(Debug, Clone)]
+pub struct Workspace {
+    root: PathBuf,
+}
+
+impl Workspace {
+    /// Opens the workspace at `root`, creating the folder and any missing repository.
+    pub fn open_or_init(root: &Path) -> Result<Workspace, WorkspaceError> {
+        for name in REPOSITORIES {
+            let path = root.join(name);
+            if path.exists() {
+                Repository::open(&path)
+                    .map_err(|_| WorkspaceError::NotARepository(path.clone()))?;
+            } else {
+                std::fs::create_dir_all(&path).map_err(|source| WorkspaceError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+                Repository::init(&path).map_err(git("init", &path))?;
+            }
+        }
+        Ok(Workspace {
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// The path of repository `name` (one of [`REPOSITORIES`]).
+    pub fn repo_path(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    /// The workspace folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Writes `files` (relative paths) into repository `name` and commits them with
+    /// `message`; returns the commit id.
+    pub fn commit(
+        &self,
+        name: &str,
+        files: &[(String, Vec<u8>)],
+        message: &str,
+    ) -> Result<git2::Oid, WorkspaceError> {
+        let path = self.repo_path(name);
+        let repo = Repository::open(&path).map_err(git("open", &path))?;
+        let mut index = repo.index().map_err(git("index", &path))?;
+        for (rel, content) in files {
+            let file = path.join(rel);
+            if let Some(parent) = file.parent() {
+                std::fs::create_dir_all(parent).map_err(|source| WorkspaceError::Io {
+                    path: parent.to_path_buf(),
+                    source,
+                })?;
+            }
+            std::fs::write(&file, content).map_err(|source| WorkspaceError::Io {
+                path: file.clone(),
+                source,
+            })?;
+            index.add_path(Path::new(rel)).map_err(git("add", &path))?;
+        }
+        index.write().map_err(git("write index", &path))?;
+        let tree_id = index.write_tree().map_err(git("write tree", &path))?;
+        let tree = repo.find_tree(tree_id).map_err(git("find tree", &path))?;
+        let sig = Signature::now("commanditaire", "commanditaire@localhost")
+            .map_err(git("signature", &path))?;
+        let parent = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
+        let parents: Vec<&git2::Commit> = parent.iter().collect();
+        repo.commit(Some("HEAD"), &sig, &sig, message, &tree, &parents)
+            .map_err(git("commit", &path))
+    }
+
+    /// Reads a file of repository `name` at HEAD (not the working tree, which may be mid-write).
+    pub fn read_at_head(&self, name: &str, rel: &str) -> Option<Vec<u8>> {
+        let repo = Repository::open(self.repo_path(name)).ok()?;
+        let tree = repo.head().ok()?.peel_to_tree().ok()?;
+        let entry = tree.get_path(Path::new(rel)).ok()?;
+        let content = repo.find_blob(entry.id()).ok()?.content().to_vec();
+        Some(content)
+    }
+
+    /// Lists the names of the entries of folder `rel` of repository `name` at HEAD.
+    pub fn list_at_head(&self, name: &str, rel: &str) -> Vec<String> {
+        let Ok(repo) = Repository::open(self.repo_path(name)) else {
+            return vec![];
+        };
+        let Some(tree) = repo.head().ok().and_then(|h| h.peel_to_tree().ok()) else {
+            return vec![];
+        };
+        let sub = if rel.is_empty() {
+            Some(tree)
+        } else {
+            tree.get_path(Path::new(rel))
+                .ok()
+                .and_then(|e| e.to_object(&repo).ok())
+                .and_then(|o| o.into_tree().ok())
+        };
+        sub.map(|t| {
+            t.iter()
+                .filter_map(|e| e.name().ok().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+    }
+}
+
+fn git(op: &'static str, repo: &Path) -> impl FnOnce(git2::Error) -> WorkspaceError {
+    let repo = repo.to_path_buf();
+    move |source| WorkspaceError::Git { op, repo, source }
+}
