@@ -17,5 +17,11 @@ esac
 for b in "${bins[@]}"; do
   cp "$target_dir/release/$b" "$ctx/"
 done
-docker build -q -f "$root/dockerfiles/$name.Dockerfile" -t "taskplatform/$name:latest" "$ctx" >/dev/null
+if ! docker build -q -f "$root/dockerfiles/$name.Dockerfile" -t "taskplatform/$name:latest" "$ctx" >"$ctx.log" 2>&1; then
+  cat "$ctx.log" >&2
+  rm -f "$ctx.log"
+  echo "[services] error: building taskplatform/$name failed" >&2
+  exit 1
+fi
+rm -f "$ctx.log"
 echo "[services] built taskplatform/$name:latest" >&2

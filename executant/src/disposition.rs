@@ -72,19 +72,46 @@ mod tests {
             "x".repeat(MAX_TASK_BYTES)
         );
         let table: &[(&str, &str, &str)] = &[
-            (r#"{"schema":1,"project":"p","index":0,"kind":"nqueens","n":8,"prefix":[],"weight":1}"#, "run", ""),
-            (r#"{"schema":1,"project":"p","index":0,"kind":"exec","image":"debian:bookworm-slim","command":["true"]}"#, "run", ""),
-            (r#"{"schema":1,"project":"p","index":0,"kind":"exec","image":"debian","command":["true"]}"#, "refuse", "allowlist"),
-            (r#"{"schema":1,"project":"p","index":0,"kind":"exec","image":"evil:1","command":["true"]}"#, "refuse", "allowlist"),
-            (r#"{"schema":1,"project":"p","index":0,"timeout_secs":99999,"kind":"nqueens","n":8,"prefix":[],"weight":1}"#, "refuse", "exceeds"),
+            (
+                r#"{"schema":1,"project":"p","index":0,"kind":"nqueens","n":8,"prefix":[],"weight":1}"#,
+                "run",
+                "",
+            ),
+            (
+                r#"{"schema":1,"project":"p","index":0,"kind":"exec","image":"debian:bookworm-slim","command":["true"]}"#,
+                "run",
+                "",
+            ),
+            (
+                r#"{"schema":1,"project":"p","index":0,"kind":"exec","image":"debian","command":["true"]}"#,
+                "refuse",
+                "allowlist",
+            ),
+            (
+                r#"{"schema":1,"project":"p","index":0,"kind":"exec","image":"evil:1","command":["true"]}"#,
+                "refuse",
+                "allowlist",
+            ),
+            (
+                r#"{"schema":1,"project":"p","index":0,"timeout_secs":99999,"kind":"nqueens","n":8,"prefix":[],"weight":1}"#,
+                "refuse",
+                "exceeds",
+            ),
             ("not json", "dead", "unreadable task: malformed JSON"),
-            (r#"{"schema":1,"project":"p","index":0,"kind":"bitcoin"}"#, "dead", "unknown variant"),
+            (
+                r#"{"schema":1,"project":"p","index":0,"kind":"bitcoin"}"#,
+                "dead",
+                "unknown variant",
+            ),
             (&big, "dead", "exceeds the limit"),
         ];
         for (body, want_kind, want_reason) in table {
             let (k, reason) = kind(&decide(body.as_bytes(), &config));
             assert_eq!(k, *want_kind, "{}", &body[..body.len().min(120)]);
-            assert!(reason.contains(want_reason), "{reason:?} lacks {want_reason:?}");
+            assert!(
+                reason.contains(want_reason),
+                "{reason:?} lacks {want_reason:?}"
+            );
         }
     }
 }

@@ -59,12 +59,14 @@ impl Context {
                     },
                 )
                 .await;
-                self.settle(&delivery, published.map_err(|e| e.to_string())).await;
+                self.settle(&delivery, published.map_err(|e| e.to_string()))
+                    .await;
                 Ok(())
             }
             Disposition::Refuse(task, reason) => {
                 tracing::warn!(task = %task.id(), %reason, "refusing a task");
-                self.report(&delivery, TaskResult::failed(&task, reason)).await;
+                self.report(&delivery, TaskResult::failed(&task, reason))
+                    .await;
                 Ok(())
             }
             Disposition::Run(task) => self.run(&delivery, task).await,
@@ -94,7 +96,8 @@ impl Context {
                 Err(e) if attempt >= amqp::DELIVERY_LIMIT => {
                     let reason = format!("gave up after {attempt} attempts, the last: {e}");
                     tracing::error!(task = %task.id(), %reason, "task failed for good");
-                    self.report(delivery, TaskResult::failed(&task, reason)).await;
+                    self.report(delivery, TaskResult::failed(&task, reason))
+                        .await;
                     return Ok(());
                 }
                 Err(e) => {

@@ -164,12 +164,18 @@ type Session = (
 /// stop acks), declares the topology and starts consuming with prefetch = concurrency.
 async fn open_session(config: &Config) -> Result<Session, amqp::BrokerError> {
     let op = |op| move |source| amqp::BrokerError::Operation { op, source };
-    let consume_conn =
-        amqp::connect_with_backoff(&config.amqp_url, &format!("executant {} consume", config.name), None)
-            .await?;
-    let publish_conn =
-        amqp::connect_with_backoff(&config.amqp_url, &format!("executant {} publish", config.name), None)
-            .await?;
+    let consume_conn = amqp::connect_with_backoff(
+        &config.amqp_url,
+        &format!("executant {} consume", config.name),
+        None,
+    )
+    .await?;
+    let publish_conn = amqp::connect_with_backoff(
+        &config.amqp_url,
+        &format!("executant {} publish", config.name),
+        None,
+    )
+    .await?;
     let channel = consume_conn
         .create_channel()
         .await

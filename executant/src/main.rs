@@ -22,7 +22,12 @@ struct Cli {
     #[arg(long, env = "EXECUTANT_WORKER_IMAGE", default_value = executant::config::DEFAULT_WORKER_IMAGE)]
     worker_image: String,
     /// An image `exec` tasks may name (repeat the flag; comma-separated in the variable).
-    #[arg(long = "allow-image", env = "EXECUTANT_ALLOW_IMAGES", value_delimiter = ',', default_value = "debian:bookworm-slim")]
+    #[arg(
+        long = "allow-image",
+        env = "EXECUTANT_ALLOW_IMAGES",
+        value_delimiter = ',',
+        default_value = "debian:bookworm-slim"
+    )]
     allow_images: Vec<String>,
     /// Wall-clock limit of a task that sets none, in seconds.
     #[arg(long, env = "EXECUTANT_TASK_TIMEOUT", default_value_t = 600)]
@@ -88,7 +93,9 @@ fn main() -> ExitCode {
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {

@@ -139,7 +139,9 @@ impl Runner {
                     }
                     Ok(_) => {
                         self.discard(&session.id).await;
-                        Err(RunError::Lost("the worker answered for another task".into()))
+                        Err(RunError::Lost(
+                            "the worker answered for another task".into(),
+                        ))
                     }
                     Err(e) => {
                         self.discard(&session.id).await;
@@ -303,7 +305,9 @@ impl Runner {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Err(RunError::Lost("the container did not stop after its output ended".into()))
+        Err(RunError::Lost(
+            "the container did not stop after its output ended".into(),
+        ))
     }
 
     /// Decides why a container stopped: `Ok(reason)` when the task failed by itself,
@@ -326,10 +330,10 @@ impl Runner {
         }
         match code {
             // SIGKILL that the memory limit did not cause: docker kill, an engine restart.
-            137 => Err(RunError::Lost("the container was killed from outside".into())),
-            0 => Err(RunError::Lost(
-                "the worker exited without answering".into(),
+            137 => Err(RunError::Lost(
+                "the container was killed from outside".into(),
             )),
+            0 => Err(RunError::Lost("the worker exited without answering".into())),
             code => Ok(with_tail(format!("exited with code {code}"))),
         }
     }
@@ -362,7 +366,9 @@ impl Runner {
 
     /// Kills and removes a container, ignoring errors (it may already be gone).
     async fn discard(&self, id: &str) {
-        let kill = KillContainerOptionsBuilder::default().signal("SIGKILL").build();
+        let kill = KillContainerOptionsBuilder::default()
+            .signal("SIGKILL")
+            .build();
         let _ = self.docker.kill_container(id, Some(kill)).await;
         let remove = RemoveContainerOptionsBuilder::default().force(true).build();
         let _ = self.docker.remove_container(id, Some(remove)).await;
@@ -370,7 +376,13 @@ impl Runner {
 
     /// Removes the idle worker containers (shutdown, reconnect).
     pub async fn drain_idle(&self) {
-        let sessions: Vec<Session> = self.idle.lock().await.drain().flat_map(|(_, v)| v).collect();
+        let sessions: Vec<Session> = self
+            .idle
+            .lock()
+            .await
+            .drain()
+            .flat_map(|(_, v)| v)
+            .collect();
         for s in sessions {
             self.discard(&s.id).await;
         }

@@ -80,12 +80,7 @@ fn host_config(limits: &Limits, read_only_binds: &[String]) -> HostConfig {
         memory_swap: Some(limits.memory_bytes),
         nano_cpus: Some(limits.nano_cpus),
         pids_limit: Some(limits.pids),
-        binds: Some(
-            read_only_binds
-                .iter()
-                .map(|b| format!("{b}:ro"))
-                .collect(),
-        ),
+        binds: Some(read_only_binds.iter().map(|b| format!("{b}:ro")).collect()),
         ..Default::default()
     }
 }
@@ -105,7 +100,11 @@ pub fn verify(inspect: &ContainerInspectResponse, limits: &Limits) -> Result<(),
             Err(SandboxError { field, wanted, got })
         }
     };
-    check("NetworkMode", "none".into(), host.network_mode.unwrap_or_default())?;
+    check(
+        "NetworkMode",
+        "none".into(),
+        host.network_mode.unwrap_or_default(),
+    )?;
     check(
         "ReadonlyRootfs",
         "true".into(),

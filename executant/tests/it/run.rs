@@ -48,7 +48,9 @@ async fn an_nqueens_project_comes_back_exact() {
     let result = reassembly.result();
     assert!(result.complete, "{result:?}");
     assert_eq!(result.solutions, Some(724));
-    assert!(results.iter().all(|r| r.executor.is_some() && r.duration_ms > 0));
+    assert!(results
+        .iter()
+        .all(|r| r.executor.is_some() && r.duration_ms > 0));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -61,9 +63,17 @@ async fn exec_tasks_echo_timeout_and_are_contained() {
         // The network: only the loopback interface exists.
         exec(&["sh", "-c", "ls /sys/class/net"]),
         // The root filesystem is read-only, /tmp is writable.
-        exec(&["sh", "-c", "echo x > /tmp/ok && echo tmp-ok && echo x > /etc/evil"]),
+        exec(&[
+            "sh",
+            "-c",
+            "echo x > /tmp/ok && echo tmp-ok && echo x > /etc/evil",
+        ]),
         // A bounded fork storm: the pids limit stops it before 200 processes.
-        exec(&["sh", "-c", "i=0; while [ $i -lt 200 ]; do sleep 5 & i=$((i+1)); done; echo spawned-all"]),
+        exec(&[
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 200 ]; do sleep 5 & i=$((i+1)); done; echo spawned-all",
+        ]),
         // Runs as nobody, with no capabilities.
         exec(&["sh", "-c", "id -u; grep CapEff /proc/self/status"]),
     ];
@@ -78,7 +88,10 @@ async fn exec_tasks_echo_timeout_and_are_contained() {
     assert!(write.contains("Read-only file system"), "{write}");
     match outcome(&results[4]) {
         Ok(out) => assert!(!out.contains("spawned-all"), "{out}"),
-        Err(reason) => assert!(reason.contains("fork") || reason.contains("exited"), "{reason}"),
+        Err(reason) => assert!(
+            reason.contains("fork") || reason.contains("exited"),
+            "{reason}"
+        ),
     }
     let ids = outcome(&results[5]).unwrap();
     assert!(ids.starts_with("65534\n"), "{ids}");
@@ -116,19 +129,30 @@ async fn malformed_messages_are_dead_lettered_and_good_tasks_still_run() {
     // Find our poison in todo.dead (other tests' messages are put back).
     let reader = conn.create_channel().await.unwrap();
     let mut consumer = reader
-        .basic_consume(amqp::DEAD_QUEUE.into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(
+            amqp::DEAD_QUEUE.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await
         .unwrap();
     let reason = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
             let d = consumer.next().await.unwrap().unwrap();
-            let mine = d.properties.message_id().as_ref().map(|s| s.to_string()) == Some(poison_id.clone());
+            let mine = d.properties.message_id().as_ref().map(|s| s.to_string())
+                == Some(poison_id.clone());
             if mine {
                 let reason = amqp::reason_of(&d.properties);
                 d.ack(BasicAckOptions::default()).await.unwrap();
                 return reason;
             }
-            d.nack(BasicNackOptions { requeue: true, ..Default::default() }).await.unwrap();
+            d.nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         }
     })
     .await
@@ -162,8 +186,13 @@ async fn sigterm_mid_project_loses_nothing() {
         .unwrap();
     assert!(status.success());
     let mut first = first;
-    let exit = tokio::task::spawn_blocking(move || first.wait().unwrap()).await.unwrap();
-    assert!(exit.success(), "executant exited with {exit:?} after SIGTERM");
+    let exit = tokio::task::spawn_blocking(move || first.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        exit.success(),
+        "executant exited with {exit:?} after SIGTERM"
+    );
     let mut second = spawn(&format!("{id}-b"));
     let (rest, _) = collect_results(&id, 0, Duration::from_secs(1)).await;
     let mut reassembly = Reassembly::new(project);
@@ -172,13 +201,19 @@ async fn sigterm_mid_project_loses_nothing() {
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(300);
     while !reassembly.finished() {
-        assert!(std::time::Instant::now() < deadline, "project not finished: {:?}", reassembly.result().missing);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "project not finished: {:?}",
+            reassembly.result().missing
+        );
         let (more, _) = collect_results(&id, 1, Duration::from_secs(120)).await;
         for r in more.values() {
             reassembly.record(r);
         }
     }
-    let _ = std::process::Command::new("kill").args(["-TERM", &second.id().to_string()]).status();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &second.id().to_string()])
+        .status();
     let _ = tokio::task::spawn_blocking(move || second.wait()).await;
     let result = reassembly.result();
     assert_eq!(result.tasks, n_tasks);

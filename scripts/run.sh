@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The main job: sets up what is missing (RabbitMQ, the offline base image, the worker image),
+# starts an executant, counts the N-queens solutions through the broker and sandboxed
+# containers, prints the exact count, and stops the executant.
+#
+#   scripts/run.sh [N] [extra commanditaire flags...]     (default N = 14)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+n=${1:-14}
+shift || true
+
+scripts/services.sh docker rabbitmq base-image >&2
+echo "[run] building the release binaries" >&2
+cargo build --release -q -p worker -p executant -p commanditaire
+scripts/build-image.sh worker
+
+log=$(mktemp /tmp/executant.XXXXXX.log)
+# Short tasks: let one worker container serve many tasks of the project.
+target/release/executant --reuse 64 >"$log" 2>&1 &
+executant_pid=$!
+stop_executant() {
+  kill -TERM "$executant_pid" 2>/dev/null || true
+  wait "$executant_pid" 2>/dev/null || true
+}
+trap stop_executant EXIT
+
+echo "[run] executant started (log: $log); running the ${n}-queens project" >&2
+target/release/commanditaire nqueens "$n" "$@"
