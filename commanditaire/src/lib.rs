@@ -28,6 +28,17 @@ pub struct RunOptions {
     pub batch: BatchPolicy,
 }
 
+/// What a run did.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// The project id.
+    pub project: String,
+    /// Tasks published by this run (a resumed run publishes only what never was).
+    pub published: usize,
+    /// The reassembled result; `None` when detached.
+    pub result: Option<ProjectResult>,
+}
+
 /// Why a project could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -47,7 +58,7 @@ pub async fn submit(
     options: &RunOptions,
     project: Project,
     watcher: &dyn broker::Watcher,
-) -> Result<Option<ProjectResult>, ClientError> {
+) -> Result<RunReport, ClientError> {
     let ws = Workspace::open_or_init(&options.workspace)?;
     let config = serde_json::json!({
         "mode": if options.local { "local" } else { "broker" },
@@ -69,7 +80,7 @@ pub async fn resume(
     options: &RunOptions,
     id: &str,
     watcher: &dyn broker::Watcher,
-) -> Result<Option<ProjectResult>, ClientError> {
+) -> Result<RunReport, ClientError> {
     let ws = Workspace::open_or_init(&options.workspace)?;
     let project = tracking::load_project(&ws, id).map_err(ClientError::Project)?;
     let tracker = Tracker::load(&ws, project, options.batch);
@@ -80,8 +91,9 @@ async fn drive(
     options: &RunOptions,
     mut tracker: Tracker,
     watcher: &dyn broker::Watcher,
-) -> Result<Option<ProjectResult>, ClientError> {
+) -> Result<RunReport, ClientError> {
     watcher.progress(tracker.done());
+    let mut published = 0;
     if options.local {
         let todo: Vec<_> = tracker
             .project()
@@ -106,12 +118,20 @@ async fn drive(
         }
     } else {
         if !tracker.published() {
-            broker::publish_missing(&options.amqp_url, &mut tracker).await?;
+            published = broker::publish_missing(&options.amqp_url, &mut tracker).await?;
         }
         if options.detach {
-            return Ok(None);
+            return Ok(RunReport {
+                project: tracker.project().id.clone(),
+                published,
+                result: None,
+            });
         }
         broker::follow(&options.amqp_url, &mut tracker, watcher).await?;
     }
-    Ok(Some(tracker.finish()?))
+    Ok(RunReport {
+        project: tracker.project().id.clone(),
+        published,
+        result: Some(tracker.finish()?),
+    })
 }

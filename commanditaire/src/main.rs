@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use commanditaire::{BatchPolicy, RunOptions};
 use tasks::model::ExecSpec;
-use tasks::{Project, ProjectResult, TaskSpec};
+use tasks::{Project, TaskSpec};
 
 mod output;
 
@@ -215,14 +215,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     Ok(report(result, json))
 }
 
-fn report(result: Option<ProjectResult>, json: bool) -> ExitCode {
-    match result {
+fn report(run: commanditaire::RunReport, json: bool) -> ExitCode {
+    match run.result {
         None => {
-            output::detached(json);
+            output::detached(&run, json);
             ExitCode::SUCCESS
         }
         Some(result) => {
-            output::result(&result, json);
+            output::result(&result, run.published, json);
             if result.complete {
                 ExitCode::SUCCESS
             } else {

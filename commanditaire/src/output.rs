@@ -49,9 +49,10 @@ impl commanditaire::broker::Watcher for Bar {
 }
 
 /// Prints a finished project's result.
-pub fn result(result: &ProjectResult, json: bool) {
+pub fn result(result: &ProjectResult, published: usize, json: bool) {
     if json {
         let mut value = serde_json::to_value(result).expect("serializable");
+        value["published"] = published.into();
         if let tasks::ProjectSpec::Nqueens { n, depth } = result.spec {
             value["n"] = n.into();
             value["depth"] = depth.into();
@@ -107,10 +108,18 @@ pub fn status(all: &[Progress], json: bool) {
 }
 
 /// Says the project was published and not followed.
-pub fn detached(json: bool) {
+pub fn detached(run: &commanditaire::RunReport, json: bool) {
     if json {
-        println!("{}", serde_json::json!({ "detached": true }));
+        println!(
+            "{}",
+            serde_json::json!({ "project": run.project, "published": run.published, "detached": true })
+        );
     } else {
-        eprintln!("tasks published; follow with `commanditaire status` and `commanditaire resume PROJECT`");
+        println!("{}", run.project);
+        eprintln!(
+            "{} tasks published; follow with `commanditaire status {p}` and `commanditaire resume {p}`",
+            run.published,
+            p = run.project
+        );
     }
 }

@@ -1,0 +1,5 @@
+//! Integration tests of the client through the whole platform: the real broker, a real
+//! executant in this process, real containers, real git repositories.
+
+mod platform;
+mod support;

@@ -1,0 +1,116 @@
+//! Helpers: an executant in-process, the client binary, OEIS counts.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+/// The broker the tests use.
+pub fn amqp_url() -> String {
+    std::env::var("AMQP_URL").unwrap_or_else(|_| tasks::amqp::DEFAULT_AMQP_URL.to_string())
+}
+
+/// The OEIS A000170 counts from `../shared/data/nqueens-counts.tsv`.
+pub fn oeis(n: u8) -> u64 {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/data/nqueens-counts.tsv"
+    );
+    let text = std::fs::read_to_string(path).unwrap();
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split('\t');
+            Some((
+                f.next()?.parse::<u8>().ok()?,
+                f.next()?.parse::<u64>().ok()?,
+            ))
+        })
+        .find(|(k, _)| *k == n)
+        .map(|(_, c)| c)
+        .unwrap()
+}
+
+/// A real executant, running in a thread of its own until dropped.
+pub struct Executant {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Executant {
+    /// Starts one with the project's worker image; `reuse` tasks per worker container.
+    pub fn start(reuse: u32) -> Executant {
+        let mut config = executant::Config::new(amqp_url());
+        config.concurrency = 2;
+        config.reuse = reuse;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            runtime
+                .block_on(executant::run(config, async {
+                    let _ = stopped.await;
+                }))
+                .unwrap();
+        });
+        Executant {
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Executant {
+    fn drop(&mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        let _ = self.thread.take().unwrap().join();
+    }
+}
+
+/// The client binary, with the test broker and `workspace`.
+pub fn client(workspace: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_commanditaire"));
+    cmd.env("AMQP_URL", amqp_url())
+        .arg("--workspace")
+        .arg(workspace);
+    cmd
+}
+
+/// Runs the client with `args` and `--json`; returns the exit code and the JSON it printed.
+pub fn client_json(workspace: &Path, args: &[&str]) -> (i32, serde_json::Value, Output) {
+    let output = client(workspace).arg("--json").args(args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "client printed no JSON ({e}): stdout {stdout:?}, stderr {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (output.status.code().unwrap_or(-1), value, output)
+}
+
+/// The one-line subjects of a repository's history, newest first.
+pub fn git_log(repo: &Path) -> Vec<String> {
+    let repo = git2::Repository::open(repo).unwrap();
+    let mut walk = repo.revwalk().unwrap();
+    walk.push_head().unwrap();
+    walk.map(|oid| {
+        repo.find_commit(oid.unwrap())
+            .unwrap()
+            .summary()
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+            .to_string()
+    })
+    .collect()
+}
+
+/// Waits until `cond` holds, polling, or panics with `what` after `timeout`.
+pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
