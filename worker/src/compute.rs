@@ -16,11 +16,12 @@ pub fn answer(input: &[u8]) -> anyhow::Result<Vec<u8>> {
 pub fn compute(task: &Task) -> TaskResult {
     let start = Instant::now();
     let mut result = match &task.spec {
-        TaskSpec::Nqueens { n, prefix, .. } => match tasks::nqueens::count_completions(*n, prefix)
-        {
-            Ok(solutions) => TaskResult::ok(task, TaskOutput::Nqueens { solutions }),
-            Err(e) => TaskResult::failed(task, e.to_string()),
-        },
+        TaskSpec::Nqueens { n, prefix, .. } => {
+            match tasks::nqueens::count_completions(*n, prefix) {
+                Ok(solutions) => TaskResult::ok(task, TaskOutput::Nqueens { solutions }),
+                Err(e) => TaskResult::failed(task, e.to_string()),
+            }
+        }
         TaskSpec::Exec(spec) => TaskResult::failed(
             task,
             format!(
