@@ -66,6 +66,11 @@ enum Command {
         /// How many tasks.
         #[arg(long, default_value_t = 1)]
         count: u32,
+        /// A script to commit to the tasks repository and mount read-only in each task's
+        /// container (code on demand); `{script}` in the arguments is replaced by its path
+        /// inside the container.
+        #[arg(long)]
+        script: Option<PathBuf>,
         #[command(flatten)]
         run: RunFlags,
         /// The command and its arguments.
@@ -131,10 +136,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Exec {
             image,
             count,
+            script,
             run,
             command,
         } => {
             let id = run.id.clone().unwrap_or_else(|| generated_id("exec"));
+            tasks::model::validate_project_id(&id)?;
+            let script = match script {
+                Some(path) => Some(commit_script(&cli.workspace, &id, path)?),
+                None => None,
+            };
+            let in_container = script
+                .as_ref()
+                .map(|s| format!("/task/{}", s.path))
+                .unwrap_or_default();
             let specs = (0..*count)
                 .map(|i| {
                     TaskSpec::Exec(ExecSpec {
@@ -144,9 +159,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             .map(|a| {
                                 a.replace("{project}", &id)
                                     .replace("{index}", &i.to_string())
+                                    .replace("{script}", &in_container)
                             })
                             .collect(),
-                        script: None,
+                        script: script.clone(),
                     })
                 })
                 .collect();
@@ -230,6 +246,33 @@ fn report(run: commanditaire::RunReport, json: bool) -> ExitCode {
             }
         }
     }
+}
+
+/// Commits `path` to the tasks repository as `<project>/scripts/<name>` and returns the
+/// reference the executants fetch it by.
+fn commit_script(
+    workspace: &std::path::Path,
+    id: &str,
+    path: &std::path::Path,
+) -> anyhow::Result<tasks::model::ScriptRef> {
+    let content = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .with_context(|| format!("{} has no usable file name", path.display()))?;
+    let ws = commanditaire::Workspace::open_or_init(workspace)?;
+    let rel = format!("{id}/scripts/{name}");
+    let commit = ws.commit(
+        "tasks",
+        &[(rel.clone(), content)],
+        &format!("Project {id}: script {name}"),
+    )?;
+    let repo = std::fs::canonicalize(ws.repo_path("tasks"))?;
+    Ok(tasks::model::ScriptRef {
+        repo: repo.display().to_string(),
+        commit: commit.to_string(),
+        path: rel,
+    })
 }
 
 /// A depth that gives tasks neither tiny nor huge: a few hundred tasks for large boards.

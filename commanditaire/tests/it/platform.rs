@@ -183,3 +183,37 @@ fn errors_a_person_can_act_on() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("`n`"));
 }
+
+#[test]
+fn code_on_demand_runs_the_committed_script() {
+    let _executant = Executant::start(1);
+    let ws = tempfile::tempdir().unwrap();
+    let script = ws.path().join("square.sh");
+    std::fs::write(&script, "#!/bin/sh\necho $(( $1 * $1 ))\n").unwrap();
+    let (code, json, _) = client_json(
+        ws.path(),
+        &[
+            "exec",
+            "--id",
+            "square",
+            "--count",
+            "4",
+            "--script",
+            script.to_str().unwrap(),
+            "--",
+            "sh",
+            "{script}",
+            "{index}",
+        ],
+    );
+    assert_eq!(code, 0, "{json}");
+    assert_eq!(
+        json["outputs"],
+        serde_json::json!(["0\n", "1\n", "4\n", "9\n"])
+    );
+    let log = git_log(&ws.path().join("tasks"));
+    assert!(
+        log.iter().any(|l| l == "Project square: script square.sh"),
+        "{log:?}"
+    );
+}
