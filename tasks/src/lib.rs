@@ -6,6 +6,7 @@
 
 pub mod model;
 pub mod nqueens;
+pub mod progress;
 pub mod reassemble;
 pub mod split;
 

@@ -40,3 +40,66 @@ fn invalid_prefixes_are_rejected_with_the_row() {
     let err = count_all(33).unwrap_err().to_string();
     assert!(err.contains("`n`"), "{err}");
 }
+
+#[test]
+fn count_all_equals_oeis_for_16() {
+    // The rotations of the board (`count_all`) on a larger board: about a second.
+    let (_, expected) = crate::oeis_counts()
+        .into_iter()
+        .find(|(n, _)| *n == 16)
+        .expect("N = 16 in the OEIS table");
+    assert_eq!(count_all(16).unwrap(), expected);
+}
+
+#[test]
+fn the_fast_search_agrees_with_the_plain_one_on_every_prefix() {
+    // The core search (iterative, last two rows counted at once) against the plain recursive
+    // search of `count_completions_with_stats`, on every prefix of 0 to 4 queens of a board
+    // of 11, every prefix whatever its mirror.
+    let n = 11u8;
+    let mut prefixes = vec![vec![]];
+    for _ in 0..4 {
+        let mut next = Vec::new();
+        for prefix in &prefixes {
+            for col in 0..n {
+                let mut longer: Vec<u8> = prefix.clone();
+                longer.push(col);
+                if count_completions(n, &longer).is_ok() {
+                    next.push(longer);
+                }
+            }
+        }
+        for prefix in &prefixes {
+            let fast = count_completions(n, prefix).unwrap();
+            let plain = count_completions_with_stats(n, prefix).unwrap().solutions;
+            assert_eq!(fast, plain, "prefix {prefix:?}");
+        }
+        prefixes = next;
+    }
+}
+
+/// A solution of the 32-queens problem (the explicit construction for `n % 6 == 2`).
+fn solution_32() -> Vec<u8> {
+    let n = 32usize;
+    let mut cols = vec![0u8; n];
+    for i in 0..n / 2 {
+        let c = (2 * i + n / 2 - 1) % n;
+        cols[i] = c as u8;
+        cols[n - 1 - i] = (n - 1 - c) as u8;
+    }
+    cols
+}
+
+#[test]
+fn boards_of_32_columns_work() {
+    let solution = solution_32();
+    assert_eq!(count_completions(32, &solution).unwrap(), 1);
+    // Every prefix with at least 20 queens placed: the fast search against the plain one.
+    for placed in 20..=32 {
+        let prefix = &solution[..placed];
+        let fast = count_completions(32, prefix).unwrap();
+        let stats = count_completions_with_stats(32, prefix).unwrap();
+        assert_eq!(fast, stats.solutions, "{placed} queens placed");
+        assert!(fast >= 1, "{placed} queens placed");
+    }
+}
