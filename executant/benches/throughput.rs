@@ -28,7 +28,7 @@ fn amqp_url() -> String {
 fn main() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let tasks = env_or("BENCH_TASKS", 10_000);
-    let concurrency = env_or("BENCH_CONCURRENCY", 16) as u16;
+    let concurrency = env_or("BENCH_CONCURRENCY", 128) as u16;
     println!("executant benchmark: trivial N-queens tasks (N = 4), worker image taskplatform/worker:latest");
 
     let docker_run = docker_run_median(15);
@@ -205,7 +205,10 @@ async fn run_tasks(concurrency: u16, reuse: u32, count: usize) -> f64 {
             let r = tasks::TaskResult::from_json(&d.data).unwrap();
             assert!(matches!(r.outcome, tasks::Outcome::Ok { .. }), "{r:?}");
             seen.insert(r.index);
-            d.ack(BasicAckOptions::default()).await.unwrap();
+            // Like the client, ack in batches (it acks after each tracking commit).
+            if seen.len() % 100 == 0 || seen.len() == count {
+                d.ack(BasicAckOptions { multiple: true }).await.unwrap();
+            }
         }
     };
     tokio::join!(publish, collect);

@@ -5,8 +5,10 @@
 //! executant in-process and stop it cleanly.
 
 pub mod config;
+mod containers;
 pub mod disposition;
 mod handle;
+mod lanes;
 pub mod runner;
 pub mod sandbox;
 pub mod script;

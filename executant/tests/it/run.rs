@@ -54,6 +54,27 @@ async fn an_nqueens_project_comes_back_exact() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn reused_workers_batch_tasks_and_stay_exact() {
+    let id = unique_project("exec-reuse");
+    let project = tasks::split::nqueens_project(&id, 11, 3).unwrap();
+    let mut config = test_config();
+    config.concurrency = 16;
+    config.reuse = 20;
+    let executant = InProcess::start(config);
+    publish_tasks(&id, &project.tasks).await;
+    let (results, _) =
+        collect_results(&id, project.tasks.len() as u32, Duration::from_secs(240)).await;
+    executant.stop().await;
+    let mut reassembly = Reassembly::new(project);
+    for r in results.values() {
+        reassembly.record(r);
+    }
+    let result = reassembly.result();
+    assert!(result.complete, "{result:?}");
+    assert_eq!(result.solutions, Some(2680));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn exec_tasks_echo_timeout_and_are_contained() {
     let id = unique_project("exec-demo");
     let sentence = format!("project {id} task 0 says hello");

@@ -1,0 +1,223 @@
+//! Worker reuse (`--reuse N`): each project's N-queens tasks go to a few long-lived worker
+//! containers ("lanes"), at most one per core (a container has a CPU limit of its own).
+//!
+//! A lane is a task of its own that owns one container at a time. It takes every job waiting
+//! for it, writes them to the worker at once, and reads the answers in order: trivial tasks
+//! are batched, so one round trip through the engine serves many. A container serves up to N
+//! tasks, then is replaced; a lane idle for a while removes its container and ends.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tasks::{Task, TaskResult};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+use crate::containers::{read_line, timeout_reason, Containers, Session};
+use crate::runner::{parse_answer, RunError};
+
+/// The most tasks written to a worker in one batch.
+const MAX_BATCH: usize = 256;
+/// How long a lane keeps its container without work.
+const IDLE: Duration = Duration::from_secs(30);
+
+struct Job {
+    task: Task,
+    timeout: Duration,
+    reply: oneshot::Sender<Result<TaskResult, RunError>>,
+}
+
+struct Lane {
+    tx: mpsc::UnboundedSender<Job>,
+    outstanding: Arc<AtomicUsize>,
+}
+
+/// The lanes of every project.
+pub(crate) struct Lanes {
+    containers: Containers,
+    by_project: Mutex<HashMap<String, Vec<Lane>>>,
+    max_per_project: usize,
+}
+
+impl Lanes {
+    pub(crate) fn new(containers: Containers) -> Lanes {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let max_per_project = cores.min(containers.config.concurrency as usize).max(1);
+        Lanes {
+            containers,
+            by_project: Mutex::new(HashMap::new()),
+            max_per_project,
+        }
+    }
+
+    /// Runs `task` on one of its project's lanes: an idle one, else a new one while there are
+    /// fewer than one per core, else the least busy.
+    pub(crate) async fn run(&self, task: Task, timeout: Duration) -> Result<TaskResult, RunError> {
+        let (reply, answer) = oneshot::channel();
+        let mut job = Job {
+            task,
+            timeout,
+            reply,
+        };
+        {
+            let mut all = self.by_project.lock().await;
+            let lanes = all.entry(job.task.project.clone()).or_default();
+            lanes.retain(|l| !l.tx.is_closed());
+            loop {
+                let idle = lanes
+                    .iter()
+                    .position(|l| l.outstanding.load(Ordering::Relaxed) == 0);
+                let pick = match idle {
+                    Some(i) => i,
+                    None if lanes.len() < self.max_per_project => {
+                        lanes.push(self.spawn_lane());
+                        lanes.len() - 1
+                    }
+                    None => (0..lanes.len())
+                        .min_by_key(|&i| lanes[i].outstanding.load(Ordering::Relaxed))
+                        .unwrap_or(0),
+                };
+                let lane = &lanes[pick];
+                lane.outstanding.fetch_add(1, Ordering::Relaxed);
+                match lane.tx.send(job) {
+                    Ok(()) => break,
+                    Err(mpsc::error::SendError(back)) => {
+                        // The lane ended (idle) between the check and the send.
+                        job = back;
+                        lanes.remove(pick);
+                    }
+                }
+            }
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(RunError::Lost("the worker lane stopped".into())))
+    }
+
+    fn spawn_lane(&self) -> Lane {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let outstanding = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(lane(self.containers.clone(), rx, outstanding.clone()));
+        Lane { tx, outstanding }
+    }
+
+    /// Ends every lane (each removes its container when its jobs are done).
+    pub(crate) async fn stop_all(&self) {
+        self.by_project.lock().await.clear();
+    }
+}
+
+/// One lane: owns at most one worker container at a time.
+async fn lane(c: Containers, mut rx: mpsc::UnboundedReceiver<Job>, outstanding: Arc<AtomicUsize>) {
+    let reuse = c.config.reuse;
+    let mut session: Option<Session> = None;
+    let mut backlog: VecDeque<Job> = VecDeque::new();
+    let answer = |job: Job, result: Result<TaskResult, RunError>| {
+        outstanding.fetch_sub(1, Ordering::Relaxed);
+        let _ = job.reply.send(result);
+    };
+    loop {
+        if backlog.is_empty() {
+            let next = if session.is_some() {
+                tokio::time::timeout(IDLE, rx.recv()).await.ok().flatten()
+            } else {
+                rx.recv().await
+            };
+            match next {
+                Some(job) => backlog.push_back(job),
+                None => break,
+            }
+        }
+        while backlog.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => backlog.push_back(job),
+                Err(_) => break,
+            }
+        }
+        if session.as_ref().is_some_and(|s| s.served >= reuse) {
+            if let Some(old) = session.take() {
+                c.discard(&old.id).await;
+            }
+        }
+        let s = match session.as_mut() {
+            Some(s) => s,
+            None => match c.start_session().await {
+                Ok(s) => session.insert(s),
+                Err(e) => {
+                    // The first job carries the error (an engine fault is waited out by its
+                    // handler); the others try again with a new container.
+                    if let Some(job) = backlog.pop_front() {
+                        answer(job, Err(e));
+                    }
+                    continue;
+                }
+            },
+        };
+        let budget = ((reuse - s.served) as usize).min(backlog.len());
+        let batch: Vec<Job> = backlog.drain(..budget).collect();
+        let mut lines = Vec::with_capacity(batch.len() * 96);
+        for job in &batch {
+            lines.extend_from_slice(&job.task.to_json());
+            lines.push(b'\n');
+        }
+        if let Err(e) = s.input.write_all(&lines).await {
+            let reason = format!("writing tasks to the worker: {e}");
+            for job in batch {
+                answer(job, Err(RunError::Lost(reason.clone())));
+            }
+            if let Some(dead) = session.take() {
+                c.discard(&dead.id).await;
+            }
+            continue;
+        }
+        let _ = s.input.flush().await;
+        let mut jobs = batch.into_iter();
+        let mut broken = false;
+        for job in jobs.by_ref() {
+            match tokio::time::timeout(job.timeout, read_line(s)).await {
+                Ok(Ok(Some(line))) => {
+                    s.served += 1;
+                    let result = parse_answer(&job.task, &line);
+                    broken = result.is_err();
+                    answer(job, result);
+                }
+                Err(_) => {
+                    let result = TaskResult::failed(&job.task, timeout_reason(job.timeout));
+                    answer(job, Ok(result));
+                    broken = true;
+                }
+                Ok(Ok(None)) => {
+                    let verdict = c.exit_verdict(&s.id, &s.stderr).await;
+                    let result = verdict.map(|reason| TaskResult::failed(&job.task, reason));
+                    answer(job, result);
+                    broken = true;
+                }
+                Ok(Err(e)) => {
+                    answer(job, Err(e));
+                    broken = true;
+                }
+            }
+            if broken {
+                break;
+            }
+        }
+        if broken {
+            // The jobs after the one that broke the container were not answered: run them
+            // again in a new container, first.
+            for job in jobs.rev() {
+                backlog.push_front(job);
+            }
+            if let Some(dead) = session.take() {
+                c.discard(&dead.id).await;
+            }
+        }
+    }
+    if let Some(s) = session {
+        c.discard(&s.id).await;
+    }
+    for job in backlog {
+        answer(job, Err(RunError::Lost("the worker lane stopped".into())));
+    }
+}
