@@ -3,7 +3,8 @@
 # engine, RabbitMQ (from Debian's packages), the offline base image (debootstrap) and the
 # worker image. Idempotent: a second run reuses what the first set up.
 #
-#   scripts/services.sh [docker] [rabbitmq] [base-image] [worker-image] [chromium]   (default: all)
+#   scripts/services.sh [build-deps] [docker] [rabbitmq] [base-image] [worker-image] [chromium]
+#   (default: all)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -31,7 +32,7 @@ ensure_docker() {
 }
 
 ensure_rabbitmq() {
-  if command -v rabbitmq-diagnostics >/dev/null && rabbitmq-diagnostics -q ping >/dev/null 2>&1; then
+  if command -v rabbitmqctl >/dev/null && timeout 10 rabbitmqctl -q await_startup >/dev/null 2>&1; then
     return
   fi
   command -v rabbitmq-server >/dev/null || apt_install rabbitmq-server
@@ -40,10 +41,13 @@ ensure_rabbitmq() {
   log "starting rabbitmq-server"
   rabbitmq-server -detached >/dev/null 2>&1 || true
   for _ in $(seq 90); do
-    rabbitmq-diagnostics -q ping >/dev/null 2>&1 && { log "rabbitmq is up"; return; }
+    rabbitmq-diagnostics -q ping >/dev/null 2>&1 && break
     sleep 1
   done
-  die "RabbitMQ did not start (see /var/log/rabbitmq/)"
+  # The node answers pings before the broker application has finished starting.
+  timeout 120 rabbitmqctl -q await_startup >/dev/null 2>&1 \
+    || die "RabbitMQ did not start (see /var/log/rabbitmq/)"
+  log "rabbitmq is up"
 }
 
 # Headless Chromium: broker-api's page test loads the page in a real browser.
@@ -67,6 +71,11 @@ ensure_base_image() {
 }
 
 # The worker image: the host-built `worker` binary on the base image.
+# C libraries the crates link: OpenSSL for git2's https pushes (libssh2 is built vendored).
+ensure_build_deps() {
+  dpkg -s libssl-dev pkg-config >/dev/null 2>&1 || apt_install libssl-dev pkg-config
+}
+
 ensure_worker_image() {
   ensure_base_image
   log "building the worker binary"
@@ -75,9 +84,10 @@ ensure_worker_image() {
 }
 
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(docker rabbitmq base-image worker-image chromium)
+[ ${#targets[@]} -gt 0 ] || targets=(build-deps docker rabbitmq base-image worker-image chromium)
 for t in "${targets[@]}"; do
   case "$t" in
+    build-deps) ensure_build_deps ;;
     docker) ensure_docker ;;
     rabbitmq) ensure_rabbitmq ;;
     base-image) ensure_docker; ensure_base_image ;;
