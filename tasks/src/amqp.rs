@@ -273,22 +273,44 @@ pub fn properties(message_id: &str, reason: Option<&str>) -> BasicProperties {
 /// Publishes `message` as mandatory on a confirm channel and waits for the broker's ack;
 /// a nack or a returned (unroutable) message is an error.
 pub async fn publish(channel: &Channel, message: Message<'_>) -> Result<(), BrokerError> {
+    publish_with_properties(
+        channel,
+        message.exchange,
+        message.routing_key,
+        message.body,
+        properties(message.message_id, message.reason),
+    )
+    .await
+}
+
+/// Publishes `body` with the given properties as mandatory on a confirm channel and waits
+/// for the broker's ack; a nack or a returned (unroutable) message is an error.
+///
+/// [`publish`] is this with the platform's properties; this is for callers (such as an HTTP
+/// gateway) that relay messages whose properties they do not choose.
+pub async fn publish_with_properties(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    props: BasicProperties,
+) -> Result<(), BrokerError> {
     let confirm = channel
         .basic_publish(
-            message.exchange.into(),
-            message.routing_key.into(),
+            exchange.into(),
+            routing_key.into(),
             BasicPublishOptions {
                 mandatory: true,
                 ..BasicPublishOptions::default()
             },
-            message.body,
-            properties(message.message_id, message.reason),
+            body,
+            props,
         )
         .await
         .map_err(op("publish"))?
         .await
         .map_err(op("wait for publisher confirm"))?;
-    let destination = || format!("{}/{}", message.exchange, message.routing_key);
+    let destination = || format!("{exchange}/{routing_key}");
     if !confirm.is_ack() {
         return Err(BrokerError::NotConfirmed {
             destination: destination(),
@@ -298,10 +320,28 @@ pub async fn publish(channel: &Channel, message: Message<'_>) -> Result<(), Brok
     if confirm.take_message().is_some() {
         return Err(BrokerError::NotConfirmed {
             destination: destination(),
-            why: "unroutable: no queue is bound for it",
+            why: UNROUTABLE,
         });
     }
     Ok(())
+}
+
+/// The `why` of [`BrokerError::NotConfirmed`] for a message no queue was bound for.
+pub const UNROUTABLE: &str = "unroutable: no queue is bound for it";
+
+impl BrokerError {
+    /// The AMQP reply code the broker answered with (404 not found, 406 precondition
+    /// failed, ...), when the error is a broker refusal rather than a lost connection.
+    pub fn reply_code(&self) -> Option<u16> {
+        let source = match self {
+            BrokerError::Connect { source, .. } | BrokerError::Operation { source, .. } => source,
+            BrokerError::NotConfirmed { .. } => return None,
+        };
+        match source.kind() {
+            lapin::ErrorKind::ProtocolError(e) => Some(e.get_id()),
+            _ => None,
+        }
+    }
 }
 
 /// Reads the reason header of a delivery, if a client set one.

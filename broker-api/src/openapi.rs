@@ -1,0 +1,68 @@
+//! The OpenAPI document, generated from the handlers' annotations and served at
+//! `/openapi.json`.
+
+use std::sync::OnceLock;
+
+use axum::http::header;
+use axum::response::IntoResponse;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::routes::{health, messages, projects, queues};
+
+/// The document.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "broker-api",
+        description = "An HTTP API over the platform's RabbitMQ queues. Every `/api/` route needs `Authorization: Bearer <token>`. Errors are JSON: `{\"error\": \"...\", \"status\": N}`."
+    ),
+    paths(
+        health::healthz,
+        health::readyz,
+        queues::list,
+        queues::inspect,
+        queues::create,
+        queues::delete,
+        messages::publish,
+        messages::get,
+        projects::list,
+        projects::one,
+    ),
+    components(schemas(crate::error::ErrorBody)),
+    modifiers(&Bearer),
+    tags(
+        (name = "queues", description = "Queues and their depth"),
+        (name = "messages", description = "Publish (confirmed) and get"),
+        (name = "projects", description = "The platform's projects and their progress"),
+        (name = "health", description = "Liveness and readiness"),
+    )
+)]
+pub struct ApiDoc;
+
+struct Bearer;
+
+impl Modify for Bearer {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The document as JSON (built once).
+pub fn document() -> &'static str {
+    static DOC: OnceLock<String> = OnceLock::new();
+    DOC.get_or_init(|| {
+        ApiDoc::openapi()
+            .to_pretty_json()
+            .expect("the OpenAPI document serializes")
+    })
+}
+
+/// `GET /openapi.json`.
+pub async fn serve() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], document())
+}
