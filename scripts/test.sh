@@ -10,5 +10,7 @@ echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
+echo "== cargo build (the fault-injection suite drives the binaries)"
+cargo build --workspace
 echo "== cargo test"
 cargo test --workspace --all-features

@@ -7,6 +7,8 @@
 //! - `tracking/P/progress.json` and `tracking/P/results/NNNNNN.jsonl` (one file per batch of
 //!   results, so each commit adds a small file and history grows linearly);
 //! - `results/P/result.json` (the reassembled outcome).
+//!
+//! Each repository is created on branch `main`; [`crate::remote`] pushes that branch.
 
 use std::path::{Path, PathBuf};
 
@@ -50,22 +52,56 @@ pub struct Workspace {
 impl Workspace {
     /// Opens the workspace at `root`, creating the folder and any missing repository.
     pub fn open_or_init(root: &Path) -> Result<Workspace, WorkspaceError> {
-        for name in REPOSITORIES {
-            let path = root.join(name);
-            if path.exists() {
-                Repository::open(&path)
-                    .map_err(|_| WorkspaceError::NotARepository(path.clone()))?;
-            } else {
-                std::fs::create_dir_all(&path).map_err(|source| WorkspaceError::Io {
-                    path: path.clone(),
-                    source,
-                })?;
-                Repository::init(&path).map_err(git("init", &path))?;
-            }
-        }
-        Ok(Workspace {
+        std::fs::create_dir_all(root).map_err(|source| WorkspaceError::Io {
+            path: root.to_path_buf(),
+            source,
+        })?;
+        let ws = Workspace {
             root: root.to_path_buf(),
-        })
+        };
+        ws.locked(|| {
+            for name in REPOSITORIES {
+                let path = root.join(name);
+                if path.exists() {
+                    Repository::open(&path)
+                        .map_err(|_| WorkspaceError::NotARepository(path.clone()))?;
+                } else {
+                    std::fs::create_dir_all(&path).map_err(|source| WorkspaceError::Io {
+                        path: path.clone(),
+                        source,
+                    })?;
+                    let mut init = git2::RepositoryInitOptions::new();
+                    init.initial_head("main");
+                    Repository::init_opts(&path, &init).map_err(git("init", &path))?;
+                }
+            }
+            Ok(())
+        })?;
+        Ok(ws)
+    }
+
+    /// Runs `f` holding the workspace's lock (`.lock`, an advisory file lock that the kernel
+    /// releases if the process dies), so that clients sharing a workspace never write to a
+    /// repository at the same time, and a lock file git left behind is known to be stale.
+    fn locked<T>(
+        &self,
+        f: impl FnOnce() -> Result<T, WorkspaceError>,
+    ) -> Result<T, WorkspaceError> {
+        let path = self.root.join(".lock");
+        let io = |source| WorkspaceError::Io {
+            path: path.clone(),
+            source,
+        };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io)?;
+        file.lock().map_err(io)?;
+        let result = f();
+        let _ = file.unlock();
+        result
     }
 
     /// The path of repository `name` (one of [`REPOSITORIES`]).
@@ -86,7 +122,22 @@ impl Workspace {
         files: &[(String, Vec<u8>)],
         message: &str,
     ) -> Result<git2::Oid, WorkspaceError> {
+        self.locked(|| self.commit_locked(name, files, message))
+    }
+
+    fn commit_locked(
+        &self,
+        name: &str,
+        files: &[(String, Vec<u8>)],
+        message: &str,
+    ) -> Result<git2::Oid, WorkspaceError> {
         let path = self.repo_path(name);
+        // Holding the workspace lock, an index lock can only be left by a client that died
+        // mid-commit.
+        let stale = path.join(".git").join("index.lock");
+        if stale.exists() {
+            let _ = std::fs::remove_file(&stale);
+        }
         let repo = Repository::open(&path).map_err(git("open", &path))?;
         let mut index = repo.index().map_err(git("index", &path))?;
         for (rel, content) in files {

@@ -1,5 +1,6 @@
 //! The executant's settings (filled by the binary from flags and environment variables).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The default worker image: the one the project's own build makes (`scripts/build-image.sh`).
@@ -56,6 +57,10 @@ pub struct Config {
     pub limits: Limits,
     /// How long a shutdown waits for tasks in flight before returning them to the queue.
     pub shutdown_grace: Duration,
+    /// Where task scripts are written before being bind-mounted into task containers. The
+    /// Docker engine resolves bind mounts on its own host: an executant running in a
+    /// container must use a folder mounted at the same path on the host.
+    pub scripts_dir: PathBuf,
 }
 
 impl Config {
@@ -74,6 +79,7 @@ impl Config {
             reuse: 1,
             limits: Limits::default(),
             shutdown_grace: Duration::from_secs(30),
+            scripts_dir: std::env::temp_dir(),
         }
     }
 

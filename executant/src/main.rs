@@ -50,6 +50,10 @@ struct Cli {
     /// Seconds a shutdown waits for tasks in flight before returning them to the queue.
     #[arg(long, env = "EXECUTANT_SHUTDOWN_GRACE", default_value_t = 30)]
     shutdown_grace: u64,
+    /// Where task scripts are written and bind-mounted from (the same path must exist on the
+    /// Docker host: in a container, mount it at the same path); default: the temp folder.
+    #[arg(long, env = "EXECUTANT_SCRIPTS_DIR")]
+    scripts_dir: Option<std::path::PathBuf>,
     /// This executant's name (logs, container labels, results); default: host-pid.
     #[arg(long, env = "EXECUTANT_NAME")]
     name: Option<String>,
@@ -67,6 +71,16 @@ fn main() -> ExitCode {
     }
     if let Some(name) = cli.name {
         config.name = name;
+    }
+    if let Some(dir) = cli.scripts_dir {
+        config.scripts_dir = dir;
+    }
+    if let Err(e) = std::fs::create_dir_all(&config.scripts_dir) {
+        eprintln!(
+            "executant: error: creating the scripts folder {}: {e}",
+            config.scripts_dir.display()
+        );
+        return ExitCode::FAILURE;
     }
     config.worker_image = cli.worker_image;
     config.allowed_images = cli.allow_images;

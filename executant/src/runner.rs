@@ -58,11 +58,12 @@ impl Runner {
         let docker = Docker::connect_with_local_defaults()?
             .negotiate_version()
             .await?;
+        let scripts = ScriptCache::in_dir(&config.scripts_dir);
         let containers = Containers { docker, config };
         Ok(Runner {
             lanes: Lanes::new(containers.clone()),
             containers,
-            scripts: ScriptCache::new(),
+            scripts,
         })
     }
 

@@ -57,7 +57,8 @@ pub fn create_body(spec: &ContainerSpec<'_>, limits: &Limits) -> ContainerCreate
         attach_stdout: Some(true),
         attach_stderr: Some(true),
         open_stdin: Some(spec.stdin),
-        stdin_once: Some(false),
+        // When the executant goes away (even killed), the worker's stdin closes and it exits.
+        stdin_once: Some(spec.stdin),
         tty: Some(false),
         network_disabled: Some(true),
         labels: Some(labels),

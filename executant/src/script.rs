@@ -8,6 +8,8 @@ use tasks::model::ScriptRef;
 
 /// Clones of tasks repositories, kept for the executant's lifetime.
 pub struct ScriptCache {
+    /// The folder each task's script folder is created in (bind-mounted from there).
+    dir: PathBuf,
     root: tempfile::TempDir,
     lock: tokio::sync::Mutex<()>,
 }
@@ -19,13 +21,23 @@ impl Default for ScriptCache {
 }
 
 impl ScriptCache {
-    /// An empty cache in a temporary folder.
+    /// An empty cache in a temporary folder of the system's temp folder.
     pub fn new() -> ScriptCache {
+        Self::in_dir(std::env::temp_dir())
+    }
+
+    /// An empty cache in a temporary folder of `dir` (created if missing); task script
+    /// folders are created in `dir` too.
+    pub fn in_dir(dir: impl Into<PathBuf>) -> ScriptCache {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir)
+            .unwrap_or_else(|e| panic!("creating the scripts folder {}: {e}", dir.display()));
         ScriptCache {
             root: tempfile::Builder::new()
                 .prefix("executant-scripts-")
-                .tempdir()
-                .expect("creating a temporary folder"),
+                .tempdir_in(&dir)
+                .unwrap_or_else(|e| panic!("creating a folder in {}: {e}", dir.display())),
+            dir,
             lock: tokio::sync::Mutex::new(()),
         }
     }
@@ -35,7 +47,8 @@ impl ScriptCache {
         let _guard = self.lock.lock().await;
         let script = script.clone();
         let clone_dir = self.root.path().join(cache_key(&script.repo));
-        tokio::task::spawn_blocking(move || materialize_blocking(&script, &clone_dir))
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || materialize_blocking(&script, &clone_dir, &dir))
             .await
             .map_err(|e| e.to_string())?
     }
@@ -48,7 +61,11 @@ fn cache_key(repo: &str) -> String {
     format!("{:016x}", h.finish())
 }
 
-fn materialize_blocking(script: &ScriptRef, clone_dir: &Path) -> Result<tempfile::TempDir, String> {
+fn materialize_blocking(
+    script: &ScriptRef,
+    clone_dir: &Path,
+    dir: &Path,
+) -> Result<tempfile::TempDir, String> {
     let repo = if clone_dir.exists() {
         git2::Repository::open_bare(clone_dir).map_err(|e| e.message().to_string())?
     } else {
@@ -75,7 +92,7 @@ fn materialize_blocking(script: &ScriptRef, clone_dir: &Path) -> Result<tempfile
         .map_err(|_| format!("{} is not a file", script.path))?;
     let dir = tempfile::Builder::new()
         .prefix("task-script-")
-        .tempdir()
+        .tempdir_in(dir)
         .map_err(|e| e.to_string())?;
     let file: PathBuf = dir.path().join(&script.path);
     if let Some(parent) = file.parent() {

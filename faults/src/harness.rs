@@ -1,0 +1,356 @@
+//! Processes and checks the scenarios share: executants and clients as real processes (so
+//! they can be killed with SIGKILL), Docker and RabbitMQ commands, and the verification of a
+//! project's record in git.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The built binaries of the workspace and the broker URL.
+#[derive(Debug, Clone)]
+pub struct Env {
+    /// `executant`.
+    pub executant: PathBuf,
+    /// `commanditaire`.
+    pub client: PathBuf,
+    /// The broker.
+    pub amqp_url: String,
+}
+
+impl Env {
+    /// Finds the binaries next to the running executable's target folder
+    /// (`target/<profile>/`), or in `FAULTS_BIN_DIR`.
+    pub fn locate() -> Env {
+        let dir = std::env::var_os("FAULTS_BIN_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                let exe = std::env::current_exe().expect("current exe");
+                let parent = exe.parent().expect("exe folder").to_path_buf();
+                if parent.ends_with("deps") {
+                    parent.parent().expect("profile folder").to_path_buf()
+                } else {
+                    parent
+                }
+            });
+        let executant = dir.join("executant");
+        let client = dir.join("commanditaire");
+        for bin in [&executant, &client] {
+            assert!(
+                bin.exists(),
+                "{} is missing: build the workspace first (cargo build --workspace)",
+                bin.display()
+            );
+        }
+        Env {
+            executant,
+            client,
+            amqp_url: std::env::var("AMQP_URL")
+                .unwrap_or_else(|_| tasks::amqp::DEFAULT_AMQP_URL.to_string()),
+        }
+    }
+
+    /// Starts an executant process with `args` (its log goes to `log`).
+    pub fn executant(&self, name: &str, args: &[&str], log: &Path) -> Proc {
+        let log = std::fs::File::create(log).expect("executant log");
+        let child = Command::new(&self.executant)
+            .args(["--name", name, "--concurrency", "2"])
+            .args(args)
+            .env("AMQP_URL", &self.amqp_url)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting executant");
+        Proc { child: Some(child) }
+    }
+
+    /// A client command on `workspace`, printing JSON.
+    pub fn client(&self, workspace: &Path) -> Command {
+        let mut cmd = Command::new(&self.client);
+        cmd.env("AMQP_URL", &self.amqp_url)
+            .arg("--workspace")
+            .arg(workspace)
+            .arg("--json");
+        cmd
+    }
+}
+
+/// A child process that is killed (SIGKILL) and reaped when dropped.
+pub struct Proc {
+    child: Option<Child>,
+}
+
+impl Proc {
+    /// Wraps a spawned child.
+    pub fn new(child: Child) -> Proc {
+        Proc { child: Some(child) }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Kills it with SIGKILL, without warning, and reaps it.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits up to `grace` for a clean exit; returns whether it exited 0.
+    pub fn terminate(&mut self, grace: Duration) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + grace;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Whether it has exited.
+    pub fn exited(&mut self) -> bool {
+        match self.child.as_mut() {
+            None => true,
+            Some(c) => matches!(c.try_wait(), Ok(Some(_))),
+        }
+    }
+
+    /// Waits for it to exit and returns its output (stdout must have been piped).
+    pub fn output(mut self, timeout: Duration) -> Output {
+        let child = self.child.take().expect("running");
+        let pid = child.id();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        match rx.recv_timeout(timeout) {
+            Ok(out) => out.expect("client output"),
+            Err(_) => {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+                panic!("process {pid} did not finish within {timeout:?}");
+            }
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Parses the client's JSON output, or panics with its stderr.
+pub fn client_json(out: &Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(line).unwrap_or_else(|e| {
+        panic!(
+            "the client printed no JSON ({e}); exit {:?}; stderr: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// The OEIS count for `n` (from `../shared/data/nqueens-counts.tsv` when present).
+pub fn oeis(n: u8) -> u64 {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/data/nqueens-counts.tsv"
+    );
+    let text = std::fs::read_to_string(path).expect("reading the OEIS table");
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split('\t');
+            Some((
+                f.next()?.parse::<u8>().ok()?,
+                f.next()?.parse::<u64>().ok()?,
+            ))
+        })
+        .find(|(k, _)| *k == n)
+        .map(|(_, c)| c)
+        .expect("N in the OEIS table")
+}
+
+/// The ids of the running task containers.
+pub fn task_containers() -> Vec<String> {
+    let out = Command::new("docker")
+        .args(["ps", "-q", "--filter", "label=taskplatform.role=task"])
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+/// Kills a container as an outsider would (`docker kill`); returns whether it was running.
+pub fn docker_kill(id: &str) -> bool {
+    Command::new("docker")
+        .args(["kill", id])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Restarts the RabbitMQ node (the whole Erlang VM) and waits until it serves again.
+pub fn restart_broker() {
+    let ok = Command::new("rabbitmqctl")
+        .args(["-q", "shutdown"])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "rabbitmqctl shutdown failed");
+    let started = Command::new("rabbitmq-server")
+        .arg("-detached")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(started, "rabbitmq-server -detached failed");
+    wait_for_broker();
+}
+
+/// Waits until the broker application is up (at most two minutes).
+pub fn wait_for_broker() {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let up = Command::new("rabbitmqctl")
+            .args(["-q", "await_startup"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if up {
+            return;
+        }
+        assert!(Instant::now() < deadline, "RabbitMQ did not come back");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Polls `cond` every 100 ms until it holds or `timeout` passes; returns whether it held.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    true
+}
+
+/// The one-line subjects of a repository's history, newest first (empty if none yet).
+pub fn git_log(repo: &Path) -> Vec<String> {
+    let Ok(repo) = git2::Repository::open(repo) else {
+        return vec![];
+    };
+    let Ok(mut walk) = repo.revwalk() else {
+        return vec![];
+    };
+    if walk.push_head().is_err() {
+        return vec![];
+    }
+    walk.filter_map(|oid| {
+        let commit = repo.find_commit(oid.ok()?).ok()?;
+        let summary = commit.summary().ok().flatten()?.to_string();
+        Some(summary)
+    })
+    .collect()
+}
+
+/// What the record of a finished project says.
+#[derive(Debug, Default)]
+pub struct Verdict {
+    /// Tasks in the project.
+    pub tasks: usize,
+    /// Tasks with no outcome, or an N-queens total that is not the expected one (then every
+    /// task counts as lost: the answer is wrong).
+    pub lost: usize,
+    /// Task indexes recorded more than once in the tracking repository.
+    pub duplicated: usize,
+    /// Failed tasks with their reasons.
+    pub failed: Vec<(u64, String)>,
+}
+
+/// Checks a project's record in the workspace: the result in `results`, every recorded
+/// outcome in `tracking` (each task index at most once), against `expected` solutions.
+pub fn verify(workspace: &Path, project: &str, expected: Option<u64>) -> Verdict {
+    let result_path = workspace.join("results").join(project).join("result.json");
+    let result: serde_json::Value = std::fs::read(&result_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_else(|| panic!("{} is missing", result_path.display()));
+    let tasks = result["tasks"].as_u64().unwrap_or(0) as usize;
+    let missing = result["missing"].as_array().map_or(0, Vec::len);
+    let mut lost = missing;
+    if let Some(expected) = expected {
+        if result["solutions"].as_u64() != Some(expected) {
+            lost = tasks.max(1);
+        }
+    }
+    let failed = result["failed"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|f| {
+                    (
+                        f["index"].as_u64().unwrap_or(u64::MAX),
+                        f["reason"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut seen: HashMap<u64, usize> = HashMap::new();
+    let folder = workspace.join("tracking").join(project).join("results");
+    for entry in std::fs::read_dir(&folder).into_iter().flatten().flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).expect("a recorded result");
+            *seen.entry(v["index"].as_u64().expect("index")).or_default() += 1;
+        }
+    }
+    let duplicated = seen.values().filter(|&&c| c > 1).count();
+    Verdict {
+        tasks,
+        lost,
+        duplicated,
+        failed,
+    }
+}
+
+/// Counts what a scenario left behind: running task containers, and live processes of the
+/// platform's binaries started from this workspace's target folder.
+pub fn leftovers(env: &Env) -> usize {
+    // Executants remove their containers on the way out; give them a moment.
+    wait_until(Duration::from_secs(10), || task_containers().is_empty());
+    let containers = task_containers().len();
+    let mut processes = 0;
+    for bin in [&env.executant, &env.client] {
+        let out = Command::new("pgrep")
+            .args(["-f", &bin.display().to_string()])
+            .output()
+            .expect("pgrep");
+        processes += String::from_utf8_lossy(&out.stdout).lines().count();
+    }
+    containers + processes
+}

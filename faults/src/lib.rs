@@ -1,0 +1,99 @@
+//! The fault-injection suite: real N-queens projects through the real broker, real
+//! executants and real containers while workers, executants, the broker, the client and the
+//! disk fail; plus poison messages and hostile tasks.
+//!
+//! Each scenario returns a [`Row`]: tasks, faults injected, tasks lost, tasks counted twice,
+//! wall time, and whatever was left behind. The test (`tests/faults.rs`) runs a small size
+//! in CI; `cargo run --release -p faults -- --large` runs at least 2,000 tasks per scenario
+//! with at least 10 faults each.
+
+pub mod harness;
+pub mod scenarios;
+
+use std::time::Duration;
+
+/// How big a run is.
+#[derive(Debug, Clone, Copy)]
+pub struct Size {
+    /// Board size.
+    pub n: u8,
+    /// Split depth (the number of tasks follows).
+    pub depth: u8,
+    /// Faults to inject where the scenario injects some.
+    pub faults: usize,
+}
+
+impl Size {
+    /// The CI size: a couple hundred tasks, a few faults per scenario.
+    pub fn ci() -> Size {
+        Size {
+            n: 10,
+            depth: 3,
+            faults: 3,
+        }
+    }
+
+    /// The large size: 2,040 tasks (N = 12 at depth 4), 10 faults per scenario.
+    pub fn large() -> Size {
+        Size {
+            n: 12,
+            depth: 4,
+            faults: 10,
+        }
+    }
+}
+
+/// One scenario's figures.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// Scenario name.
+    pub scenario: &'static str,
+    /// Tasks in the project(s) checked.
+    pub tasks: usize,
+    /// Faults injected.
+    pub faults: usize,
+    /// Tasks without an outcome at the end, or whose outcome is wrong.
+    pub lost: usize,
+    /// Tasks whose outcome was recorded (counted) more than once.
+    pub duplicated: usize,
+    /// Wall time of the scenario.
+    pub wall: Duration,
+    /// Processes or task containers left behind after the scenario.
+    pub leftovers: usize,
+    /// What else was checked or seen.
+    pub note: String,
+    /// Broken promises other than lost or doubled tasks (an uncontained hostile task, a
+    /// poison message without its reason, a client that crashed...).
+    pub problems: Vec<String>,
+}
+
+impl Row {
+    /// Whether the scenario kept its promise.
+    pub fn ok(&self) -> bool {
+        self.lost == 0 && self.duplicated == 0 && self.leftovers == 0 && self.problems.is_empty()
+    }
+}
+
+/// Prints the table, one line per scenario.
+pub fn print_table(rows: &[Row]) {
+    println!(
+        "{:<22} {:>6} {:>7} {:>5} {:>11} {:>9} {:>10}  note",
+        "scenario", "tasks", "faults", "lost", "duplicated", "wall s", "leftovers"
+    );
+    for r in rows {
+        println!(
+            "{:<22} {:>6} {:>7} {:>5} {:>11} {:>9.1} {:>10}  {}",
+            r.scenario,
+            r.tasks,
+            r.faults,
+            r.lost,
+            r.duplicated,
+            r.wall.as_secs_f64(),
+            r.leftovers,
+            r.note
+        );
+        for p in &r.problems {
+            println!("{:<22} PROBLEM: {p}", "");
+        }
+    }
+}

@@ -1,0 +1,689 @@
+//! The seven scenarios. Each runs real projects through the real platform while it injects
+//! its faults, then checks the record in git against the exact answer.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tasks::amqp::{self, Message};
+
+use crate::harness::{self, Env, Proc};
+use crate::{Row, Size};
+
+/// Every scenario, in order.
+pub fn all(env: &Env, size: Size) -> Vec<Row> {
+    vec![
+        worker_kills(env, size),
+        executant_kills(env, size),
+        broker_restarts(env, size),
+        client_kills(env, size),
+        poison(env, size),
+        hostile(env, size),
+        disk_full(env, size),
+    ]
+}
+
+/// Time a whole project may take, even with faults.
+const PROJECT_TIMEOUT: Duration = Duration::from_secs(1800);
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{prefix}-{:08x}", (nanos as u32) ^ std::process::id())
+}
+
+/// A pseudo-random index below `len` (the clock is random enough to pick a victim).
+fn pick(len: usize) -> usize {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    nanos as usize % len.max(1)
+}
+
+/// Starts a client on a new N-queens project.
+fn start_nqueens(env: &Env, ws: &Path, id: &str, size: Size) -> Proc {
+    let child = env
+        .client(ws)
+        .args([
+            "nqueens",
+            &size.n.to_string(),
+            "--depth",
+            &size.depth.to_string(),
+        ])
+        .args(["--id", id])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting the client");
+    Proc::new(child)
+}
+
+/// Waits for a client and checks it reported a complete, exact project.
+fn finish_client(client: Proc, problems: &mut Vec<String>) -> serde_json::Value {
+    let out = client.output(PROJECT_TIMEOUT);
+    let json = harness::client_json(&out);
+    if out.status.code() != Some(0) {
+        problems.push(format!(
+            "client exited with {:?}: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or_default()
+        ));
+    }
+    json
+}
+
+fn published(ws: &Path) -> bool {
+    harness::git_log(&ws.join("tracking"))
+        .iter()
+        .any(|l| l.contains("tasks published"))
+}
+
+/// The row of a scenario whose one project is checked against OEIS.
+fn row(
+    scenario: &'static str,
+    env: &Env,
+    ws: &Path,
+    id: &str,
+    size: Size,
+    faults: usize,
+    start: Instant,
+    mut problems: Vec<String>,
+    note: String,
+) -> Row {
+    let verdict = harness::verify(ws, id, Some(harness::oeis(size.n)));
+    if !verdict.failed.is_empty() {
+        problems.push(format!(
+            "{} tasks failed: {:?}",
+            verdict.failed.len(),
+            verdict.failed.first()
+        ));
+    }
+    Row {
+        scenario,
+        tasks: verdict.tasks,
+        faults,
+        lost: verdict.lost + verdict.failed.len(),
+        duplicated: verdict.duplicated,
+        wall: start.elapsed(),
+        leftovers: harness::leftovers(env),
+        note,
+        problems,
+    }
+}
+
+/// 1. Worker containers killed at random with `docker kill` during the project.
+pub fn worker_kills(env: &Env, size: Size) -> Row {
+    let start = Instant::now();
+    let ws = tempfile::tempdir().unwrap();
+    let id = unique("faults-workers");
+    let mut problems = Vec::new();
+    let mut executant = env.executant(&format!("{id}-x"), &[], &ws.path().join("executant.log"));
+    let mut client = start_nqueens(env, ws.path(), &id, size);
+    let mut faults = 0;
+    while faults < size.faults && !client.exited() {
+        std::thread::sleep(Duration::from_millis(700));
+        let running = harness::task_containers();
+        if !running.is_empty() && harness::docker_kill(&running[pick(running.len())]) {
+            faults += 1;
+        }
+    }
+    let json = finish_client(client, &mut problems);
+    if !executant.terminate(Duration::from_secs(60)) {
+        problems.push("the executant did not stop cleanly on SIGTERM".into());
+    }
+    let note = format!(
+        "{} containers killed, solutions {}",
+        faults, json["solutions"]
+    );
+    row(
+        "worker-kill",
+        env,
+        ws.path(),
+        &id,
+        size,
+        faults,
+        start,
+        problems,
+        note,
+    )
+}
+
+/// 2. The executant killed with SIGKILL, and a new one started, again and again.
+pub fn executant_kills(env: &Env, size: Size) -> Row {
+    let start = Instant::now();
+    let ws = tempfile::tempdir().unwrap();
+    let id = unique("faults-executant");
+    let mut problems = Vec::new();
+    let log = |i: usize| ws.path().join(format!("executant-{i}.log"));
+    let mut executant = env.executant(&format!("{id}-0"), &[], &log(0));
+    let mut client = start_nqueens(env, ws.path(), &id, size);
+    let mut faults = 0;
+    while faults < size.faults && !client.exited() {
+        std::thread::sleep(Duration::from_millis(2500));
+        executant.kill9();
+        faults += 1;
+        executant = env.executant(&format!("{id}-{faults}"), &[], &log(faults));
+    }
+    let json = finish_client(client, &mut problems);
+    if !executant.terminate(Duration::from_secs(60)) {
+        problems.push("the last executant did not stop cleanly on SIGTERM".into());
+    }
+    let note = format!(
+        "{faults} executants killed (SIGKILL), solutions {}",
+        json["solutions"]
+    );
+    row(
+        "executant-kill",
+        env,
+        ws.path(),
+        &id,
+        size,
+        faults,
+        start,
+        problems,
+        note,
+    )
+}
+
+/// 3. The RabbitMQ node restarted mid-project.
+pub fn broker_restarts(env: &Env, size: Size) -> Row {
+    let start = Instant::now();
+    let ws = tempfile::tempdir().unwrap();
+    let id = unique("faults-broker");
+    let mut problems = Vec::new();
+    let mut executant = env.executant(&format!("{id}-x"), &[], &ws.path().join("executant.log"));
+    let mut client = start_nqueens(env, ws.path(), &id, size);
+    harness::wait_until(Duration::from_secs(120), || published(ws.path()));
+    let mut faults = 0;
+    // A restart takes about ten seconds: in CI fewer are enough to prove recovery.
+    let target = if size.faults >= 10 { size.faults } else { 2 };
+    while faults < target && !client.exited() {
+        std::thread::sleep(Duration::from_millis(1500));
+        harness::restart_broker();
+        faults += 1;
+    }
+    let json = finish_client(client, &mut problems);
+    if !executant.terminate(Duration::from_secs(60)) {
+        problems.push("the executant did not stop cleanly on SIGTERM".into());
+    }
+    let note = format!("{faults} broker restarts, solutions {}", json["solutions"]);
+    row(
+        "broker-restart",
+        env,
+        ws.path(),
+        &id,
+        size,
+        faults,
+        start,
+        problems,
+        note,
+    )
+}
+
+/// 4. The client killed with SIGKILL, then `resume`d, again and again.
+pub fn client_kills(env: &Env, size: Size) -> Row {
+    let start = Instant::now();
+    let ws = tempfile::tempdir().unwrap();
+    let id = unique("faults-client");
+    let mut problems = Vec::new();
+    let mut executant = env.executant(&format!("{id}-x"), &[], &ws.path().join("executant.log"));
+    let mut client = start_nqueens(env, ws.path(), &id, size);
+    harness::wait_until(Duration::from_secs(120), || published(ws.path()));
+    let mut faults = 0;
+    while faults < size.faults && !client.exited() {
+        std::thread::sleep(Duration::from_millis(1500));
+        if client.exited() {
+            break;
+        }
+        client.kill9();
+        faults += 1;
+        let child = env
+            .client(ws.path())
+            .args(["resume", &id])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("resume");
+        client = Proc::new(child);
+    }
+    let json = finish_client(client, &mut problems);
+    if faults > 0 && json["published"].as_u64() != Some(0) {
+        problems.push(format!("resume republished {} tasks", json["published"]));
+    }
+    if !executant.terminate(Duration::from_secs(60)) {
+        problems.push("the executant did not stop cleanly on SIGTERM".into());
+    }
+    let note = format!(
+        "{faults} clients killed (SIGKILL) and resumed, republished {}, solutions {}",
+        json["published"], json["solutions"]
+    );
+    row(
+        "client-kill",
+        env,
+        ws.path(),
+        &id,
+        size,
+        faults,
+        start,
+        problems,
+        note,
+    )
+}
+
+/// 5. Poison on `todo` beside good tasks: malformed JSON, unknown kinds, oversized messages,
+/// images off the allowlist.
+pub fn poison(env: &Env, size: Size) -> Row {
+    let start = Instant::now();
+    let ws = tempfile::tempdir().unwrap();
+    let id = unique("faults-poison");
+    let image_project = format!("{id}-img");
+    let mut problems = Vec::new();
+    let mut executant = env.executant(&format!("{id}-x"), &[], &ws.path().join("executant.log"));
+    let client = start_nqueens(env, ws.path(), &id, size);
+    let rounds = size.faults.div_ceil(4);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (dead_ids, image_tasks) =
+        runtime.block_on(publish_poison(&env.amqp_url, &id, &image_project, rounds));
+    let faults = dead_ids.len() + image_tasks;
+    let json = finish_client(client, &mut problems);
+    let found = runtime.block_on(check_poison(
+        &env.amqp_url,
+        &dead_ids,
+        &image_project,
+        image_tasks,
+    ));
+    problems.extend(found.problems);
+    if !executant.terminate(Duration::from_secs(60)) {
+        problems.push("the executant did not stop cleanly on SIGTERM".into());
+    }
+    let note = format!(
+        "{} dead-lettered with reasons, {} refused with a failed result; solutions {}",
+        found.dead_lettered, found.refused, json["solutions"]
+    );
+    row(
+        "poison",
+        env,
+        ws.path(),
+        &id,
+        size,
+        faults,
+        start,
+        problems,
+        note,
+    )
+}
+
+/// Publishes `rounds` of each poison kind; returns the message ids that must be
+/// dead-lettered and the number of image-refusal tasks.
+async fn publish_poison(
+    url: &str,
+    id: &str,
+    image_project: &str,
+    rounds: usize,
+) -> (Vec<String>, usize) {
+    let conn = amqp::connect(url, "faults poison").await.unwrap();
+    let channel = amqp::confirm_channel(&conn).await.unwrap();
+    amqp::declare_todo(&channel).await.unwrap();
+    amqp::declare_results(&channel, image_project)
+        .await
+        .unwrap();
+    let oversized = format!(
+        r#"{{"schema":1,"project":"{id}","index":0,"kind":"exec","image":"debian:bookworm-slim","command":["{}"]}}"#,
+        "x".repeat(2 * 1024 * 1024)
+    );
+    let mut dead = Vec::new();
+    for r in 0..rounds {
+        let bodies: [(&str, Vec<u8>); 3] = [
+            ("malformed", b"{ not json at all".to_vec()),
+            (
+                "unknown-kind",
+                format!(r#"{{"schema":1,"project":"{id}","index":0,"kind":"mine-bitcoin"}}"#)
+                    .into_bytes(),
+            ),
+            ("oversized", oversized.clone().into_bytes()),
+        ];
+        for (kind, body) in bodies {
+            let mid = format!("{id}/poison-{kind}-{r}");
+            publish(&channel, &mid, &body).await;
+            dead.push(mid);
+        }
+        let task = tasks::Task {
+            schema: tasks::SCHEMA_VERSION,
+            project: image_project.to_string(),
+            index: r as u32,
+            timeout_secs: None,
+            spec: tasks::TaskSpec::Exec(tasks::model::ExecSpec {
+                image: "evil/miner:latest".into(),
+                command: vec!["mine".into()],
+                script: None,
+            }),
+        };
+        publish(&channel, &task.id(), &task.to_json()).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let _ = conn.close(200, "poisoned".into()).await;
+    (dead, rounds)
+}
+
+async fn publish(channel: &lapin::Channel, id: &str, body: &[u8]) {
+    amqp::publish(
+        channel,
+        Message {
+            exchange: "",
+            routing_key: amqp::TODO_QUEUE,
+            message_id: id,
+            body,
+            reason: None,
+        },
+    )
+    .await
+    .unwrap();
+}
+
+struct PoisonFound {
+    dead_lettered: usize,
+    refused: usize,
+    problems: Vec<String>,
+}
+
+/// Finds each poison message in `todo.dead` with its reason, and each refused image task's
+/// failed result.
+async fn check_poison(
+    url: &str,
+    dead_ids: &[String],
+    image_project: &str,
+    image_tasks: usize,
+) -> PoisonFound {
+    use futures_util::StreamExt;
+    use lapin::options::{
+        BasicAckOptions, BasicConsumeOptions, BasicNackOptions, QueueDeleteOptions,
+    };
+    let conn = amqp::connect(url, "faults poison check").await.unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    let mut problems = Vec::new();
+    let mut wanted: std::collections::HashSet<&str> = dead_ids.iter().map(String::as_str).collect();
+    let mut dead_lettered = 0;
+    let mut consumer = channel
+        .basic_consume(
+            amqp::DEAD_QUEUE.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !wanted.is_empty() && Instant::now() < deadline {
+        let Ok(Some(Ok(d))) = tokio::time::timeout(Duration::from_secs(5), consumer.next()).await
+        else {
+            continue;
+        };
+        let mid = d
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        if wanted.remove(mid.as_str()) {
+            match amqp::reason_of(&d.properties) {
+                Some(reason) if !reason.is_empty() => dead_lettered += 1,
+                _ => problems.push(format!("{mid} was dead-lettered without a reason")),
+            }
+            d.ack(BasicAckOptions::default()).await.unwrap();
+        } else {
+            d.nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        }
+    }
+    for mid in wanted {
+        problems.push(format!("{mid} never reached todo.dead"));
+    }
+    let results = channel.create_channel_for_results(image_project).await;
+    let mut refused = 0;
+    let mut consumer = channel
+        .basic_consume(
+            results.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    while refused < image_tasks {
+        let Ok(Some(Ok(d))) = tokio::time::timeout(Duration::from_secs(30), consumer.next()).await
+        else {
+            problems.push(format!(
+                "only {refused} of {image_tasks} image refusals came back"
+            ));
+            break;
+        };
+        let r = tasks::TaskResult::from_json(&d.data).unwrap();
+        match r.outcome {
+            tasks::Outcome::Failed { reason } if reason.contains("allowlist") => refused += 1,
+            other => problems.push(format!("an off-allowlist image task gave {other:?}")),
+        }
+        d.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    let _ = channel
+        .queue_delete(results.as_str().into(), QueueDeleteOptions::default())
+        .await;
+    let _ = conn.close(200, "checked".into()).await;
+    PoisonFound {
+        dead_lettered,
+        refused,
+        problems,
+    }
+}
+
+trait ResultsQueue {
+    async fn create_channel_for_results(&self, project: &str) -> String;
+}
+
+impl ResultsQueue for lapin::Channel {
+    async fn create_channel_for_results(&self, project: &str) -> String {
+        amqp::declare_results(self, project).await.unwrap()
+    }
+}
+
+/// 6. Hostile tasks beside a good project: a fork bomb, a memory hog, an infinite loop, a
+/// network connection attempt, a write to the root filesystem.
+pub fn hostile(env: &Env, size: Size) -> Row {
+    let start = Instant::now();
+    let ws = tempfile::tempdir().unwrap();
+    let id = unique("faults-hostile");
+    let hostile_id = format!("{id}-evil");
+    let mut problems = Vec::new();
+    let mut executant = env.executant(
+        &format!("{id}-x"),
+        &["--task-timeout", "8", "--memory-mib", "128"],
+        &ws.path().join("executant.log"),
+    );
+    let kinds: [(&str, &str, &[&str]); 5] = [
+        // Each call waits for its two children, so the bomb holds the container until the
+        // pids limit starves it or the timeout kills it (the classic `:(){ :|:& };:` returns
+        // at once and dies with its container: contained, but not reported as a failure).
+        (
+            "fork bomb",
+            "bomb() { bomb | bomb; }; bomb",
+            &["timed out", "exited with code"],
+        ),
+        (
+            "memory hog",
+            "head -c 1000000000 /dev/zero | tail",
+            &["out of memory"],
+        ),
+        ("infinite loop", "while :; do :; done", &["timed out"]),
+        (
+            "network",
+            "exec 3<>/dev/tcp/127.0.0.1/5672 && echo connected",
+            &["exited with code"],
+        ),
+        (
+            "rootfs write",
+            "echo evil > /usr/evil && echo written",
+            &["Read-only file system"],
+        ),
+    ];
+    let rounds = size.faults.div_ceil(kinds.len());
+    let specs: Vec<serde_json::Value> = (0..rounds)
+        .flat_map(|_| kinds.iter())
+        .map(|(_, script, _)| {
+            serde_json::json!({"kind": "exec", "image": "debian:bookworm-slim", "command": ["bash", "-c", script]})
+        })
+        .collect();
+    let file = ws.path().join("hostile.json");
+    std::fs::write(&file, serde_json::to_vec(&specs).unwrap()).unwrap();
+    let evil = Proc::new(
+        env.client(ws.path())
+            .args(["submit", file.to_str().unwrap(), "--id", &hostile_id])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let good = start_nqueens(env, ws.path(), &id, size);
+    let evil_out = evil.output(PROJECT_TIMEOUT);
+    let evil_json = harness::client_json(&evil_out);
+    if evil_out.status.code() != Some(3) {
+        problems.push(format!(
+            "the hostile project exited {:?}, not 3 (tasks failed)",
+            evil_out.status.code()
+        ));
+    }
+    let json = finish_client(good, &mut problems);
+    let verdict = harness::verify(ws.path(), &hostile_id, None);
+    let mut contained = 0;
+    for (index, reason) in &verdict.failed {
+        let (name, _, expected) = kinds[*index as usize % kinds.len()];
+        if expected.iter().any(|e| reason.contains(e)) {
+            contained += 1;
+        } else {
+            problems.push(format!(
+                "{name} (task {index}) failed with an unexpected reason: {reason}"
+            ));
+        }
+    }
+    if verdict.failed.len() != specs.len() {
+        problems.push(format!(
+            "{} of {} hostile tasks did not fail: outputs {}",
+            specs.len() - verdict.failed.len(),
+            specs.len(),
+            evil_json["outputs"]
+        ));
+    }
+    if !executant.terminate(Duration::from_secs(60)) {
+        problems.push("the executant did not stop cleanly on SIGTERM".into());
+    }
+    let note = format!(
+        "{contained}/{} hostile tasks contained (failed with the expected reason); solutions {}",
+        specs.len(),
+        json["solutions"]
+    );
+    row(
+        "hostile",
+        env,
+        ws.path(),
+        &id,
+        size,
+        specs.len(),
+        start,
+        problems,
+        note,
+    )
+}
+
+/// 7. The workspace disk filled up (a small tmpfs) during the tracking commits, again and
+/// again, then freed.
+pub fn disk_full(env: &Env, size: Size) -> Row {
+    let start = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let mount = dir.path().join("ws");
+    std::fs::create_dir_all(&mount).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=48m", "tmpfs"])
+        .arg(&mount)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(mounted, "mounting a tmpfs workspace needs root");
+    let _unmount = Unmount(mount.clone());
+    let id = unique("faults-disk");
+    let mut problems = Vec::new();
+    let mut executant = env.executant(&format!("{id}-x"), &[], &dir.path().join("executant.log"));
+    let mut client = start_nqueens(env, &mount, &id, size);
+    harness::wait_until(Duration::from_secs(120), || published(&mount));
+    let mut faults = 0;
+    while faults < size.faults && !client.exited() {
+        std::thread::sleep(Duration::from_millis(800));
+        let filler = mount.join(format!("filler-{faults}"));
+        fill(&filler);
+        faults += 1;
+        std::thread::sleep(Duration::from_millis(2500));
+        let _ = std::fs::remove_file(&filler);
+    }
+    let out = client.output(PROJECT_TIMEOUT);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let json = harness::client_json(&out);
+    if out.status.code() != Some(0) {
+        problems.push(format!(
+            "client exited with {:?}: {}",
+            out.status.code(),
+            stderr.lines().last().unwrap_or_default()
+        ));
+    }
+    let warned = stderr.contains("cannot record results yet");
+    if !executant.terminate(Duration::from_secs(60)) {
+        problems.push("the executant did not stop cleanly on SIGTERM".into());
+    }
+    let note = format!(
+        "{faults} disk-full episodes ({}), solutions {}",
+        if warned {
+            "the client said so and kept the results"
+        } else {
+            "no commit hit them"
+        },
+        json["solutions"]
+    );
+    row(
+        "disk-full",
+        env,
+        &mount,
+        &id,
+        size,
+        faults,
+        start,
+        problems,
+        note,
+    )
+}
+
+/// Writes zeros to `path` until the disk is full.
+fn fill(path: &Path) {
+    use std::io::Write;
+    let Ok(mut f) = std::fs::File::create(path) else {
+        return;
+    };
+    let block = vec![0u8; 1 << 20];
+    while f.write_all(&block).is_ok() {}
+    let mut small = [0u8; 4096];
+    small.fill(0);
+    while f.write_all(&small).is_ok() {}
+    let _ = f.flush();
+}
+
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
