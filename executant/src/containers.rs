@@ -187,21 +187,28 @@ impl Containers {
     }
 }
 
+use time::format_description::well_known::Rfc3339;
+
 impl Containers {
-    /// Whether another executant's container stopped long enough ago that nobody is about to
-    /// read its exit status: its executant died before removing it.
+    /// Whether another executant's container was abandoned by an executant that died: it
+    /// stopped long enough ago that nobody is about to read its exit status, or it has run
+    /// past any task's time limit.
     async fn abandoned(&self, id: &str) -> bool {
         let Ok(inspect) = self.docker.inspect_container(id, None).await else {
             return false;
         };
+        let parse = |t: Option<&str>| t.and_then(|t| time::OffsetDateTime::parse(t, &Rfc3339).ok());
+        let now = time::OffsetDateTime::now_utc();
         let state = inspect.state.unwrap_or_default();
         if state.running == Some(true) {
-            return false;
+            // Its executant would have killed it at the task's timeout: one that runs longer
+            // lost its executant (an `exec` command does not stop when its executant dies).
+            let limit = self.config.max_timeout + std::time::Duration::from_secs(120);
+            let created = parse(inspect.created.as_deref());
+            return created.is_some_and(|t| now - t > limit);
         }
-        let finished = state.finished_at.as_deref().and_then(|t| {
-            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
-        });
-        finished.is_some_and(|t| time::OffsetDateTime::now_utc() - t > ABANDONED_AFTER)
+        let finished = parse(state.finished_at.as_deref());
+        finished.is_some_and(|t| now - t > ABANDONED_AFTER)
     }
 }
 
