@@ -2,7 +2,9 @@
 //! follows their results and reassembles the exact answer.
 
 pub mod broker;
+pub mod github;
 pub mod local;
+pub mod remote;
 pub mod tracking;
 pub mod workspace;
 
@@ -26,6 +28,8 @@ pub struct RunOptions {
     pub detach: bool,
     /// When tracking commits happen.
     pub batch: BatchPolicy,
+    /// Where the repositories are pushed (`None`: nowhere).
+    pub remote: Option<remote::RemoteOptions>,
 }
 
 /// What a run did.
@@ -51,6 +55,19 @@ pub enum ClientError {
     /// A project that is not in the workspace or cannot be read back.
     #[error("{0}")]
     Project(String),
+    /// The remotes could not be prepared (looked up, created): nothing was recorded yet.
+    #[error("preparing the remote repositories")]
+    RemoteSetup(#[source] remote::RemoteError),
+    /// A push failed; the workspace keeps everything.
+    #[error("{error}; project {project} is recorded in {workspace} (nothing is lost): fix the remote, then `commanditaire resume {project}` pushes again")]
+    Remote {
+        /// The project.
+        project: String,
+        /// The workspace folder.
+        workspace: String,
+        /// What went wrong.
+        error: remote::RemoteError,
+    },
 }
 
 /// Records a new project, then runs it (see [`resume`]).
@@ -69,9 +86,10 @@ pub async fn submit(
             _ => None,
         }).collect::<std::collections::BTreeSet<_>>(),
     });
+    let targets = resolve_remotes(options).await?;
     tracking::record_project(&ws, &project, &config)?;
     let tracker = Tracker::load(&ws, project, options.batch);
-    drive(options, tracker, watcher).await
+    drive(options, tracker, targets, watcher).await
 }
 
 /// Picks a recorded project up where it stopped: publishes what was never published (not
@@ -83,15 +101,67 @@ pub async fn resume(
 ) -> Result<RunReport, ClientError> {
     let ws = Workspace::open_or_init(&options.workspace)?;
     let project = tracking::load_project(&ws, id).map_err(ClientError::Project)?;
+    let targets = resolve_remotes(options).await?;
     let tracker = Tracker::load(&ws, project, options.batch);
-    drive(options, tracker, watcher).await
+    drive(options, tracker, targets, watcher).await
+}
+
+/// Looks the remotes up (creating missing GitHub repositories) before anything is pushed.
+async fn resolve_remotes(options: &RunOptions) -> Result<Option<Vec<remote::Target>>, ClientError> {
+    let Some(remote) = &options.remote else {
+        return Ok(None);
+    };
+    remote::resolve(remote)
+        .await
+        .map(Some)
+        .map_err(ClientError::RemoteSetup)
+}
+
+fn remote_error(ws: &Workspace, project: &str, error: remote::RemoteError) -> ClientError {
+    ClientError::Remote {
+        project: project.to_string(),
+        workspace: ws.root().display().to_string(),
+        error,
+    }
+}
+
+/// Pushes now on a blocking thread of the runtime (git2 is synchronous).
+async fn push_now(
+    pusher: &Option<std::sync::Arc<remote::Pusher>>,
+    tracker: &Tracker,
+) -> Result<(), ClientError> {
+    let Some(pusher) = pusher else {
+        return Ok(());
+    };
+    let p = pusher.clone();
+    tokio::task::spawn_blocking(move || p.push_now())
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+        .map_err(|source| {
+            let ws = tracker.workspace();
+            remote_error(ws, &tracker.project().id, source)
+        })
 }
 
 async fn drive(
     options: &RunOptions,
     mut tracker: Tracker,
+    targets: Option<Vec<remote::Target>>,
     watcher: &dyn broker::Watcher,
 ) -> Result<RunReport, ClientError> {
+    // The project is recorded: push it before any work is spent on it, then in the
+    // background as results are committed, and once more when it is complete.
+    let pusher = targets.map(|t| {
+        std::sync::Arc::new(remote::Pusher::new(
+            tracker.workspace(),
+            t,
+            remote::PUSH_INTERVAL,
+        ))
+    });
+    push_now(&pusher, &tracker).await?;
+    if let Some(p) = &pusher {
+        tracker.notify_commits(p.requester());
+    }
     watcher.progress(tracker.done());
     let mut published = 0;
     if options.local {
@@ -121,6 +191,7 @@ async fn drive(
             published = broker::publish_missing(&options.amqp_url, &mut tracker).await?;
         }
         if options.detach {
+            push_now(&pusher, &tracker).await?;
             return Ok(RunReport {
                 project: tracker.project().id.clone(),
                 published,
@@ -129,9 +200,11 @@ async fn drive(
         }
         broker::follow(&options.amqp_url, &mut tracker, watcher).await?;
     }
+    let result = tracker.finish()?;
+    push_now(&pusher, &tracker).await?;
     Ok(RunReport {
         project: tracker.project().id.clone(),
         published,
-        result: Some(tracker.finish()?),
+        result: Some(result),
     })
 }

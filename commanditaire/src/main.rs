@@ -28,6 +28,17 @@ struct Cli {
     /// Print one JSON object on standard output instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// Push each repository R to BASE/R.git (a git URL or a local folder) after each step
+    /// that matters; https remotes read their token from GIT_REMOTE_TOKEN.
+    #[arg(long, global = true, env = "GIT_REMOTE_BASE", hide_env_values = true)]
+    remote: Option<String>,
+    /// Create the repositories on GitHub under this user or organisation (private, named
+    /// PREFIX-R) and push there; the token comes from GITHUB_TOKEN only.
+    #[arg(long, global = true, env = "GITHUB_OWNER", conflicts_with = "remote")]
+    github_owner: Option<String>,
+    /// The GitHub repositories' name prefix (default: the workspace folder's name).
+    #[arg(long, global = true, env = "GITHUB_PREFIX")]
+    github_prefix: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -116,12 +127,19 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let json = cli.json;
+    let remote = commanditaire::remote::RemoteOptions::from_flags(
+        cli.remote.clone(),
+        cli.github_owner.clone(),
+        cli.github_prefix.clone(),
+        &cli.workspace,
+    )?;
     let options = |flags: &RunFlags| RunOptions {
         amqp_url: cli.amqp_url.clone(),
         workspace: cli.workspace.clone(),
         local: flags.local,
         detach: flags.detach,
         batch: BatchPolicy::default(),
+        remote: remote.clone(),
     };
     let (options, project) = match &cli.command {
         Command::Nqueens { n, depth, run } => {

@@ -125,6 +125,7 @@ pub struct Tracker {
     oldest_pending: Option<Instant>,
     policy: BatchPolicy,
     published: bool,
+    on_commit: Option<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl Tracker {
@@ -155,7 +156,25 @@ impl Tracker {
             oldest_pending: None,
             policy,
             published,
+            on_commit: None,
         }
+    }
+
+    /// Calls `hook` after each commit this tracker makes (a push request, say). The hook
+    /// must return at once: it runs on the tracking path.
+    pub fn notify_commits(&mut self, hook: impl Fn() + Send + Sync + 'static) {
+        self.on_commit = Some(Box::new(hook));
+    }
+
+    fn committed(&self) {
+        if let Some(hook) = &self.on_commit {
+            hook();
+        }
+    }
+
+    /// The workspace it records into.
+    pub fn workspace(&self) -> &Workspace {
+        &self.ws
     }
 
     /// The project.
@@ -195,6 +214,7 @@ impl Tracker {
             ),
         )?;
         self.published = true;
+        self.committed();
         Ok(())
     }
 
@@ -229,29 +249,19 @@ impl Tracker {
         }
         let id = self.project().id.clone();
         let mut lines = Vec::with_capacity(self.pending.len() * 120);
-        let mut failed_here = 0;
         for r in &self.pending {
             lines.extend_from_slice(&r.to_json());
             lines.push(b'\n');
-            if matches!(r.outcome, tasks::Outcome::Failed { .. }) {
-                failed_here += 1;
-            }
         }
-        let result = self.reassembly.result();
-        let progress = progress_of(
-            self.project(),
-            self.done() as u32,
-            result.failed.len() as u32,
-            false,
-        );
+        // O(batch): the running counters, not a pass over every result of the project.
+        let failed = self.reassembly.failed();
+        let progress = progress_of(self.project(), self.done() as u32, failed as u32, false);
         let message = format!(
-            "Project {id}: {}/{} tasks done ({} in this batch, {} failed so far)",
+            "Project {id}: {}/{} tasks done ({} in this batch, {failed} failed so far)",
             self.done(),
             self.project().tasks.len(),
             self.pending.len(),
-            result.failed.len()
         );
-        let _ = failed_here;
         self.ws.commit(
             "tracking",
             &[
@@ -263,6 +273,7 @@ impl Tracker {
         self.batches += 1;
         self.pending.clear();
         self.oldest_pending = None;
+        self.committed();
         Ok(())
     }
 
@@ -289,6 +300,7 @@ impl Tracker {
             &[(progress_path(&id), pretty(&progress))],
             &format!("Project {id} complete: {summary}"),
         )?;
+        self.committed();
         Ok(result)
     }
 

@@ -10,17 +10,33 @@ use tasks::amqp::{self, Message};
 use crate::harness::{self, Env, Proc};
 use crate::{Row, Size};
 
-/// Every scenario, in order.
-pub fn all(env: &Env, size: Size) -> Vec<Row> {
-    vec![
-        worker_kills(env, size),
-        executant_kills(env, size),
-        broker_restarts(env, size),
-        client_kills(env, size),
-        poison(env, size),
-        hostile(env, size),
-        disk_full(env, size),
-    ]
+/// A scenario: runs its projects under its faults and reports a row.
+pub type Scenario = fn(&Env, Size) -> Row;
+
+/// Every scenario by name, in order.
+pub const ALL: [(&str, Scenario); 7] = [
+    ("worker-kill", worker_kills),
+    ("executant-kill", executant_kills),
+    ("broker-restart", broker_restarts),
+    ("client-kill", client_kills),
+    ("poison", poison),
+    ("hostile", hostile),
+    ("disk-full", disk_full),
+];
+
+/// Runs the scenarios named in `only` (all of them if it is empty), printing each row as it
+/// comes.
+pub fn run(env: &Env, size: Size, only: &[&str]) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for (name, scenario) in ALL {
+        if only.is_empty() || only.contains(&name) {
+            eprintln!("fault scenario {name}...");
+            let row = scenario(env, size);
+            crate::print_table(std::slice::from_ref(&row));
+            rows.push(row);
+        }
+    }
+    rows
 }
 
 /// Time a whole project may take, even with faults.
@@ -84,18 +100,24 @@ fn published(ws: &Path) -> bool {
         .any(|l| l.contains("tasks published"))
 }
 
-/// The row of a scenario whose one project is checked against OEIS.
-fn row(
+/// What a scenario observed, before its project's record is checked.
+struct Observed {
     scenario: &'static str,
-    env: &Env,
-    ws: &Path,
-    id: &str,
-    size: Size,
     faults: usize,
     start: Instant,
-    mut problems: Vec<String>,
+    problems: Vec<String>,
     note: String,
-) -> Row {
+}
+
+/// The row of a scenario whose one project `id` in `ws` is checked against OEIS.
+fn row(env: &Env, ws: &Path, id: &str, size: Size, seen: Observed) -> Row {
+    let Observed {
+        scenario,
+        faults,
+        start,
+        mut problems,
+        note,
+    } = seen;
     let verdict = harness::verify(ws, id, Some(harness::oeis(size.n)));
     if !verdict.failed.is_empty() {
         problems.push(format!(
@@ -117,7 +139,7 @@ fn row(
     }
 }
 
-/// 1. Worker containers killed at random with `docker kill` during the project.
+/// Scenario 1: Worker containers killed at random with `docker kill` during the project.
 pub fn worker_kills(env: &Env, size: Size) -> Row {
     let start = Instant::now();
     let ws = tempfile::tempdir().unwrap();
@@ -142,19 +164,21 @@ pub fn worker_kills(env: &Env, size: Size) -> Row {
         faults, json["solutions"]
     );
     row(
-        "worker-kill",
         env,
         ws.path(),
         &id,
         size,
-        faults,
-        start,
-        problems,
-        note,
+        Observed {
+            scenario: "worker-kill",
+            faults,
+            start,
+            problems,
+            note,
+        },
     )
 }
 
-/// 2. The executant killed with SIGKILL, and a new one started, again and again.
+/// Scenario 2: The executant killed with SIGKILL, and a new one started, again and again.
 pub fn executant_kills(env: &Env, size: Size) -> Row {
     let start = Instant::now();
     let ws = tempfile::tempdir().unwrap();
@@ -179,19 +203,21 @@ pub fn executant_kills(env: &Env, size: Size) -> Row {
         json["solutions"]
     );
     row(
-        "executant-kill",
         env,
         ws.path(),
         &id,
         size,
-        faults,
-        start,
-        problems,
-        note,
+        Observed {
+            scenario: "executant-kill",
+            faults,
+            start,
+            problems,
+            note,
+        },
     )
 }
 
-/// 3. The RabbitMQ node restarted mid-project.
+/// Scenario 3: The RabbitMQ node restarted mid-project.
 pub fn broker_restarts(env: &Env, size: Size) -> Row {
     let start = Instant::now();
     let ws = tempfile::tempdir().unwrap();
@@ -214,19 +240,21 @@ pub fn broker_restarts(env: &Env, size: Size) -> Row {
     }
     let note = format!("{faults} broker restarts, solutions {}", json["solutions"]);
     row(
-        "broker-restart",
         env,
         ws.path(),
         &id,
         size,
-        faults,
-        start,
-        problems,
-        note,
+        Observed {
+            scenario: "broker-restart",
+            faults,
+            start,
+            problems,
+            note,
+        },
     )
 }
 
-/// 4. The client killed with SIGKILL, then `resume`d, again and again.
+/// Scenario 4: The client killed with SIGKILL, then `resume`d, again and again.
 pub fn client_kills(env: &Env, size: Size) -> Row {
     let start = Instant::now();
     let ws = tempfile::tempdir().unwrap();
@@ -264,19 +292,21 @@ pub fn client_kills(env: &Env, size: Size) -> Row {
         json["published"], json["solutions"]
     );
     row(
-        "client-kill",
         env,
         ws.path(),
         &id,
         size,
-        faults,
-        start,
-        problems,
-        note,
+        Observed {
+            scenario: "client-kill",
+            faults,
+            start,
+            problems,
+            note,
+        },
     )
 }
 
-/// 5. Poison on `todo` beside good tasks: malformed JSON, unknown kinds, oversized messages,
+/// Scenario 5: Poison on `todo` beside good tasks: malformed JSON, unknown kinds, oversized messages,
 /// images off the allowlist.
 pub fn poison(env: &Env, size: Size) -> Row {
     let start = Instant::now();
@@ -307,15 +337,17 @@ pub fn poison(env: &Env, size: Size) -> Row {
         found.dead_lettered, found.refused, json["solutions"]
     );
     row(
-        "poison",
         env,
         ws.path(),
         &id,
         size,
-        faults,
-        start,
-        problems,
-        note,
+        Observed {
+            scenario: "poison",
+            faults,
+            start,
+            problems,
+            note,
+        },
     )
 }
 
@@ -495,7 +527,7 @@ impl ResultsQueue for lapin::Channel {
     }
 }
 
-/// 6. Hostile tasks beside a good project: a fork bomb, a memory hog, an infinite loop, a
+/// Scenario 6: Hostile tasks beside a good project: a fork bomb, a memory hog, an infinite loop, a
 /// network connection attempt, a write to the root filesystem.
 pub fn hostile(env: &Env, size: Size) -> Row {
     let start = Instant::now();
@@ -590,19 +622,21 @@ pub fn hostile(env: &Env, size: Size) -> Row {
         json["solutions"]
     );
     row(
-        "hostile",
         env,
         ws.path(),
         &id,
         size,
-        specs.len(),
-        start,
-        problems,
-        note,
+        Observed {
+            scenario: "hostile",
+            faults: specs.len(),
+            start,
+            problems,
+            note,
+        },
     )
 }
 
-/// 7. The workspace disk filled up (a small tmpfs) during the tracking commits, again and
+/// Scenario 7: The workspace disk filled up (a small tmpfs) during the tracking commits, again and
 /// again, then freed.
 pub fn disk_full(env: &Env, size: Size) -> Row {
     let start = Instant::now();
@@ -654,15 +688,17 @@ pub fn disk_full(env: &Env, size: Size) -> Row {
         json["solutions"]
     );
     row(
-        "disk-full",
         env,
         &mount,
         &id,
         size,
-        faults,
-        start,
-        problems,
-        note,
+        Observed {
+            scenario: "disk-full",
+            faults,
+            start,
+            problems,
+            note,
+        },
     )
 }
 

@@ -25,6 +25,8 @@ pub enum Recorded {
 pub struct Reassembly {
     project: Project,
     results: BTreeMap<u32, Outcome>,
+    /// Running count of failed outcomes, so progress needs no pass over every result.
+    failed: usize,
 }
 
 /// The reassembled outcome of a project.
@@ -65,6 +67,7 @@ impl Reassembly {
         Reassembly {
             project,
             results: BTreeMap::new(),
+            failed: 0,
         }
     }
 
@@ -81,6 +84,9 @@ impl Reassembly {
         if self.results.contains_key(&result.index) {
             return Recorded::Duplicate;
         }
+        if matches!(result.outcome, Outcome::Failed { .. }) {
+            self.failed += 1;
+        }
         self.results.insert(result.index, result.outcome.clone());
         Recorded::New
     }
@@ -93,6 +99,11 @@ impl Reassembly {
     /// How many tasks have an outcome.
     pub fn done(&self) -> usize {
         self.results.len()
+    }
+
+    /// How many tasks failed, in O(1) (for progress; [`Reassembly::result`] walks every task).
+    pub fn failed(&self) -> usize {
+        self.failed
     }
 
     /// Whether every task has an outcome (failed or not).

@@ -2,4 +2,5 @@
 //! executant in this process, real containers, real git repositories.
 
 mod platform;
+mod remote;
 mod support;

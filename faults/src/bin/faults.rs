@@ -20,24 +20,7 @@ fn main() -> std::process::ExitCode {
         .map(String::as_str)
         .collect();
     let env = Env::locate();
-    let all: [(&str, fn(&Env, Size) -> faults::Row); 7] = [
-        ("worker-kill", scenarios::worker_kills),
-        ("executant-kill", scenarios::executant_kills),
-        ("broker-restart", scenarios::broker_restarts),
-        ("client-kill", scenarios::client_kills),
-        ("poison", scenarios::poison),
-        ("hostile", scenarios::hostile),
-        ("disk-full", scenarios::disk_full),
-    ];
-    let mut rows = Vec::new();
-    for (name, scenario) in all {
-        if only.is_empty() || only.contains(&name) {
-            eprintln!("running {name}...");
-            let row = scenario(&env, size);
-            faults::print_table(std::slice::from_ref(&row));
-            rows.push(row);
-        }
-    }
+    let rows = scenarios::run(&env, size, &only);
     println!();
     faults::print_table(&rows);
     if rows.iter().all(faults::Row::ok) {

@@ -74,7 +74,10 @@ fn failed_tasks_are_reported_with_their_reason() {
     for task in &tasks[1..] {
         reassembly.record(&TaskResult::ok(task, TaskOutput::Nqueens { solutions: 0 }));
     }
+    assert_eq!(reassembly.failed(), 0);
     reassembly.record(&TaskResult::failed(&tasks[0], "timed out after 5 s"));
+    reassembly.record(&TaskResult::failed(&tasks[0], "a duplicate does not count"));
+    assert_eq!(reassembly.failed(), 1);
     assert!(reassembly.finished());
     let result = reassembly.result();
     assert!(!result.complete);

@@ -1,0 +1,185 @@
+//! How the client's recording and tracking cost grows with the number of tasks.
+//!
+//! `cargo bench -p commanditaire --bench tracking [-- SIZE...]` (default sizes 1,000, 10,000
+//! and 100,000). Each size runs in a child process (this binary again), so that its peak
+//! memory (`VmHWM`) is its own. A child runs the client's real recording code on a project
+//! of trivial `exec` tasks whose results it synthesises (computing is not the point):
+//! `record_project`, then every result offered to a `Tracker` and committed in batches as
+//! the client does, then the final commit; then it reloads the project's progress as
+//! `resume` does. Each size runs three times; the table shows the best of each measure.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use commanditaire::tracking::{self, BatchPolicy, Tracker};
+use commanditaire::Workspace;
+use tasks::model::ExecSpec;
+use tasks::{Project, TaskOutput, TaskResult, TaskSpec};
+
+const CHILD_ENV: &str = "TRACKING_BENCH_CHILD";
+/// Runs per size; the best of each measure is shown (the machine may be busy).
+const RUNS: usize = 3;
+
+fn main() {
+    if let Ok(n) = std::env::var(CHILD_ENV) {
+        child(n.parse().expect("a number of tasks"));
+        return;
+    }
+    let mut sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.replace([',', '_'], "").parse().ok())
+        .collect();
+    if sizes.is_empty() {
+        sizes = vec![1_000, 10_000, 100_000];
+    }
+    let me = std::env::current_exe().expect("the bench's own path");
+    let mut rows: Vec<Row> = Vec::new();
+    println!(
+        "{:>8} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "tasks",
+        "peak RSS",
+        "RSS/task",
+        "record",
+        "rec/task",
+        "tracking",
+        "trk/task",
+        "reload",
+        "batches"
+    );
+    for n in sizes {
+        let runs: Vec<Row> = (0..RUNS).map(|_| run_child(&me, n)).collect();
+        let best = |f: fn(&Row) -> f64| runs.iter().map(f).fold(f64::INFINITY, f64::min);
+        let row = Row {
+            tasks: n,
+            peak_kib: runs.iter().map(|r| r.peak_kib).min().unwrap_or_default(),
+            record_ms: best(|r| r.record_ms),
+            tracking_ms: best(|r| r.tracking_ms),
+            reload_ms: best(|r| r.reload_ms),
+            batches: runs[0].batches,
+        };
+        println!(
+            "{:>8} {:>7.1} MiB {:>7.0} B {:>7.0} ms {:>6.1} µs {:>6.0} ms {:>6.1} µs {:>6.0} ms {:>9}",
+            row.tasks,
+            row.peak_kib as f64 / 1024.0,
+            row.peak_kib as f64 * 1024.0 / row.tasks as f64,
+            row.record_ms,
+            row.record_ms * 1000.0 / row.tasks as f64,
+            row.tracking_ms,
+            row.tracking_ms * 1000.0 / row.tasks as f64,
+            row.reload_ms,
+            row.batches,
+        );
+        rows.push(row);
+    }
+    if rows.len() > 1 {
+        println!();
+        println!("ratios between consecutive sizes (linear growth: the same ratio as the tasks)");
+        println!(
+            "{:>16} {:>9} {:>9} {:>9} {:>9}",
+            "tasks", "peak RSS", "record", "tracking", "reload"
+        );
+        for w in rows.windows(2) {
+            let (a, b) = (&w[0], &w[1]);
+            println!(
+                "{:>16} {:>8.1}x {:>8.1}x {:>8.1}x {:>8.1}x",
+                format!("{}x", b.tasks as f64 / a.tasks as f64),
+                b.peak_kib as f64 / a.peak_kib as f64,
+                b.record_ms / a.record_ms,
+                b.tracking_ms / a.tracking_ms,
+                b.reload_ms / a.reload_ms,
+            );
+        }
+    }
+}
+
+fn run_child(me: &std::path::Path, n: usize) -> Row {
+    let out = Command::new(me)
+        .env(CHILD_ENV, n.to_string())
+        .output()
+        .expect("running a child");
+    assert!(
+        out.status.success(),
+        "size {n} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("a child's JSON line")
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Row {
+    tasks: usize,
+    peak_kib: u64,
+    record_ms: f64,
+    tracking_ms: f64,
+    reload_ms: f64,
+    batches: usize,
+}
+
+fn child(n: usize) {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let ws = Workspace::open_or_init(&dir.path().join("ws")).expect("a workspace");
+    let specs = (0..n)
+        .map(|i| {
+            TaskSpec::Exec(ExecSpec {
+                image: "debian:bookworm-slim".into(),
+                command: vec!["echo".into(), format!("bench task {i}")],
+                script: None,
+            })
+        })
+        .collect();
+    let project = Project::from_specs("bench", specs).expect("a valid project");
+    let config = serde_json::json!({ "mode": "bench" });
+
+    let start = Instant::now();
+    tracking::record_project(&ws, &project, &config).expect("recording the project");
+    let record = start.elapsed();
+
+    // Batches by count, as under a steady flow of results (the age limit never fires).
+    let policy = BatchPolicy {
+        max_results: BatchPolicy::default().max_results,
+        max_age: Duration::from_secs(3600),
+    };
+    let start = Instant::now();
+    let mut tracker = Tracker::load(&ws, project, policy);
+    for i in 0..n {
+        let task = &tracker.project().tasks[i];
+        let stdout = format!("bench task {}\n", task.index);
+        let result = TaskResult::ok(task, TaskOutput::Exec { stdout });
+        tracker.record(result);
+        if tracker.due() {
+            tracker.flush().expect("a batch");
+        }
+    }
+    let result = tracker.finish().expect("the final commit");
+    let tracking = start.elapsed();
+    assert!(result.complete);
+    assert_eq!(result.outputs.len(), n);
+    drop((tracker, result));
+
+    // What `resume` does first: read the project and every committed batch back.
+    let start = Instant::now();
+    let project = tracking::load_project(&ws, "bench").expect("the recorded project");
+    let reloaded = Tracker::load(&ws, project, policy);
+    assert!(reloaded.finished());
+    let reload = start.elapsed();
+
+    let row = Row {
+        tasks: n,
+        peak_kib: peak_rss_kib(),
+        record_ms: record.as_secs_f64() * 1000.0,
+        tracking_ms: tracking.as_secs_f64() * 1000.0,
+        reload_ms: reload.as_secs_f64() * 1000.0,
+        batches: ws.list_at_head("tracking", "bench/results").len(),
+    };
+    println!("{}", serde_json::to_string(&row).expect("serializable"));
+}
+
+/// The process's peak resident set (`VmHWM`), in KiB.
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/self/status")
+}
