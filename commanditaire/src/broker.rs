@@ -42,13 +42,7 @@ pub async fn publish_missing(url: &str, tracker: &mut Tracker) -> Result<usize, 
     let channel = amqp::confirm_channel(&conn).await?;
     amqp::declare_todo(&channel).await?;
     amqp::declare_results(&channel, &tracker.project().id).await?;
-    let todo: Vec<_> = tracker
-        .project()
-        .tasks
-        .iter()
-        .filter(|t| !tracker.has(t.index))
-        .cloned()
-        .collect();
+    let todo: Vec<_> = tracker.remaining();
     // Publish in windows: many confirms in flight, each checked.
     for chunk in todo.chunks(256) {
         let mut confirms = Vec::with_capacity(chunk.len());

@@ -165,13 +165,7 @@ async fn drive(
     watcher.progress(tracker.done());
     let mut published = 0;
     if options.local {
-        let todo: Vec<_> = tracker
-            .project()
-            .tasks
-            .iter()
-            .filter(|t| !tracker.has(t.index))
-            .cloned()
-            .collect();
+        let todo: Vec<_> = tracker.remaining();
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut error = None;
         local::compute(&todo, threads, |result| {

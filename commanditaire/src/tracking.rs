@@ -187,6 +187,16 @@ impl Tracker {
         self.reassembly.has(index)
     }
 
+    /// The tasks that have no outcome yet, in order.
+    pub fn remaining(&self) -> Vec<tasks::Task> {
+        self.project()
+            .tasks
+            .iter()
+            .filter(|t| !self.has(t.index))
+            .cloned()
+            .collect()
+    }
+
     /// Tasks with an outcome.
     pub fn done(&self) -> usize {
         self.reassembly.done()

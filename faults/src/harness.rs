@@ -86,6 +86,11 @@ impl Proc {
         Proc { child: Some(child) }
     }
 
+    /// No process (a placeholder for one that was taken away).
+    pub fn none() -> Proc {
+        Proc { child: None }
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()

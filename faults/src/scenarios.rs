@@ -1,7 +1,7 @@
 //! The seven scenarios. Each runs real projects through the real platform while it injects
 //! its faults, then checks the record in git against the exact answer.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -59,17 +59,181 @@ fn pick(len: usize) -> usize {
     nanos as usize % len.max(1)
 }
 
-/// Starts a client on a new N-queens project.
-fn start_nqueens(env: &Env, ws: &Path, id: &str, size: Size) -> Proc {
+/// The fixture of every scenario: a workspace, one executant and one client following an
+/// N-queens project, both real processes that a fault may replace.
+struct Run<'e> {
+    env: &'e Env,
+    size: Size,
+    start: Instant,
+    /// Keeps the temporary folder (workspace and logs) alive.
+    _dir: tempfile::TempDir,
+    logs: PathBuf,
+    ws: PathBuf,
+    id: String,
+    executant_args: Vec<String>,
+    executants: usize,
+    executant: Proc,
+    client: Proc,
+    problems: Vec<String>,
+}
+
+impl<'e> Run<'e> {
+    /// Starts an executant (with `executant_args`) and a client on a new project; the
+    /// workspace is `ws` when given (a mount point), else a temporary folder.
+    fn start(
+        env: &'e Env,
+        size: Size,
+        prefix: &str,
+        executant_args: &[&str],
+        ws: Option<PathBuf>,
+    ) -> Run<'e> {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = dir.path().to_path_buf();
+        let ws = ws.unwrap_or_else(|| dir.path().join("ws"));
+        let id = unique(prefix);
+        let executant_args: Vec<String> = executant_args.iter().map(|a| a.to_string()).collect();
+        let executant = spawn_executant(env, &logs, &id, 0, &executant_args);
+        let client = spawn_client(
+            env,
+            &ws,
+            &[
+                "nqueens",
+                &size.n.to_string(),
+                "--depth",
+                &size.depth.to_string(),
+                "--id",
+                &id,
+            ],
+        );
+        Run {
+            env,
+            size,
+            start: Instant::now(),
+            _dir: dir,
+            logs,
+            ws,
+            id,
+            executant_args,
+            executants: 1,
+            executant,
+            client,
+            problems: Vec::new(),
+        }
+    }
+
+    /// Waits until every task was published (faults that must not hit publishing start after).
+    fn wait_published(&self) {
+        let tracking = self.ws.join("tracking");
+        harness::wait_until(Duration::from_secs(120), || {
+            harness::git_log(&tracking)
+                .iter()
+                .any(|l| l.contains("tasks published"))
+        });
+    }
+
+    /// Calls `fault` every `pause` until it has injected `target` faults or the project
+    /// ended; returns how many it injected (`fault` says whether it injected one).
+    fn inject(
+        &mut self,
+        target: usize,
+        pause: Duration,
+        mut fault: impl FnMut(&mut Run) -> bool,
+    ) -> usize {
+        let mut faults = 0;
+        while faults < target && !self.client.exited() {
+            std::thread::sleep(pause);
+            if !self.client.exited() && fault(self) {
+                faults += 1;
+            }
+        }
+        faults
+    }
+
+    /// Kills the executant with SIGKILL and starts a new one.
+    fn replace_executant(&mut self) {
+        self.executant.kill9();
+        self.executant = spawn_executant(
+            self.env,
+            &self.logs,
+            &self.id,
+            self.executants,
+            &self.executant_args,
+        );
+        self.executants += 1;
+    }
+
+    /// Kills the client with SIGKILL and starts `resume`.
+    fn replace_client(&mut self) {
+        self.client.kill9();
+        self.client = spawn_client(self.env, &self.ws, &["resume", &self.id]);
+    }
+
+    /// Waits for the client, stops the executant with SIGTERM, checks the project's record
+    /// against OEIS and what was left behind. `judge` reads the client's final JSON and its
+    /// standard error, and returns the note and any further problem.
+    fn finish(
+        mut self,
+        scenario: &'static str,
+        faults: usize,
+        extra: Vec<String>,
+        judge: impl FnOnce(&serde_json::Value, &str) -> (String, Vec<String>),
+    ) -> Row {
+        let client = std::mem::replace(&mut self.client, Proc::none());
+        let out = client.output(PROJECT_TIMEOUT);
+        let json = harness::client_json(&out);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        let mut problems = std::mem::take(&mut self.problems);
+        problems.extend(extra);
+        let (note, more) = judge(&json, &stderr);
+        problems.extend(more);
+        if out.status.code() != Some(0) {
+            problems.push(format!(
+                "client exited with {:?}: {}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or_default()
+            ));
+        }
+        if !self.executant.terminate(Duration::from_secs(60)) {
+            problems.push("the executant did not stop cleanly on SIGTERM".into());
+        }
+        let verdict = harness::verify(&self.ws, &self.id, Some(harness::oeis(self.size.n)));
+        if !verdict.failed.is_empty() {
+            problems.push(format!(
+                "{} tasks failed: {:?}",
+                verdict.failed.len(),
+                verdict.failed.first()
+            ));
+        }
+        Row {
+            scenario,
+            tasks: verdict.tasks,
+            faults,
+            lost: verdict.lost + verdict.failed.len(),
+            duplicated: verdict.duplicated,
+            wall: self.start.elapsed(),
+            leftovers: harness::leftovers(self.env),
+            note: format!("{note}; solutions {}", json["solutions"]),
+            problems,
+        }
+    }
+}
+
+fn spawn_executant(env: &Env, logs: &Path, id: &str, n: usize, args: &[String]) -> Proc {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    env.executant(
+        &format!("{id}-{n}"),
+        &args,
+        &logs.join(format!("executant-{n}.log")),
+    )
+}
+
+fn spawn_client(env: &Env, ws: &Path, args: &[&str]) -> Proc {
     let child = env
         .client(ws)
-        .args([
-            "nqueens",
-            &size.n.to_string(),
-            "--depth",
-            &size.depth.to_string(),
-        ])
-        .args(["--id", id])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -77,278 +241,99 @@ fn start_nqueens(env: &Env, ws: &Path, id: &str, size: Size) -> Proc {
     Proc::new(child)
 }
 
-/// Waits for a client and checks it reported a complete, exact project.
-fn finish_client(client: Proc, problems: &mut Vec<String>) -> serde_json::Value {
-    let out = client.output(PROJECT_TIMEOUT);
-    let json = harness::client_json(&out);
-    if out.status.code() != Some(0) {
-        problems.push(format!(
-            "client exited with {:?}: {}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .last()
-                .unwrap_or_default()
-        ));
-    }
-    json
-}
-
-fn published(ws: &Path) -> bool {
-    harness::git_log(&ws.join("tracking"))
-        .iter()
-        .any(|l| l.contains("tasks published"))
-}
-
-/// What a scenario observed, before its project's record is checked.
-struct Observed {
-    scenario: &'static str,
-    faults: usize,
-    start: Instant,
-    problems: Vec<String>,
-    note: String,
-}
-
-/// The row of a scenario whose one project `id` in `ws` is checked against OEIS.
-fn row(env: &Env, ws: &Path, id: &str, size: Size, seen: Observed) -> Row {
-    let Observed {
-        scenario,
-        faults,
-        start,
-        mut problems,
-        note,
-    } = seen;
-    let verdict = harness::verify(ws, id, Some(harness::oeis(size.n)));
-    if !verdict.failed.is_empty() {
-        problems.push(format!(
-            "{} tasks failed: {:?}",
-            verdict.failed.len(),
-            verdict.failed.first()
-        ));
-    }
-    Row {
-        scenario,
-        tasks: verdict.tasks,
-        faults,
-        lost: verdict.lost + verdict.failed.len(),
-        duplicated: verdict.duplicated,
-        wall: start.elapsed(),
-        leftovers: harness::leftovers(env),
-        note,
-        problems,
-    }
-}
-
-/// Scenario 1: Worker containers killed at random with `docker kill` during the project.
+/// Scenario 1: worker containers killed at random with `docker kill` during the project.
 pub fn worker_kills(env: &Env, size: Size) -> Row {
-    let start = Instant::now();
-    let ws = tempfile::tempdir().unwrap();
-    let id = unique("faults-workers");
-    let mut problems = Vec::new();
-    let mut executant = env.executant(&format!("{id}-x"), &[], &ws.path().join("executant.log"));
-    let mut client = start_nqueens(env, ws.path(), &id, size);
-    let mut faults = 0;
-    while faults < size.faults && !client.exited() {
-        std::thread::sleep(Duration::from_millis(700));
+    let mut run = Run::start(env, size, "faults-workers", &[], None);
+    let faults = run.inject(size.faults, Duration::from_millis(700), |_| {
         let running = harness::task_containers();
-        if !running.is_empty() && harness::docker_kill(&running[pick(running.len())]) {
-            faults += 1;
-        }
-    }
-    let json = finish_client(client, &mut problems);
-    if !executant.terminate(Duration::from_secs(60)) {
-        problems.push("the executant did not stop cleanly on SIGTERM".into());
-    }
-    let note = format!(
-        "{} containers killed, solutions {}",
-        faults, json["solutions"]
-    );
-    row(
-        env,
-        ws.path(),
-        &id,
-        size,
-        Observed {
-            scenario: "worker-kill",
-            faults,
-            start,
-            problems,
-            note,
-        },
-    )
+        !running.is_empty() && harness::docker_kill(&running[pick(running.len())])
+    });
+    run.finish("worker-kill", faults, vec![], |_, _| {
+        (format!("{faults} worker containers killed"), vec![])
+    })
 }
 
-/// Scenario 2: The executant killed with SIGKILL, and a new one started, again and again.
+/// Scenario 2: the executant killed with SIGKILL, and a new one started, again and again.
 pub fn executant_kills(env: &Env, size: Size) -> Row {
-    let start = Instant::now();
-    let ws = tempfile::tempdir().unwrap();
-    let id = unique("faults-executant");
-    let mut problems = Vec::new();
-    let log = |i: usize| ws.path().join(format!("executant-{i}.log"));
-    let mut executant = env.executant(&format!("{id}-0"), &[], &log(0));
-    let mut client = start_nqueens(env, ws.path(), &id, size);
-    let mut faults = 0;
-    while faults < size.faults && !client.exited() {
-        std::thread::sleep(Duration::from_millis(2500));
-        executant.kill9();
-        faults += 1;
-        executant = env.executant(&format!("{id}-{faults}"), &[], &log(faults));
-    }
-    let json = finish_client(client, &mut problems);
-    if !executant.terminate(Duration::from_secs(60)) {
-        problems.push("the last executant did not stop cleanly on SIGTERM".into());
-    }
-    let note = format!(
-        "{faults} executants killed (SIGKILL), solutions {}",
-        json["solutions"]
-    );
-    row(
-        env,
-        ws.path(),
-        &id,
-        size,
-        Observed {
-            scenario: "executant-kill",
-            faults,
-            start,
-            problems,
-            note,
-        },
-    )
+    let mut run = Run::start(env, size, "faults-executant", &[], None);
+    let faults = run.inject(size.faults, Duration::from_millis(2500), |run| {
+        run.replace_executant();
+        true
+    });
+    run.finish("executant-kill", faults, vec![], |_, _| {
+        (format!("{faults} executants killed (SIGKILL)"), vec![])
+    })
 }
 
-/// Scenario 3: The RabbitMQ node restarted mid-project.
+/// Scenario 3: the RabbitMQ node restarted mid-project.
 pub fn broker_restarts(env: &Env, size: Size) -> Row {
-    let start = Instant::now();
-    let ws = tempfile::tempdir().unwrap();
-    let id = unique("faults-broker");
-    let mut problems = Vec::new();
-    let mut executant = env.executant(&format!("{id}-x"), &[], &ws.path().join("executant.log"));
-    let mut client = start_nqueens(env, ws.path(), &id, size);
-    harness::wait_until(Duration::from_secs(120), || published(ws.path()));
-    let mut faults = 0;
-    // A restart takes about ten seconds: in CI fewer are enough to prove recovery.
+    let mut run = Run::start(env, size, "faults-broker", &[], None);
+    run.wait_published();
+    // A restart takes about ten seconds: in CI two are enough to prove recovery.
     let target = if size.faults >= 10 { size.faults } else { 2 };
-    while faults < target && !client.exited() {
-        std::thread::sleep(Duration::from_millis(1500));
+    let faults = run.inject(target, Duration::from_millis(1500), |_| {
         harness::restart_broker();
-        faults += 1;
-    }
-    let json = finish_client(client, &mut problems);
-    if !executant.terminate(Duration::from_secs(60)) {
-        problems.push("the executant did not stop cleanly on SIGTERM".into());
-    }
-    let note = format!("{faults} broker restarts, solutions {}", json["solutions"]);
-    row(
-        env,
-        ws.path(),
-        &id,
-        size,
-        Observed {
-            scenario: "broker-restart",
-            faults,
-            start,
-            problems,
-            note,
-        },
-    )
+        true
+    });
+    run.finish("broker-restart", faults, vec![], |_, _| {
+        (format!("{faults} broker node restarts"), vec![])
+    })
 }
 
-/// Scenario 4: The client killed with SIGKILL, then `resume`d, again and again.
+/// Scenario 4: the client killed with SIGKILL, then `resume`d, again and again.
 pub fn client_kills(env: &Env, size: Size) -> Row {
-    let start = Instant::now();
-    let ws = tempfile::tempdir().unwrap();
-    let id = unique("faults-client");
-    let mut problems = Vec::new();
-    let mut executant = env.executant(&format!("{id}-x"), &[], &ws.path().join("executant.log"));
-    let mut client = start_nqueens(env, ws.path(), &id, size);
-    harness::wait_until(Duration::from_secs(120), || published(ws.path()));
-    let mut faults = 0;
-    while faults < size.faults && !client.exited() {
-        std::thread::sleep(Duration::from_millis(1500));
-        if client.exited() {
-            break;
-        }
-        client.kill9();
-        faults += 1;
-        let child = env
-            .client(ws.path())
-            .args(["resume", &id])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("resume");
-        client = Proc::new(child);
-    }
-    let json = finish_client(client, &mut problems);
-    if faults > 0 && json["published"].as_u64() != Some(0) {
-        problems.push(format!("resume republished {} tasks", json["published"]));
-    }
-    if !executant.terminate(Duration::from_secs(60)) {
-        problems.push("the executant did not stop cleanly on SIGTERM".into());
-    }
-    let note = format!(
-        "{faults} clients killed (SIGKILL) and resumed, republished {}, solutions {}",
-        json["published"], json["solutions"]
-    );
-    row(
-        env,
-        ws.path(),
-        &id,
-        size,
-        Observed {
-            scenario: "client-kill",
-            faults,
-            start,
-            problems,
-            note,
-        },
-    )
+    let mut run = Run::start(env, size, "faults-client", &[], None);
+    run.wait_published();
+    let faults = run.inject(size.faults, Duration::from_millis(1500), |run| {
+        run.replace_client();
+        true
+    });
+    run.finish("client-kill", faults, vec![], |json, _| {
+        let republished = json["published"].as_u64();
+        let note = format!(
+            "{faults} clients killed (SIGKILL) and resumed, republished {}",
+            json["published"]
+        );
+        // A resumed client must publish nothing: every task was published before the kills.
+        let problems = if faults > 0 && republished != Some(0) {
+            vec![format!(
+                "a resumed client republished {} tasks",
+                json["published"]
+            )]
+        } else {
+            vec![]
+        };
+        (note, problems)
+    })
 }
 
-/// Scenario 5: Poison on `todo` beside good tasks: malformed JSON, unknown kinds, oversized messages,
-/// images off the allowlist.
+/// Scenario 5: poison on `todo` beside good tasks: malformed JSON, unknown kinds, oversized
+/// messages, images off the allowlist.
 pub fn poison(env: &Env, size: Size) -> Row {
-    let start = Instant::now();
-    let ws = tempfile::tempdir().unwrap();
-    let id = unique("faults-poison");
-    let image_project = format!("{id}-img");
-    let mut problems = Vec::new();
-    let mut executant = env.executant(&format!("{id}-x"), &[], &ws.path().join("executant.log"));
-    let client = start_nqueens(env, ws.path(), &id, size);
+    let run = Run::start(env, size, "faults-poison", &[], None);
+    let image_project = format!("{}-img", run.id);
     let rounds = size.faults.div_ceil(4);
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (dead_ids, image_tasks) =
-        runtime.block_on(publish_poison(&env.amqp_url, &id, &image_project, rounds));
+    let (dead_ids, image_tasks) = runtime.block_on(publish_poison(
+        &env.amqp_url,
+        &run.id,
+        &image_project,
+        rounds,
+    ));
     let faults = dead_ids.len() + image_tasks;
-    let json = finish_client(client, &mut problems);
     let found = runtime.block_on(check_poison(
         &env.amqp_url,
         &dead_ids,
         &image_project,
         image_tasks,
     ));
-    problems.extend(found.problems);
-    if !executant.terminate(Duration::from_secs(60)) {
-        problems.push("the executant did not stop cleanly on SIGTERM".into());
-    }
-    let note = format!(
-        "{} dead-lettered with reasons, {} refused with a failed result; solutions {}",
-        found.dead_lettered, found.refused, json["solutions"]
-    );
-    row(
-        env,
-        ws.path(),
-        &id,
-        size,
-        Observed {
-            scenario: "poison",
-            faults,
-            start,
-            problems,
-            note,
-        },
-    )
+    let (dead_lettered, refused) = (found.dead_lettered, found.refused);
+    run.finish("poison", faults, found.problems, |_, _| {
+        let note = format!(
+            "{dead_lettered} dead-lettered with reasons, {refused} refused with a failed result"
+        );
+        (note, vec![])
+    })
 }
 
 /// Publishes `rounds` of each poison kind; returns the message ids that must be
@@ -527,19 +512,17 @@ impl ResultsQueue for lapin::Channel {
     }
 }
 
-/// Scenario 6: Hostile tasks beside a good project: a fork bomb, a memory hog, an infinite loop, a
-/// network connection attempt, a write to the root filesystem.
+/// Scenario 6: hostile tasks beside a good project: a fork bomb, a memory hog, an infinite
+/// loop, a network connection attempt, a write to the root filesystem.
 pub fn hostile(env: &Env, size: Size) -> Row {
-    let start = Instant::now();
-    let ws = tempfile::tempdir().unwrap();
-    let id = unique("faults-hostile");
-    let hostile_id = format!("{id}-evil");
-    let mut problems = Vec::new();
-    let mut executant = env.executant(
-        &format!("{id}-x"),
+    let run = Run::start(
+        env,
+        size,
+        "faults-hostile",
         &["--task-timeout", "8", "--memory-mib", "128"],
-        &ws.path().join("executant.log"),
+        None,
     );
+    let hostile_id = format!("{}-evil", run.id);
     let kinds: [(&str, &str, &[&str]); 5] = [
         // Each call waits for its two children, so the bomb holds the container until the
         // pids limit starves it or the timeout kills it (the classic `:(){ :|:& };:` returns
@@ -573,27 +556,23 @@ pub fn hostile(env: &Env, size: Size) -> Row {
             serde_json::json!({"kind": "exec", "image": "debian:bookworm-slim", "command": ["bash", "-c", script]})
         })
         .collect();
-    let file = ws.path().join("hostile.json");
+    let file = run.logs.join("hostile.json");
     std::fs::write(&file, serde_json::to_vec(&specs).unwrap()).unwrap();
-    let evil = Proc::new(
-        env.client(ws.path())
-            .args(["submit", file.to_str().unwrap(), "--id", &hostile_id])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+    let evil = spawn_client(
+        env,
+        &run.ws,
+        &["submit", file.to_str().unwrap(), "--id", &hostile_id],
     );
-    let good = start_nqueens(env, ws.path(), &id, size);
     let evil_out = evil.output(PROJECT_TIMEOUT);
     let evil_json = harness::client_json(&evil_out);
+    let mut problems = Vec::new();
     if evil_out.status.code() != Some(3) {
         problems.push(format!(
             "the hostile project exited {:?}, not 3 (tasks failed)",
             evil_out.status.code()
         ));
     }
-    let json = finish_client(good, &mut problems);
-    let verdict = harness::verify(ws.path(), &hostile_id, None);
+    let verdict = harness::verify(&run.ws, &hostile_id, None);
     let mut contained = 0;
     for (index, reason) in &verdict.failed {
         let (name, _, expected) = kinds[*index as usize % kinds.len()];
@@ -613,33 +592,18 @@ pub fn hostile(env: &Env, size: Size) -> Row {
             evil_json["outputs"]
         ));
     }
-    if !executant.terminate(Duration::from_secs(60)) {
-        problems.push("the executant did not stop cleanly on SIGTERM".into());
-    }
-    let note = format!(
-        "{contained}/{} hostile tasks contained (failed with the expected reason); solutions {}",
-        specs.len(),
-        json["solutions"]
-    );
-    row(
-        env,
-        ws.path(),
-        &id,
-        size,
-        Observed {
-            scenario: "hostile",
-            faults: specs.len(),
-            start,
-            problems,
-            note,
-        },
-    )
+    let total = specs.len();
+    run.finish("hostile", total, problems, |_, _| {
+        let note = format!(
+            "{contained}/{total} hostile tasks contained (failed with the expected reason)"
+        );
+        (note, vec![])
+    })
 }
 
-/// Scenario 7: The workspace disk filled up (a small tmpfs) during the tracking commits, again and
-/// again, then freed.
+/// Scenario 7: the workspace disk (a small tmpfs) filled up during the tracking commits,
+/// again and again, then freed.
 pub fn disk_full(env: &Env, size: Size) -> Row {
-    let start = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let mount = dir.path().join("ws");
     std::fs::create_dir_all(&mount).unwrap();
@@ -649,57 +613,30 @@ pub fn disk_full(env: &Env, size: Size) -> Row {
         .status()
         .is_ok_and(|s| s.success());
     assert!(mounted, "mounting a tmpfs workspace needs root");
-    let _unmount = Unmount(mount.clone());
-    let id = unique("faults-disk");
-    let mut problems = Vec::new();
-    let mut executant = env.executant(&format!("{id}-x"), &[], &dir.path().join("executant.log"));
-    let mut client = start_nqueens(env, &mount, &id, size);
-    harness::wait_until(Duration::from_secs(120), || published(&mount));
-    let mut faults = 0;
-    while faults < size.faults && !client.exited() {
-        std::thread::sleep(Duration::from_millis(800));
-        let filler = mount.join(format!("filler-{faults}"));
+    let unmount = Unmount(mount.clone());
+    let mut run = Run::start(env, size, "faults-disk", &[], Some(mount.clone()));
+    run.wait_published();
+    let faults = run.inject(size.faults, Duration::from_millis(800), |run| {
+        let filler = run.ws.join("filler");
         fill(&filler);
-        faults += 1;
         std::thread::sleep(Duration::from_millis(2500));
         let _ = std::fs::remove_file(&filler);
-    }
-    let out = client.output(PROJECT_TIMEOUT);
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    let json = harness::client_json(&out);
-    if out.status.code() != Some(0) {
-        problems.push(format!(
-            "client exited with {:?}: {}",
-            out.status.code(),
-            stderr.lines().last().unwrap_or_default()
-        ));
-    }
-    let warned = stderr.contains("cannot record results yet");
-    if !executant.terminate(Duration::from_secs(60)) {
-        problems.push("the executant did not stop cleanly on SIGTERM".into());
-    }
-    let note = format!(
-        "{faults} disk-full episodes ({}), solutions {}",
-        if warned {
-            "the client said so and kept the results"
-        } else {
-            "no commit hit them"
-        },
-        json["solutions"]
-    );
-    row(
-        env,
-        &mount,
-        &id,
-        size,
-        Observed {
-            scenario: "disk-full",
-            faults,
-            start,
-            problems,
-            note,
-        },
-    )
+        true
+    });
+    let row = run.finish("disk-full", faults, vec![], |_, stderr| {
+        let warned = stderr.contains("cannot record results yet");
+        let note = format!(
+            "{faults} disk-full episodes ({})",
+            if warned {
+                "the client said so and kept the results"
+            } else {
+                "no commit hit them"
+            }
+        );
+        (note, vec![])
+    });
+    drop(unmount);
+    row
 }
 
 /// Writes zeros to `path` until the disk is full.

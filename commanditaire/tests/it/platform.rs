@@ -132,8 +132,9 @@ fn two_clients_at_once_each_get_their_own_results() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    for (child, n) in [(a, 11u8), (b, 10u8)] {
-        let out = child.wait_with_output().unwrap();
+    // Wait for both before any assertion, so that a failure leaves no client running.
+    let outputs = [(a, 11u8), (b, 10u8)].map(|(child, n)| (child.wait_with_output().unwrap(), n));
+    for (out, n) in outputs {
         assert!(out.status.success());
         let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(json["solutions"].as_u64(), Some(oeis(n)));
