@@ -4,6 +4,7 @@
 //! [`TaskSpec`]: adding a kind means adding a variant there, its validation in
 //! [`TaskSpec::validate`], and its output in [`TaskOutput`].
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// The version of the message model, carried in every task and result as `schema`.
@@ -44,7 +45,7 @@ impl TaskError {
 }
 
 /// One unit of work: what the worker computes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Task {
     /// The model version ([`SCHEMA_VERSION`]).
     pub schema: u32,
@@ -61,7 +62,7 @@ pub struct Task {
 }
 
 /// The kinds of task, tagged by `kind` in JSON.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TaskSpec {
     /// Count the completions of an N-queens prefix.
@@ -78,7 +79,7 @@ pub enum TaskSpec {
 }
 
 /// A command to run in a named image.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExecSpec {
     /// The image to run (must be on the executant's allowlist).
@@ -91,7 +92,7 @@ pub struct ExecSpec {
 }
 
 /// A file committed to a project's tasks repository, pinned to a commit.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScriptRef {
     /// Where the executant fetches the repository from (a path or any git URL).
@@ -256,7 +257,7 @@ fn check_schema(value: &serde_json::Value) -> Result<(), TaskError> {
 }
 
 /// The outcome of one task, as the executant reports it on the project's results queue.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct TaskResult {
     /// The model version ([`SCHEMA_VERSION`]).
     pub schema: u32,
@@ -276,7 +277,7 @@ pub struct TaskResult {
 }
 
 /// What came of a task, tagged by `status` in JSON.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Outcome {
     /// The task ran to the end.
@@ -292,7 +293,7 @@ pub enum Outcome {
 }
 
 /// The output of a task that succeeded, tagged by `kind` in JSON.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TaskOutput {
     /// The number of completions of the prefix (not yet multiplied by the task's weight).
@@ -426,4 +427,14 @@ impl Project {
         }
         Ok(())
     }
+}
+
+/// The JSON Schema of a task message (for clients written in other languages).
+pub fn task_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(Task)).expect("a schema serializes")
+}
+
+/// The JSON Schema of a result message.
+pub fn result_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(TaskResult)).expect("a schema serializes")
 }

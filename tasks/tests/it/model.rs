@@ -81,3 +81,31 @@ fn tasks_and_results_round_trip() {
     let err = TaskResult::from_json(b"{\"schema\":1}").unwrap_err();
     assert!(matches!(err, TaskError::Json(_)), "{err}");
 }
+
+/// The published JSON Schemas (`tasks/schema/`) are the ones the model generates; run with
+/// `UPDATE_SCHEMAS=1` to rewrite them after changing the model.
+#[test]
+fn published_json_schemas_match_the_model() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schema");
+    for (file, schema) in [
+        ("task.schema.json", tasks::model::task_schema()),
+        ("result.schema.json", tasks::model::result_schema()),
+    ] {
+        let path = dir.join(file);
+        let text = serde_json::to_string_pretty(&schema).unwrap() + "\n";
+        if std::env::var_os("UPDATE_SCHEMAS").is_some() {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(&path, &text).unwrap();
+        }
+        let published = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_SCHEMAS=1)", path.display()));
+        assert_eq!(
+            published, text,
+            "{file} is stale: run the tests with UPDATE_SCHEMAS=1"
+        );
+    }
+    let task = serde_json::to_string(&tasks::model::task_schema()).unwrap();
+    for needle in ["\"nqueens\"", "\"exec\"", "\"prefix\"", "\"schema\""] {
+        assert!(task.contains(needle), "the task schema lacks {needle}");
+    }
+}
