@@ -14,6 +14,11 @@ cargo clippy --workspace --all-targets --all-features -- -D warnings
 echo "== cargo build (the fault-injection suite drives the binaries)"
 cargo build --workspace
 echo "== cargo test"
-cargo test --workspace --all-features
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+cargo test --workspace --all-features 2>&1 | tee "$results"
 echo "== compose stack end to end (scripts/compose-e2e.sh)"
 BUILD_PROFILE=debug scripts/compose-e2e.sh
+# One closing line for the whole run (cargo's last line is the doc-tests', often 0 tests).
+count() { grep -oE "test result: [A-Za-z]+\. [0-9]+ passed; [0-9]+ failed" "$results" | awk -v f="$1" '{s += $f} END {print s + 0}'; }
+echo "tests: $(( $(count 4) + 1 )) passed, $(count 6) failed"
