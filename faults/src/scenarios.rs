@@ -318,7 +318,7 @@ pub fn client_kills(env: &Env, size: Size) -> Row {
 /// Scenario 5: poison on `todo` beside good tasks: malformed JSON, unknown kinds, oversized
 /// messages, images off the allowlist.
 pub fn poison(env: &Env, size: Size) -> Row {
-    let run = Run::start(env, size, "faults-poison", &[], None);
+    let mut run = Run::start(env, size, "faults-poison", &[], None);
     let image_project = format!("{}-img", run.id);
     let rounds = size.faults.div_ceil(4);
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -329,6 +329,8 @@ pub fn poison(env: &Env, size: Size) -> Row {
         rounds,
     ));
     let faults = dead_ids.len() + image_tasks;
+    // The poison sits behind the project's tasks in `todo`: look for it once they are done.
+    harness::wait_until(PROJECT_TIMEOUT, || run.client.exited());
     let found = runtime.block_on(check_poison(
         &env.amqp_url,
         &dead_ids,
