@@ -5,18 +5,24 @@
 //!
 //!   cargo bench -p broker-api --bench http
 //!
-//! Environment: BENCH_REQUESTS, BENCH_CONCURRENCY, BENCH_ROUNDS (4), BENCH_PERSISTENT (1; 0 for transient
-//! messages on both sides), AMQP_URL, MANAGEMENT_URL
-//! (default http://127.0.0.1:15672, user guest:guest).
+//! Then broker-api alone, paced (open loop) at 5x the management API's measured throughput,
+//! beside the same paced load sent straight to the broker over AMQP (the floor).
 //!
-//! Both sides publish persistent JSON messages to a durable classic queue and get them with
-//! an ack (broker-api: `ack_mode: ack`; management: `ack_requeue_false`). broker-api answers
-//! a publish only after the broker's confirm.
+//! Environment: BENCH_REQUESTS, BENCH_CONCURRENCY, BENCH_ROUNDS (4), BENCH_QUEUE_TYPE
+//! (`quorum`, the API's default, or `classic`), BENCH_PERSISTENT (1; 0 for transient
+//! messages on both sides), AMQP_URL, MANAGEMENT_URL (default http://127.0.0.1:15672, user
+//! guest:guest).
+//!
+//! Both sides publish persistent JSON messages to the same kind of durable queue and get
+//! them with an ack (broker-api: `ack_mode: ack`; management: `ack_requeue_false`).
+//! broker-api answers a publish only after the broker's confirm.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::future::BoxFuture;
+use lapin::options::{BasicAckOptions, BasicGetOptions};
 use reqwest::header::HeaderValue;
 use reqwest::{Client, RequestBuilder, StatusCode};
 use serde_json::{json, Value};
@@ -58,7 +64,11 @@ async fn main() {
 
     // broker-api, in this process.
     let token = broker_api::Token::generate().unwrap();
-    let config = broker_api::Config::new("127.0.0.1:0".parse().unwrap(), amqp_url, token.clone());
+    let config = broker_api::Config::new(
+        "127.0.0.1:0".parse().unwrap(),
+        amqp_url.clone(),
+        token.clone(),
+    );
     let server = broker_api::bind(&config).await.expect("bind broker-api");
     let base = format!("http://{}", server.local_addr());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -91,11 +101,12 @@ async fn main() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let queue_type = std::env::var("BENCH_QUEUE_TYPE").unwrap_or_else(|_| "quorum".into());
     for q in [&ours, &theirs] {
         let r = client
             .put(format!("{base}/api/queues/{q}"))
             .bearer_auth(token.expose())
-            .json(&json!({"type": "classic"}))
+            .json(&json!({"type": queue_type}))
             .send()
             .await
             .unwrap();
@@ -256,38 +267,39 @@ async fn main() {
     }
 
     // p99 at the target load: broker-api paced at 5x the management API's throughput just
-    // measured (open loop over the same connections), publishes then gets.
-    println!("\nbroker-api paced at 5x the management API's throughput (latency from the scheduled send time):\n");
+    // measured (open loop over the same connections), publishes then gets; beside it, the
+    // same paced load sent straight to the broker over AMQP (lapin, as many channels as
+    // broker-api uses): the floor that no HTTP front can go below.
+    println!(
+        "\npaced at 5x the management API's throughput (latency from the scheduled send time):\n"
+    );
     println!(
         "{:<12} {:<8} {:>9} {:>12} {:>9} {:>9} {:>9}",
         "target", "op", "requests", "req/s", "p50 ms", "p99 ms", "max ms"
     );
-    for (op, make, check) in [
-        (
-            "publish",
-            &targets[0].publish,
-            (|_: &Value| true) as fn(&Value) -> bool,
-        ),
-        ("get", &targets[0].get, targets[0].got_message),
-    ] {
+    let direct = Direct::open(&amqp_url, &ours).await;
+    for op in ["publish", "get"] {
         let mgmt = rows
             .iter()
             .find(|r| r.target == "management" && r.op == op)
             .unwrap();
         let rate = 5.0 * mgmt.throughput;
-        let result = paced(&client, concurrency, requests, rate, make, check).await;
-        let r = row("broker-api", op, requests, result);
-        println!(
-            "{:<12} {:<8} {:>9} {:>12.0} {:>9.2} {:>9.2} {:>9.2}   (offered {rate:.0}/s)",
-            r.target,
-            r.op,
-            r.requests,
-            r.throughput,
-            ms(r.p50),
-            ms(r.p99),
-            ms(r.max)
-        );
+        let send: Arc<SendOne> = match op {
+            "publish" => http_send(&client, &targets[0].publish, |_| true),
+            _ => http_send(&client, &targets[0].get, targets[0].got_message),
+        };
+        let result = paced(concurrency, requests, rate, send).await;
+        print_paced(&row("broker-api", op, requests, result), rate);
+        let result = paced(
+            concurrency,
+            requests,
+            rate,
+            direct.send(op, payload, persistent),
+        )
+        .await;
+        print_paced(&row("amqp-direct", op, requests, result), rate);
     }
+    direct.close().await;
 
     // Clean up the bench's own queues.
     for q in [&ours, &theirs] {
@@ -301,34 +313,124 @@ async fn main() {
     let _ = serving.await;
 }
 
+/// One request of a paced run: `send(k)` sends the k-th and checks its answer.
+type SendOne = dyn Fn(usize) -> BoxFuture<'static, ()> + Send + Sync;
+
+/// A paced request over HTTP: must answer 200 and pass `check`.
+fn http_send(client: &Client, make: &Arc<Maker>, check: fn(&Value) -> bool) -> Arc<SendOne> {
+    let (client, make) = (client.clone(), make.clone());
+    Arc::new(move |_| {
+        let request = make(&client);
+        Box::pin(async move {
+            let r = request.send().await.expect("request");
+            let status = r.status();
+            let body = r.bytes().await.expect("body");
+            assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+            let value: Value = serde_json::from_slice(&body).expect("JSON answer");
+            assert!(check(&value), "unexpected answer {value}");
+        })
+    })
+}
+
+/// The broker itself, over AMQP: publishes with a confirm on shared confirm channels (as
+/// broker-api does), gets with `basic.get` then `basic.ack` on one channel per worker slot.
+struct Direct {
+    conn: lapin::Connection,
+    publish: Vec<lapin::Channel>,
+    get: Vec<lapin::Channel>,
+    queue: String,
+}
+
+impl Direct {
+    async fn open(url: &str, queue: &str) -> Direct {
+        let conn = tasks::amqp::connect(url, "broker-api-bench")
+            .await
+            .expect("AMQP");
+        let mut publish = Vec::new();
+        for _ in 0..broker_api::DEFAULT_PUBLISH_CHANNELS {
+            publish.push(tasks::amqp::confirm_channel(&conn).await.expect("channel"));
+        }
+        let mut get = Vec::new();
+        for _ in 0..env_usize("BENCH_CONCURRENCY", 32) {
+            get.push(conn.create_channel().await.expect("channel"));
+        }
+        Direct {
+            conn,
+            publish,
+            get,
+            queue: queue.to_string(),
+        }
+    }
+
+    fn send(&self, op: &str, payload: &'static str, persistent: bool) -> Arc<SendOne> {
+        let queue = self.queue.clone();
+        if op == "publish" {
+            let channels = self.publish.clone();
+            let props = lapin::BasicProperties::default()
+                .with_content_type("application/json".into())
+                .with_delivery_mode(if persistent { 2 } else { 1 });
+            return Arc::new(move |k| {
+                let (channel, queue, props) = (
+                    channels[k % channels.len()].clone(),
+                    queue.clone(),
+                    props.clone(),
+                );
+                Box::pin(async move {
+                    tasks::amqp::publish_with_properties(
+                        &channel,
+                        "",
+                        &queue,
+                        payload.as_bytes(),
+                        props,
+                    )
+                    .await
+                    .expect("confirmed publish");
+                })
+            });
+        }
+        let channels = self.get.clone();
+        Arc::new(move |k| {
+            let (channel, queue) = (channels[k % channels.len()].clone(), queue.clone());
+            Box::pin(async move {
+                let message = channel
+                    .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
+                    .await
+                    .expect("basic.get")
+                    .expect("a message");
+                channel
+                    .basic_ack(message.delivery.delivery_tag, BasicAckOptions::default())
+                    .await
+                    .expect("basic.ack");
+            })
+        })
+    }
+
+    async fn close(self) {
+        let _ = self.conn.close(200, "bench done".into()).await;
+    }
+}
+
 /// Sends `total` requests at `rate` per second in all, spread over `concurrency` workers;
 /// each latency counts from the request's scheduled time (no coordinated omission).
 async fn paced(
-    client: &Client,
     concurrency: usize,
     total: usize,
     rate: f64,
-    make: &Arc<Maker>,
-    check: fn(&Value) -> bool,
+    send: Arc<SendOne>,
 ) -> (Duration, Vec<Duration>) {
     let interval = Duration::from_secs_f64(1.0 / rate);
     let start = tokio::time::Instant::now() + Duration::from_millis(10);
     let workers: Vec<_> = (0..concurrency)
         .map(|w| {
-            let (client, make) = (client.clone(), make.clone());
+            let send = send.clone();
             tokio::spawn(async move {
                 let mut lat = Vec::new();
                 let mut k = w;
                 while k < total {
                     let due = start + interval * k as u32;
                     tokio::time::sleep_until(due).await;
-                    let r = make(&client).send().await.expect("request");
-                    let status = r.status();
-                    let body = r.bytes().await.expect("body");
+                    send(k).await;
                     lat.push(due.elapsed());
-                    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
-                    let value: Value = serde_json::from_slice(&body).expect("JSON answer");
-                    assert!(check(&value), "unexpected answer {value}");
                     k += concurrency;
                 }
                 lat
@@ -340,6 +442,19 @@ async fn paced(
         all.extend(w.await.expect("worker"));
     }
     (start.elapsed(), all)
+}
+
+fn print_paced(r: &Row, offered: f64) {
+    println!(
+        "{:<12} {:<8} {:>9} {:>12.0} {:>9.2} {:>9.2} {:>9.2}   (offered {offered:.0}/s)",
+        r.target,
+        r.op,
+        r.requests,
+        r.throughput,
+        ms(r.p50),
+        ms(r.p99),
+        ms(r.max)
+    );
 }
 
 fn ms(d: Duration) -> f64 {
