@@ -8,7 +8,7 @@ use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
-use tasks::amqp::{self, BrokerError, Message};
+use tasks::amqp::{self, BrokerError};
 use tasks::reassemble::Recorded;
 
 use crate::tracking::Tracker;
@@ -43,31 +43,7 @@ pub async fn publish_missing(url: &str, tracker: &mut Tracker) -> Result<usize, 
     amqp::declare_todo(&channel).await?;
     amqp::declare_results(&channel, &tracker.project().id).await?;
     let todo: Vec<_> = tracker.remaining();
-    // Publish in windows: many confirms in flight, each checked.
-    for chunk in todo.chunks(256) {
-        let mut confirms = Vec::with_capacity(chunk.len());
-        for task in chunk {
-            let id = task.id();
-            let body = task.to_json();
-            let channel = &channel;
-            confirms.push(async move {
-                amqp::publish(
-                    channel,
-                    Message {
-                        exchange: "",
-                        routing_key: amqp::TODO_QUEUE,
-                        message_id: &id,
-                        body: &body,
-                        reason: None,
-                    },
-                )
-                .await
-            });
-        }
-        for r in futures_util::future::join_all(confirms).await {
-            r?;
-        }
-    }
+    amqp::publish_tasks(&channel, &todo).await?;
     let _ = conn.close(200, "published".into()).await;
     if !tracker.published() {
         tracker.mark_published()?;

@@ -171,28 +171,7 @@ async fn run_tasks(concurrency: u16, reuse: u32, count: usize) -> f64 {
         .unwrap();
     let start = Instant::now();
     let publish = async {
-        for chunk in tasks.chunks(256) {
-            let confirms = chunk.iter().map(|t| {
-                let id = t.id();
-                let body = t.to_json();
-                let publisher = &publisher;
-                async move {
-                    amqp::publish(
-                        publisher,
-                        Message {
-                            exchange: "",
-                            routing_key: amqp::TODO_QUEUE,
-                            message_id: &id,
-                            body: &body,
-                            reason: None,
-                        },
-                    )
-                    .await
-                    .unwrap()
-                }
-            });
-            futures_util::future::join_all(confirms).await;
-        }
+        amqp::publish_tasks(&publisher, &tasks).await.unwrap();
     };
     let collect = async {
         let mut seen = std::collections::HashSet::new();

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use tasks::amqp::{self, Message};
+use tasks::amqp;
 
 use crate::harness::{self, Env, Proc};
 use crate::{Row, Size};
@@ -399,18 +399,7 @@ async fn publish_poison(
 }
 
 async fn publish(channel: &lapin::Channel, id: &str, body: &[u8]) {
-    amqp::publish(
-        channel,
-        Message {
-            exchange: "",
-            routing_key: amqp::TODO_QUEUE,
-            message_id: id,
-            body,
-            reason: None,
-        },
-    )
-    .await
-    .unwrap();
+    amqp::publish_todo(channel, id, body).await.unwrap();
 }
 
 struct PoisonFound {

@@ -295,6 +295,62 @@ pub async fn publish_with_properties(
     body: &[u8],
     props: BasicProperties,
 ) -> Result<(), BrokerError> {
+    send(channel, exchange, routing_key, body, props)
+        .await?
+        .check()
+        .await
+}
+
+/// Publishes raw bytes to `todo` with the platform's properties and waits for the confirm:
+/// for a body that is not a [`crate::Task`] (a test's malformed message, say).
+pub async fn publish_todo(
+    channel: &Channel,
+    message_id: &str,
+    body: &[u8],
+) -> Result<(), BrokerError> {
+    let props = properties(message_id, None);
+    send(channel, "", TODO_QUEUE, body, props)
+        .await?
+        .check()
+        .await
+}
+
+/// How many tasks [`publish_tasks`] keeps in flight before waiting for their confirms.
+pub const PUBLISH_WINDOW: usize = 256;
+
+/// Publishes every task to `todo` on a confirm channel and waits for each confirm, with up
+/// to [`PUBLISH_WINDOW`] messages in flight at once (a confirm per round trip would cap a
+/// client at a few hundred tasks per second). Stops at the first window holding a failure.
+pub async fn publish_tasks(channel: &Channel, tasks: &[crate::Task]) -> Result<(), BrokerError> {
+    for window in tasks.chunks(PUBLISH_WINDOW) {
+        let mut pending = Vec::with_capacity(window.len());
+        for task in window {
+            let id = task.id();
+            let props = properties(&id, None);
+            pending.push(send(channel, "", TODO_QUEUE, &task.to_json(), props).await?);
+        }
+        for confirm in pending {
+            confirm.check().await?;
+        }
+    }
+    Ok(())
+}
+
+/// A message sent on a confirm channel, whose confirm is still to come.
+struct Pending<'a> {
+    confirm: lapin::PublisherConfirm,
+    exchange: &'a str,
+    routing_key: &'a str,
+}
+
+/// Sends a mandatory message; the broker's answer is read by [`Pending::check`].
+async fn send<'a>(
+    channel: &Channel,
+    exchange: &'a str,
+    routing_key: &'a str,
+    body: &[u8],
+    props: BasicProperties,
+) -> Result<Pending<'a>, BrokerError> {
     let confirm = channel
         .basic_publish(
             exchange.into(),
@@ -307,23 +363,36 @@ pub async fn publish_with_properties(
             props,
         )
         .await
-        .map_err(op("publish"))?
-        .await
-        .map_err(op("wait for publisher confirm"))?;
-    let destination = || format!("{exchange}/{routing_key}");
-    if !confirm.is_ack() {
-        return Err(BrokerError::NotConfirmed {
-            destination: destination(),
-            why: "nack",
-        });
+        .map_err(op("publish"))?;
+    Ok(Pending {
+        confirm,
+        exchange,
+        routing_key,
+    })
+}
+
+impl Pending<'_> {
+    /// Waits for the confirm: a nack or a returned (unroutable) message is an error.
+    async fn check(self) -> Result<(), BrokerError> {
+        let confirm = self
+            .confirm
+            .await
+            .map_err(op("wait for publisher confirm"))?;
+        let destination = || format!("{}/{}", self.exchange, self.routing_key);
+        if !confirm.is_ack() {
+            return Err(BrokerError::NotConfirmed {
+                destination: destination(),
+                why: "nack",
+            });
+        }
+        if confirm.take_message().is_some() {
+            return Err(BrokerError::NotConfirmed {
+                destination: destination(),
+                why: UNROUTABLE,
+            });
+        }
+        Ok(())
     }
-    if confirm.take_message().is_some() {
-        return Err(BrokerError::NotConfirmed {
-            destination: destination(),
-            why: UNROUTABLE,
-        });
-    }
-    Ok(())
 }
 
 /// The `why` of [`BrokerError::NotConfirmed`] for a message no queue was bound for.

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions};
 use lapin::types::FieldTable;
-use tasks::amqp::{self, Message};
+use tasks::amqp;
 use tasks::{Task, TaskResult};
 
 /// The broker the tests use (`AMQP_URL` or the default).
@@ -63,26 +63,13 @@ pub async fn publish_tasks(project: &str, tasks: &[Task]) {
     let channel = amqp::confirm_channel(&conn).await.unwrap();
     amqp::declare_todo(&channel).await.unwrap();
     amqp::declare_results(&channel, project).await.unwrap();
-    for task in tasks {
-        publish_raw(&channel, &task.id(), &task.to_json()).await;
-    }
+    amqp::publish_tasks(&channel, tasks).await.unwrap();
     conn.close(200, "done".into()).await.unwrap();
 }
 
 /// Publishes raw bytes to `todo`.
 pub async fn publish_raw(channel: &lapin::Channel, id: &str, body: &[u8]) {
-    amqp::publish(
-        channel,
-        Message {
-            exchange: "",
-            routing_key: amqp::TODO_QUEUE,
-            message_id: id,
-            body,
-            reason: None,
-        },
-    )
-    .await
-    .unwrap();
+    amqp::publish_todo(channel, id, body).await.unwrap();
 }
 
 /// Collects the results of `project` until every index below `count` has one (duplicates
