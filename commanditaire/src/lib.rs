@@ -41,6 +41,9 @@ pub struct RunReport {
     pub published: usize,
     /// The reassembled result; `None` when detached.
     pub result: Option<ProjectResult>,
+    /// Results this run received for tasks that already had one, and ignored (a task run
+    /// twice after a fault is counted once).
+    pub duplicates: usize,
 }
 
 /// Why a project could not run.
@@ -190,6 +193,7 @@ async fn drive(
                 project: tracker.project().id.clone(),
                 published,
                 result: None,
+                duplicates: 0,
             });
         }
         broker::follow(&options.amqp_url, &mut tracker, watcher).await?;
@@ -200,5 +204,6 @@ async fn drive(
         project: tracker.project().id.clone(),
         published,
         result: Some(result),
+        duplicates: tracker.duplicates(),
     })
 }

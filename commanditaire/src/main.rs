@@ -256,7 +256,7 @@ fn report(run: commanditaire::RunReport, json: bool) -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(result) => {
-            output::result(&result, run.published, json);
+            output::result(&result, run.published, run.duplicates, json);
             if result.complete {
                 ExitCode::SUCCESS
             } else {

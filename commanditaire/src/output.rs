@@ -48,11 +48,13 @@ impl commanditaire::broker::Watcher for Bar {
     }
 }
 
-/// Prints a finished project's result.
-pub fn result(result: &ProjectResult, published: usize, json: bool) {
+/// Prints a finished project's result; `duplicates` results were received twice and
+/// counted once.
+pub fn result(result: &ProjectResult, published: usize, duplicates: usize, json: bool) {
     if json {
         let mut value = serde_json::to_value(result).expect("serializable");
         value["published"] = published.into();
+        value["duplicate_results"] = duplicates.into();
         if let tasks::ProjectSpec::Nqueens { n, depth } = result.spec {
             value["n"] = n.into();
             value["depth"] = depth.into();
@@ -62,6 +64,9 @@ pub fn result(result: &ProjectResult, published: usize, json: bool) {
     }
     for failed in &result.failed {
         eprintln!("task {} failed: {}", failed.index, failed.reason);
+    }
+    if duplicates > 0 {
+        eprintln!("{duplicates} tasks ran more than once (after a fault); each was counted once");
     }
     match (&result.spec, result.solutions) {
         (tasks::ProjectSpec::Nqueens { n, .. }, Some(solutions)) => {

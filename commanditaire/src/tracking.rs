@@ -125,6 +125,7 @@ pub struct Tracker {
     oldest_pending: Option<Instant>,
     policy: BatchPolicy,
     published: bool,
+    duplicates: usize,
     on_commit: Option<Box<dyn Fn() + Send + Sync>>,
 }
 
@@ -156,6 +157,7 @@ impl Tracker {
             oldest_pending: None,
             policy,
             published,
+            duplicates: 0,
             on_commit: None,
         }
     }
@@ -231,11 +233,21 @@ impl Tracker {
     /// Offers a result: kept unless its task already has one.
     pub fn record(&mut self, result: TaskResult) -> Recorded {
         let recorded = self.reassembly.record(&result);
-        if recorded == Recorded::New {
-            self.pending.push(result);
-            self.oldest_pending.get_or_insert_with(Instant::now);
+        match recorded {
+            Recorded::New => {
+                self.pending.push(result);
+                self.oldest_pending.get_or_insert_with(Instant::now);
+            }
+            Recorded::Duplicate => self.duplicates += 1,
+            Recorded::Unknown => {}
         }
         recorded
+    }
+
+    /// Results this tracker ignored because their task already had one: a task run again
+    /// after a fault (at-least-once delivery), counted once.
+    pub fn duplicates(&self) -> usize {
+        self.duplicates
     }
 
     /// Whether the waiting results should be committed now.

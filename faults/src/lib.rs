@@ -56,6 +56,10 @@ pub struct Row {
     pub lost: usize,
     /// Tasks whose outcome was recorded (counted) more than once.
     pub duplicated: usize,
+    /// Results the final client received again for a task that already had one, and
+    /// ignored: tasks run more than once after a fault (at-least-once), counted once.
+    /// Clients killed before the end take their own count with them.
+    pub reruns: usize,
     /// Wall time of the scenario.
     pub wall: Duration,
     /// Processes or task containers left behind after the scenario.
@@ -77,17 +81,18 @@ impl Row {
 /// Prints the table, one line per scenario.
 pub fn print_table(rows: &[Row]) {
     println!(
-        "{:<22} {:>6} {:>7} {:>5} {:>11} {:>9} {:>10}  note",
-        "scenario", "tasks", "faults", "lost", "duplicated", "wall s", "leftovers"
+        "{:<22} {:>6} {:>7} {:>5} {:>11} {:>6} {:>9} {:>10}  note",
+        "scenario", "tasks", "faults", "lost", "duplicated", "reruns", "wall s", "leftovers"
     );
     for r in rows {
         println!(
-            "{:<22} {:>6} {:>7} {:>5} {:>11} {:>9.1} {:>10}  {}",
+            "{:<22} {:>6} {:>7} {:>5} {:>11} {:>6} {:>9.1} {:>10}  {}",
             r.scenario,
             r.tasks,
             r.faults,
             r.lost,
             r.duplicated,
+            r.reruns,
             r.wall.as_secs_f64(),
             r.leftovers,
             r.note

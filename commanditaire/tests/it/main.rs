@@ -4,3 +4,4 @@
 mod platform;
 mod remote;
 mod support;
+mod tracking;

@@ -33,6 +33,7 @@ async fn run_project(project: &Project, timeout: Duration) -> Vec<TaskResult> {
     publish_tasks(&project.id, &project.tasks).await;
     let (results, _) = collect_results(&project.id, project.tasks.len() as u32, timeout).await;
     executant.stop().await;
+    drop_results(&project.id).await;
     results.into_values().collect()
 }
 
@@ -65,6 +66,7 @@ async fn reused_workers_batch_tasks_and_stay_exact() {
     let (results, _) =
         collect_results(&id, project.tasks.len() as u32, Duration::from_secs(240)).await;
     executant.stop().await;
+    drop_results(&id).await;
     let mut reassembly = Reassembly::new(project);
     for r in results.values() {
         reassembly.record(r);
@@ -182,6 +184,7 @@ async fn malformed_messages_are_dead_lettered_and_good_tasks_still_run() {
     assert!(reason.contains("malformed JSON"), "{reason}");
     conn.close(200, "done".into()).await.unwrap();
     executant.stop().await;
+    drop_results(&id).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -236,6 +239,7 @@ async fn sigterm_mid_project_loses_nothing() {
         .args(["-TERM", &second.id().to_string()])
         .status();
     let _ = tokio::task::spawn_blocking(move || second.wait()).await;
+    drop_results(&id).await;
     let result = reassembly.result();
     assert_eq!(result.tasks, n_tasks);
     assert!(result.complete, "{result:?}");

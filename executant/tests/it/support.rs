@@ -67,6 +67,21 @@ pub async fn publish_tasks(project: &str, tasks: &[Task]) {
     conn.close(200, "done".into()).await.unwrap();
 }
 
+/// Deletes a project's results queue once a test is done with it (the client deletes it
+/// when a project completes; tests stand in for the client).
+pub async fn drop_results(project: &str) {
+    let conn = amqp::connect(&amqp_url(), "executant tests").await.unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    channel
+        .queue_delete(
+            amqp::results_queue(project).as_str().into(),
+            lapin::options::QueueDeleteOptions::default(),
+        )
+        .await
+        .unwrap();
+    conn.close(200, "done".into()).await.unwrap();
+}
+
 /// Publishes raw bytes to `todo`.
 pub async fn publish_raw(channel: &lapin::Channel, id: &str, body: &[u8]) {
     amqp::publish_todo(channel, id, body).await.unwrap();
