@@ -57,9 +57,10 @@ pub struct Row {
     /// Tasks whose outcome was recorded (counted) more than once.
     pub duplicated: usize,
     /// Results the final client received again for a task that already had one, and
-    /// ignored: tasks run more than once after a fault (at-least-once), counted once.
-    /// Clients killed before the end take their own count with them.
-    pub reruns: usize,
+    /// ignored: a task run twice after a fault (at-least-once), or a result redelivered
+    /// after its ack was lost, counted once. Clients killed before the end take their own
+    /// count with them; a task re-run because its first run died produces no duplicate.
+    pub dups_ignored: usize,
     /// Wall time of the scenario.
     pub wall: Duration,
     /// Processes or task containers left behind after the scenario.
@@ -81,18 +82,18 @@ impl Row {
 /// Prints the table, one line per scenario.
 pub fn print_table(rows: &[Row]) {
     println!(
-        "{:<22} {:>6} {:>7} {:>5} {:>11} {:>6} {:>9} {:>10}  note",
-        "scenario", "tasks", "faults", "lost", "duplicated", "reruns", "wall s", "leftovers"
+        "{:<22} {:>6} {:>7} {:>5} {:>11} {:>12} {:>9} {:>10}  note",
+        "scenario", "tasks", "faults", "lost", "duplicated", "dups ignored", "wall s", "leftovers"
     );
     for r in rows {
         println!(
-            "{:<22} {:>6} {:>7} {:>5} {:>11} {:>6} {:>9.1} {:>10}  {}",
+            "{:<22} {:>6} {:>7} {:>5} {:>11} {:>12} {:>9.1} {:>10}  {}",
             r.scenario,
             r.tasks,
             r.faults,
             r.lost,
             r.duplicated,
-            r.reruns,
+            r.dups_ignored,
             r.wall.as_secs_f64(),
             r.leftovers,
             r.note

@@ -213,7 +213,7 @@ impl<'e> Run<'e> {
             faults,
             lost: verdict.lost + verdict.failed.len(),
             duplicated: verdict.duplicated,
-            reruns: json["duplicate_results"].as_u64().unwrap_or(0) as usize,
+            dups_ignored: json["duplicate_results"].as_u64().unwrap_or(0) as usize,
             wall: self.start.elapsed(),
             leftovers: harness::leftovers(self.env),
             note: format!("{note}; solutions {}", json["solutions"]),
