@@ -52,6 +52,8 @@ async fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| "info,lapin=off".into()),
         )
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal, not in log files or journald.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(Args::parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
