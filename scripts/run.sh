@@ -16,8 +16,10 @@ cargo build --release -q -p worker -p executant -p commanditaire
 scripts/build-image.sh worker
 
 log=$(mktemp /tmp/executant.XXXXXX.log)
-# Short tasks: let one worker container serve many tasks of the project.
-target/release/executant --reuse 64 >"$log" 2>&1 &
+# Short tasks: let one worker container serve many tasks of the project, and keep enough
+# of them in flight (prefetch) for the worker lanes to batch them. N=16 here: 3.1 s this
+# way, 5.6 s with --reuse 64 and the default concurrency (2, the cores).
+target/release/executant --reuse 256 --concurrency 32 >"$log" 2>&1 &
 executant_pid=$!
 stop_executant() {
   kill -TERM "$executant_pid" 2>/dev/null || true

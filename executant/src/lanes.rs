@@ -5,6 +5,12 @@
 //! for it, writes them to the worker at once, and reads the answers in order: trivial tasks
 //! are batched, so one round trip through the engine serves many. A container serves up to N
 //! tasks, then is replaced; a lane idle for a while removes its container and ends.
+//!
+//! Replacing a container costs an engine round trip to start one and another to remove one.
+//! Neither waits in line: once a container has served half its budget, the lane starts the
+//! next one (a "spare") while it works on, and a used-up container
+//! is removed in the background. Both are awaited before the lane ends, so nothing is left
+//! behind.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,6 +20,7 @@ use std::time::Duration;
 use tasks::{Task, TaskResult};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::containers::{read_line, timeout_reason, Containers, Session};
 use crate::runner::{parse_answer, RunError};
@@ -34,10 +41,14 @@ struct Lane {
     outstanding: Arc<AtomicUsize>,
 }
 
+/// How long stopping waits for the lanes to remove their containers.
+const STOP_WAIT: Duration = Duration::from_secs(10);
+
 /// The lanes of every project.
 pub(crate) struct Lanes {
     containers: Containers,
     by_project: Mutex<HashMap<String, Vec<Lane>>>,
+    running: std::sync::Mutex<Vec<JoinHandle<()>>>,
     max_per_project: usize,
 }
 
@@ -48,6 +59,7 @@ impl Lanes {
         Lanes {
             containers,
             by_project: Mutex::new(HashMap::new()),
+            running: std::sync::Mutex::new(Vec::new()),
             max_per_project,
         }
     }
@@ -99,20 +111,36 @@ impl Lanes {
     fn spawn_lane(&self) -> Lane {
         let (tx, rx) = mpsc::unbounded_channel();
         let outstanding = Arc::new(AtomicUsize::new(0));
-        tokio::spawn(lane(self.containers.clone(), rx, outstanding.clone()));
+        let handle = tokio::spawn(lane(self.containers.clone(), rx, outstanding.clone()));
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        running.retain(|h| !h.is_finished());
+        running.push(handle);
         Lane { tx, outstanding }
     }
 
-    /// Ends every lane (each removes its container when its jobs are done).
+    /// Ends every lane and waits (a while) for each to remove its containers, so that a
+    /// container being started is not missed by the clean-up that follows.
     pub(crate) async fn stop_all(&self) {
         self.by_project.lock().await.clear();
+        let running = std::mem::take(&mut *self.running.lock().unwrap_or_else(|e| e.into_inner()));
+        let deadline = tokio::time::Instant::now() + STOP_WAIT;
+        for mut handle in running {
+            if tokio::time::timeout_at(deadline, &mut handle)
+                .await
+                .is_err()
+            {
+                handle.abort();
+            }
+        }
     }
 }
 
-/// One lane: owns at most one worker container at a time.
+/// One lane: owns at most one worker container at a time (and, briefly, the next one).
 async fn lane(c: Containers, mut rx: mpsc::UnboundedReceiver<Job>, outstanding: Arc<AtomicUsize>) {
     let reuse = c.config.reuse;
     let mut session: Option<Session> = None;
+    let mut spare: Option<JoinHandle<Result<Session, RunError>>> = None;
+    let mut removals: JoinSet<()> = JoinSet::new();
     let mut backlog: VecDeque<Job> = VecDeque::new();
     let answer = |job: Job, result: Result<TaskResult, RunError>| {
         outstanding.fetch_sub(1, Ordering::Relaxed);
@@ -136,27 +164,54 @@ async fn lane(c: Containers, mut rx: mpsc::UnboundedReceiver<Job>, outstanding: 
                 Err(_) => break,
             }
         }
+        // Jobs whose handler gave up (the executant is stopping) are not run.
+        backlog.retain(|job| {
+            let wanted = !job.reply.is_closed();
+            if !wanted {
+                outstanding.fetch_sub(1, Ordering::Relaxed);
+            }
+            wanted
+        });
+        if backlog.is_empty() {
+            continue;
+        }
         if session.as_ref().is_some_and(|s| s.served >= reuse) {
             if let Some(old) = session.take() {
-                c.discard(&old.id).await;
+                let c = c.clone();
+                removals.spawn(async move { c.discard(&old.id).await });
             }
         }
         let s = match session.as_mut() {
             Some(s) => s,
-            None => match c.start_session().await {
-                Ok(s) => session.insert(s),
-                Err(e) => {
-                    // The first job carries the error (an engine fault is waited out by its
-                    // handler); the others try again with a new container.
-                    if let Some(job) = backlog.pop_front() {
-                        answer(job, Err(e));
+            None => {
+                let started = match spare.take() {
+                    Some(handle) => handle
+                        .await
+                        .unwrap_or_else(|e| Err(RunError::Lost(format!("starting a worker: {e}")))),
+                    None => c.start_session().await,
+                };
+                match started {
+                    Ok(s) => session.insert(s),
+                    Err(e) => {
+                        // The first job carries the error (an engine fault is waited out by
+                        // its handler); the others try again with a new container.
+                        if let Some(job) = backlog.pop_front() {
+                            answer(job, Err(e));
+                        }
+                        continue;
                     }
-                    continue;
                 }
-            },
+            }
         };
         let budget = ((reuse - s.served) as usize).min(backlog.len());
         let batch: Vec<Job> = backlog.drain(..budget).collect();
+        // Past half its budget, start the container's successor, so that it is up when
+        // this one is used up (a lane that goes idle instead removes it when it ends).
+        let half_used = s.served + batch.len() as u32 >= reuse.div_ceil(2);
+        if half_used && spare.is_none() {
+            let c = c.clone();
+            spare = Some(tokio::spawn(async move { c.start_session().await }));
+        }
         let mut lines = Vec::with_capacity(batch.len() * 96);
         for job in &batch {
             lines.extend_from_slice(&job.task.to_json());
@@ -217,6 +272,13 @@ async fn lane(c: Containers, mut rx: mpsc::UnboundedReceiver<Job>, outstanding: 
     if let Some(s) = session {
         c.discard(&s.id).await;
     }
+    if let Some(Ok(Ok(s))) = match spare {
+        Some(handle) => Some(handle.await),
+        None => None,
+    } {
+        c.discard(&s.id).await;
+    }
+    while removals.join_next().await.is_some() {}
     for job in backlog {
         answer(job, Err(RunError::Lost("the worker lane stopped".into())));
     }
