@@ -177,6 +177,7 @@ async fn lane(c: Containers, mut rx: mpsc::UnboundedReceiver<Job>, outstanding: 
         }
         if session.as_ref().is_some_and(|s| s.served >= reuse) {
             if let Some(old) = session.take() {
+                while removals.try_join_next().is_some() {}
                 let c = c.clone();
                 removals.spawn(async move { c.discard(&old.id).await });
             }
