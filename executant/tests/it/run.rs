@@ -61,12 +61,26 @@ async fn reused_workers_batch_tasks_and_stay_exact() {
     let mut config = test_config();
     config.concurrency = 16;
     config.reuse = 20;
+    config.name = format!("{id}-executant");
+    let name = config.name.clone();
     let executant = InProcess::start(config);
     publish_tasks(&id, &project.tasks).await;
     let (results, _) =
         collect_results(&id, project.tasks.len() as u32, Duration::from_secs(240)).await;
     executant.stop().await;
     drop_results(&id).await;
+    // Used-up workers, and the successors started ahead of them, are all removed.
+    let left = std::process::Command::new("docker")
+        .args(["ps", "-aq", "--filter"])
+        .arg(format!("label=taskplatform.executant={name}"))
+        .output()
+        .unwrap();
+    assert!(left.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&left.stdout).trim(),
+        "",
+        "containers left"
+    );
     let mut reassembly = Reassembly::new(project);
     for r in results.values() {
         reassembly.record(r);
