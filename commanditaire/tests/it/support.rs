@@ -37,8 +37,17 @@ pub struct Executant {
 
 impl Executant {
     /// Starts one with the project's worker image; `reuse` tasks per worker container.
+    ///
+    /// Each gets a name of its own: executants in one process would otherwise share the
+    /// default name (host-pid), and one stopping would sweep away another's containers.
     pub fn start(reuse: u32) -> Executant {
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let mut config = executant::Config::new(amqp_url());
+        config.name = format!(
+            "test-executant-{}-{}",
+            std::process::id(),
+            STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         config.concurrency = 2;
         config.reuse = reuse;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -23,9 +23,12 @@ pub fn unique_project(prefix: &str) -> String {
     format!("{prefix}-{}-{:x}", std::process::id(), nanos & 0xffff_ffff)
 }
 
-/// The executant configuration of the tests: the project's worker image, two tasks at once.
+/// The executant configuration of the tests: the project's worker image, two tasks at once,
+/// and a name of its own. Executants in one process would otherwise share the default name
+/// (host-pid), and one stopping would sweep away the containers of another as its own.
 pub fn test_config() -> executant::Config {
     let mut config = executant::Config::new(amqp_url());
+    config.name = unique_project("test-executant");
     config.concurrency = 2;
     config.shutdown_grace = Duration::from_secs(20);
     config
