@@ -238,21 +238,9 @@ async fn main() {
         "\n{requests} requests per op and target ({rounds} alternating rounds), {concurrency} keep-alive connections, loopback, {} messages\n",
         if persistent { "persistent" } else { "transient" }
     );
-    println!(
-        "{:<12} {:<8} {:>9} {:>12} {:>9} {:>9} {:>9}",
-        "target", "op", "requests", "req/s", "p50 ms", "p99 ms", "max ms"
-    );
+    print_header();
     for r in &rows {
-        println!(
-            "{:<12} {:<8} {:>9} {:>12.0} {:>9.2} {:>9.2} {:>9.2}",
-            r.target,
-            r.op,
-            r.requests,
-            r.throughput,
-            ms(r.p50),
-            ms(r.p99),
-            ms(r.max)
-        );
+        print_row(r, "");
     }
     println!();
     for op in ["publish", "get"] {
@@ -273,11 +261,8 @@ async fn main() {
     println!(
         "\npaced at 5x the management API's throughput (latency from the scheduled send time):\n"
     );
-    println!(
-        "{:<12} {:<8} {:>9} {:>12} {:>9} {:>9} {:>9}",
-        "target", "op", "requests", "req/s", "p50 ms", "p99 ms", "max ms"
-    );
-    let direct = Direct::open(&amqp_url, &ours).await;
+    print_header();
+    let direct = Direct::open(&amqp_url, &ours, concurrency).await;
     for op in ["publish", "get"] {
         let mgmt = rows
             .iter()
@@ -289,7 +274,8 @@ async fn main() {
             _ => http_send(&client, &targets[0].get, targets[0].got_message),
         };
         let result = paced(concurrency, requests, rate, send).await;
-        print_paced(&row("broker-api", op, requests, result), rate);
+        let offered = format!("   (offered {rate:.0}/s)");
+        print_row(&row("broker-api", op, requests, result), &offered);
         let result = paced(
             concurrency,
             requests,
@@ -297,7 +283,7 @@ async fn main() {
             direct.send(op, payload, persistent),
         )
         .await;
-        print_paced(&row("amqp-direct", op, requests, result), rate);
+        print_row(&row("amqp-direct", op, requests, result), &offered);
     }
     direct.close().await;
 
@@ -342,7 +328,8 @@ struct Direct {
 }
 
 impl Direct {
-    async fn open(url: &str, queue: &str) -> Direct {
+    /// Connects, with `getters` channels for gets (one per worker of the paced run).
+    async fn open(url: &str, queue: &str, getters: usize) -> Direct {
         let conn = tasks::amqp::connect(url, "broker-api-bench")
             .await
             .expect("AMQP");
@@ -351,7 +338,7 @@ impl Direct {
             publish.push(tasks::amqp::confirm_channel(&conn).await.expect("channel"));
         }
         let mut get = Vec::new();
-        for _ in 0..env_usize("BENCH_CONCURRENCY", 32) {
+        for _ in 0..getters {
             get.push(conn.create_channel().await.expect("channel"));
         }
         Direct {
@@ -444,9 +431,17 @@ async fn paced(
     (start.elapsed(), all)
 }
 
-fn print_paced(r: &Row, offered: f64) {
+fn print_header() {
     println!(
-        "{:<12} {:<8} {:>9} {:>12.0} {:>9.2} {:>9.2} {:>9.2}   (offered {offered:.0}/s)",
+        "{:<12} {:<8} {:>9} {:>12} {:>9} {:>9} {:>9}",
+        "target", "op", "requests", "req/s", "p50 ms", "p99 ms", "max ms"
+    );
+}
+
+/// One line of a table; `note` follows the figures.
+fn print_row(r: &Row, note: &str) {
+    println!(
+        "{:<12} {:<8} {:>9} {:>12.0} {:>9.2} {:>9.2} {:>9.2}{note}",
         r.target,
         r.op,
         r.requests,
