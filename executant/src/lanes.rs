@@ -8,9 +8,8 @@
 //!
 //! Replacing a container costs an engine round trip to start one and another to remove one.
 //! Neither waits in line: once a container has served half its budget, the lane starts the
-//! next one (a "spare") while it works on, and a used-up container
-//! is removed in the background. Both are awaited before the lane ends, so nothing is left
-//! behind.
+//! next one (a "spare") while it works on, and a used-up container is removed in the
+//! background. Both are awaited before the lane ends, so nothing is left behind.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -273,11 +272,10 @@ async fn lane(c: Containers, mut rx: mpsc::UnboundedReceiver<Job>, outstanding: 
     if let Some(s) = session {
         c.discard(&s.id).await;
     }
-    if let Some(Ok(Ok(s))) = match spare {
-        Some(handle) => Some(handle.await),
-        None => None,
-    } {
-        c.discard(&s.id).await;
+    if let Some(handle) = spare {
+        if let Ok(Ok(s)) = handle.await {
+            c.discard(&s.id).await;
+        }
     }
     while removals.join_next().await.is_some() {}
     for job in backlog {

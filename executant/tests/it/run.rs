@@ -61,7 +61,6 @@ async fn reused_workers_batch_tasks_and_stay_exact() {
     let mut config = test_config();
     config.concurrency = 16;
     config.reuse = 20;
-    config.name = format!("{id}-executant");
     let name = config.name.clone();
     let executant = InProcess::start(config);
     publish_tasks(&id, &project.tasks).await;
@@ -72,7 +71,10 @@ async fn reused_workers_batch_tasks_and_stay_exact() {
     // Used-up workers, and the successors started ahead of them, are all removed.
     let left = std::process::Command::new("docker")
         .args(["ps", "-aq", "--filter"])
-        .arg(format!("label=taskplatform.executant={name}"))
+        .arg(format!(
+            "label={}={name}",
+            executant::sandbox::EXECUTANT_LABEL
+        ))
         .output()
         .unwrap();
     assert!(left.status.success());
