@@ -48,8 +48,8 @@ impl commanditaire::broker::Watcher for Bar {
     }
 }
 
-/// Prints a finished project's result; `duplicates` results were received twice and
-/// counted once.
+/// Prints a finished project's result; `duplicates` results came for tasks that already
+/// had one, and were ignored.
 pub fn result(result: &ProjectResult, published: usize, duplicates: usize, json: bool) {
     if json {
         let mut value = serde_json::to_value(result).expect("serializable");
@@ -66,7 +66,9 @@ pub fn result(result: &ProjectResult, published: usize, duplicates: usize, json:
         eprintln!("task {} failed: {}", failed.index, failed.reason);
     }
     if duplicates > 0 {
-        eprintln!("{duplicates} tasks ran more than once (after a fault); each was counted once");
+        eprintln!(
+            "{duplicates} results came again for tasks that already had one (after a fault); each task was counted once"
+        );
     }
     match (&result.spec, result.solutions) {
         (tasks::ProjectSpec::Nqueens { n, .. }, Some(solutions)) => {
