@@ -19,9 +19,13 @@ mod output;
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Cli {
-    /// The RabbitMQ URL.
-    #[arg(long, global = true, env = "AMQP_URL", default_value = tasks::amqp::DEFAULT_AMQP_URL, hide_env_values = true)]
-    amqp_url: String,
+    /// The RabbitMQ URL [default: amqp://guest:guest@127.0.0.1:5672/%2f]. A password given
+    /// here shows in `ps`: prefer --amqp-url-file.
+    #[arg(long, global = true, env = "AMQP_URL", hide_env_values = true)]
+    amqp_url: Option<String>,
+    /// A file holding the RabbitMQ URL (trimmed); not with --amqp-url/AMQP_URL.
+    #[arg(long, global = true, env = tasks::amqp::AMQP_URL_FILE_VAR, hide_env_values = true)]
+    amqp_url_file: Option<PathBuf>,
     /// The folder holding the tasks, tracking, results and config repositories.
     #[arg(long, global = true, env = "WORKSPACE", default_value = "workspace")]
     workspace: PathBuf,
@@ -129,6 +133,7 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let json = cli.json;
+    let amqp_url = tasks::amqp::resolve_url(cli.amqp_url.clone(), cli.amqp_url_file.as_deref())?;
     let remote = commanditaire::remote::RemoteOptions::from_flags(
         cli.remote.clone(),
         cli.github_owner.clone(),
@@ -136,7 +141,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         &cli.workspace,
     )?;
     let options = |flags: &RunFlags| RunOptions {
-        amqp_url: cli.amqp_url.clone(),
+        amqp_url: amqp_url.clone(),
         workspace: cli.workspace.clone(),
         local: flags.local,
         detach: flags.detach,

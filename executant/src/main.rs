@@ -12,9 +12,13 @@ use executant::{Config, Limits};
 #[derive(Parser, Debug)]
 #[command(version, about, long_about = None)]
 struct Cli {
-    /// The RabbitMQ URL.
-    #[arg(long, env = "AMQP_URL", default_value = tasks::amqp::DEFAULT_AMQP_URL, hide_env_values = true)]
-    amqp_url: String,
+    /// The RabbitMQ URL [default: amqp://guest:guest@127.0.0.1:5672/%2f]. A password given
+    /// here shows in `ps`: prefer --amqp-url-file.
+    #[arg(long, env = "AMQP_URL", hide_env_values = true)]
+    amqp_url: Option<String>,
+    /// A file holding the RabbitMQ URL (trimmed); not with --amqp-url/AMQP_URL.
+    #[arg(long, env = tasks::amqp::AMQP_URL_FILE_VAR, hide_env_values = true)]
+    amqp_url_file: Option<std::path::PathBuf>,
     /// How many tasks run at once (also the prefetch); default: the number of cores.
     #[arg(long, env = "EXECUTANT_CONCURRENCY")]
     concurrency: Option<u16>,
@@ -65,7 +69,14 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_json);
-    let mut config = Config::new(cli.amqp_url);
+    let amqp_url = match tasks::amqp::resolve_url(cli.amqp_url, cli.amqp_url_file.as_deref()) {
+        Ok(url) => url,
+        Err(e) => {
+            eprintln!("executant: error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut config = Config::new(amqp_url);
     if let Some(c) = cli.concurrency {
         config.concurrency = c;
     }

@@ -436,9 +436,66 @@ pub fn delivery_count(props: &BasicProperties) -> i64 {
     }
 }
 
+/// The environment variable (and, in kebab case, the flag) naming a file that holds the
+/// broker URL: unlike `AMQP_URL` or `--amqp-url`, it keeps the password out of `ps` and of
+/// the process environment.
+pub const AMQP_URL_FILE_VAR: &str = "AMQP_URL_FILE";
+
+/// Why a binary's broker URL could not be settled.
+#[derive(Debug, thiserror::Error)]
+pub enum UrlSourceError {
+    /// Both a URL and a URL file were given.
+    #[error(
+        "the broker URL is given twice: use AMQP_URL (--amqp-url) or AMQP_URL_FILE \
+         (--amqp-url-file), not both"
+    )]
+    Both,
+    /// The URL file could not be read.
+    #[error("cannot read the broker URL file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The URL file holds nothing but whitespace.
+    #[error("the broker URL file {path} is empty")]
+    Empty {
+        /// The file.
+        path: String,
+    },
+}
+
+/// The broker URL a binary uses: `url` (from `--amqp-url` or `AMQP_URL`), or the content
+/// of `file` (from `--amqp-url-file` or `AMQP_URL_FILE`, surrounding whitespace trimmed,
+/// otherwise kept as is: it may list several node URLs), or [`DEFAULT_AMQP_URL`] when
+/// neither is given. Giving both is an error rather than a silent precedence.
+pub fn resolve_url(
+    url: Option<String>,
+    file: Option<&std::path::Path>,
+) -> Result<String, UrlSourceError> {
+    match (url, file) {
+        (Some(_), Some(_)) => Err(UrlSourceError::Both),
+        (Some(url), None) => Ok(url),
+        (None, Some(path)) => {
+            let shown = || path.display().to_string();
+            let text = std::fs::read_to_string(path).map_err(|source| UrlSourceError::Read {
+                path: shown(),
+                source,
+            })?;
+            let url = text.trim();
+            if url.is_empty() {
+                return Err(UrlSourceError::Empty { path: shown() });
+            }
+            Ok(url.to_string())
+        }
+        (None, None) => Ok(DEFAULT_AMQP_URL.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::redact_url;
+    use super::{redact_url, resolve_url, UrlSourceError, DEFAULT_AMQP_URL};
 
     #[test]
     fn passwords_are_hidden() {
@@ -447,5 +504,35 @@ mod tests {
             "amqp://guest:***@127.0.0.1:5672/%2f"
         );
         assert_eq!(redact_url("amqp://127.0.0.1"), "amqp://127.0.0.1");
+    }
+
+    #[test]
+    fn url_from_flag_file_or_default() {
+        let dir = std::env::temp_dir().join(format!("amqp-url-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("url");
+        std::fs::write(&file, "  amqp://u:p@a:5672/%2f,amqp://u:p@b:5672/%2f\n").unwrap();
+        assert_eq!(
+            resolve_url(None, Some(&file)).unwrap(),
+            "amqp://u:p@a:5672/%2f,amqp://u:p@b:5672/%2f"
+        );
+        assert_eq!(
+            resolve_url(Some("amqp://x".into()), None).unwrap(),
+            "amqp://x"
+        );
+        assert_eq!(resolve_url(None, None).unwrap(), DEFAULT_AMQP_URL);
+        assert!(matches!(
+            resolve_url(Some("amqp://x".into()), Some(&file)),
+            Err(UrlSourceError::Both)
+        ));
+        std::fs::write(&file, " \n").unwrap();
+        assert!(matches!(
+            resolve_url(None, Some(&file)),
+            Err(UrlSourceError::Empty { .. })
+        ));
+        let missing = dir.join("missing");
+        let e = resolve_url(None, Some(&missing)).unwrap_err();
+        assert!(e.to_string().contains("missing"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
