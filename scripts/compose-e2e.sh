@@ -58,8 +58,10 @@ export TASKPLATFORM_WORKSPACE=$tmp/workspace
 mkdir -p "$TASKPLATFORM_SCRIPTS_DIR" "$TASKPLATFORM_WORKSPACE"
 export AMQP_USER=taskplatform
 AMQP_PASSWORD=$(od -An -tx1 -N12 /dev/urandom | tr -d ' \n')
+BROKER_API_READ_TOKEN=$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')
 BROKER_API_TOKEN=$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')
-export AMQP_PASSWORD BROKER_API_TOKEN
+BROKER_API_ADMIN_TOKEN=$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')
+export AMQP_PASSWORD BROKER_API_READ_TOKEN BROKER_API_TOKEN BROKER_API_ADMIN_TOKEN
 # Short tasks: one worker container serves several tasks of a project.
 export EXECUTANT_REUSE=16
 
@@ -162,19 +164,23 @@ phase_done "exec --script"
 log "broker-api checks"
 wait_healthy broker-api 60
 api=http://127.0.0.1:$BROKER_API_PORT
-# GET $1 with an optional bearer token $2 -> the body, a newline, the status code.
+# GET $1 with an optional bearer token $2 -> the body, a newline, the status code;
+# HTTP_METHOD sends another method.
 http_get() {
   local auth=()
   [ -z "${2:-}" ] || auth=(-H "Authorization: Bearer $2")
-  curl -s -m 10 -w '\n%{http_code}' ${auth[@]+"${auth[@]}"} "$1" || true
+  curl -s -m 10 -X "${HTTP_METHOD:-GET}" -w '\n%{http_code}' ${auth[@]+"${auth[@]}"} "$1" || true
 }
 out=$(http_get "$api/readyz")
 [ "${out##*$'\n'}" = 200 ] || die "broker-api /readyz: $out"
 out=$(http_get "$api/api/queues")
 [ "${out##*$'\n'}" = 401 ] || die "broker-api /api/queues without a token should be 401: $out"
-out=$(http_get "$api/api/queues" "$BROKER_API_TOKEN")
+out=$(http_get "$api/api/queues" "$BROKER_API_READ_TOKEN")
 [[ "${out##*$'\n'}" = 200 && "$out" == *'"name":"todo"'* ]] \
-  || die "broker-api /api/queues with the token: $out"
+  || die "broker-api /api/queues with the read token: $out"
+# Only the admin token may change the platform's queues: the user token gets 403.
+out=$(HTTP_METHOD=DELETE http_get "$api/api/queues/todo?force=true" "$BROKER_API_TOKEN")
+[ "${out##*$'\n'}" = 403 ] || die "broker-api: the user token deleting todo should be 403: $out"
 phase_done "broker-api"
 
 # --- 4. three executants

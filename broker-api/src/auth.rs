@@ -1,17 +1,184 @@
-//! The bearer token every `/api/` route requires, compared in constant time, and never
-//! shown by `Debug`.
+//! Bearer tokens and their scopes: who may do what, in one place.
+//!
+//! Three tokens, each optional and each from its own variable: `BROKER_API_READ_TOKEN`
+//! ([`Scope::Read`]: lists, queues' depth, projects, metrics), `BROKER_API_TOKEN`
+//! ([`Scope::User`]: also create, publish to, get from and delete the queues users made) and
+//! `BROKER_API_ADMIN_TOKEN` ([`Scope::Admin`]: also the platform's own queues, `todo`,
+//! `todo.dead` and `results.*`, which every other token only reads). A presented token is
+//! compared in constant time with every configured one; [`required_scope`] says what a
+//! request needs, and [`require_scope`] answers 401 (no or unknown token) or 403 (a token
+//! whose scope is too small) before any handler runs.
 
 use std::fmt;
 use std::path::Path;
 
-use axum::extract::{Request, State};
-use axum::http::header;
+use axum::extract::rejection::RawPathParamsRejection;
+use axum::extract::{MatchedPath, RawPathParams, Request, State};
+use axum::http::{header, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
+use utoipa::ToSchema;
 
 use crate::error::ApiError;
 use crate::AppState;
+
+/// What a token may do; each scope includes the ones before it.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Read: list and inspect queues, projects, metrics (`BROKER_API_READ_TOKEN`).
+    Read,
+    /// Also create, publish to, get from and delete queues other than the platform's
+    /// (`BROKER_API_TOKEN`).
+    User,
+    /// Also change the platform's own queues: `todo`, `todo.dead`, `results.*`
+    /// (`BROKER_API_ADMIN_TOKEN`).
+    Admin,
+}
+
+impl Scope {
+    /// Every scope, smallest first.
+    pub const ALL: [Scope; 3] = [Scope::Read, Scope::User, Scope::Admin];
+
+    /// The scope's name, as in error answers and the OpenAPI document.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::User => "user",
+            Scope::Admin => "admin",
+        }
+    }
+
+    /// The environment variable holding this scope's token (`..._FILE` names a file).
+    pub fn variable(self) -> &'static str {
+        match self {
+            Scope::Read => "BROKER_API_READ_TOKEN",
+            Scope::User => "BROKER_API_TOKEN",
+            Scope::Admin => "BROKER_API_ADMIN_TOKEN",
+        }
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Whether `queue` is one of the platform's own queues, which only [`Scope::Admin`] may
+/// change: `todo`, `todo.dead` and every `results.<project>`.
+pub fn is_platform_queue(queue: &str) -> bool {
+    queue == tasks::amqp::TODO_QUEUE
+        || queue == tasks::amqp::DEAD_QUEUE
+        || queue.starts_with("results.")
+}
+
+/// The scope a request needs: reading (`GET`) needs [`Scope::Read`]; any other method on a
+/// queue needs [`Scope::User`], or [`Scope::Admin`] for a platform queue
+/// ([`is_platform_queue`]).
+pub fn required_scope(method: &Method, queue: Option<&str>) -> Scope {
+    if method == Method::GET || method == Method::HEAD {
+        Scope::Read
+    } else if queue.is_some_and(is_platform_queue) {
+        Scope::Admin
+    } else {
+        Scope::User
+    }
+}
+
+/// Why a request needs `needed`, in words a person can act on.
+fn refusal(needed: Scope, queue: Option<&str>) -> String {
+    match (needed, queue) {
+        (Scope::Admin, Some(queue)) => format!(
+            "`{queue}` is one of the platform's queues (todo, todo.dead, results.*): only the \
+             `admin` scope (BROKER_API_ADMIN_TOKEN) may change it; other tokens read it"
+        ),
+        (needed, _) => format!(
+            "this request needs the `{needed}` scope ({}); this token's scope is smaller",
+            needed.variable()
+        ),
+    }
+}
+
+/// The configured tokens, one per scope (each optional).
+#[derive(Debug, Clone, Default)]
+pub struct Tokens {
+    /// The [`Scope::Read`] token.
+    pub read: Option<Token>,
+    /// The [`Scope::User`] token.
+    pub user: Option<Token>,
+    /// The [`Scope::Admin`] token.
+    pub admin: Option<Token>,
+}
+
+/// Why a set of tokens cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TokensError {
+    /// No token at all.
+    #[error("no API token is configured: set BROKER_API_READ_TOKEN, BROKER_API_TOKEN or BROKER_API_ADMIN_TOKEN")]
+    None,
+    /// Two scopes share one token, so a request's scope would be ambiguous.
+    #[error("{0} and {1} hold the same token: give each scope its own")]
+    Shared(&'static str, &'static str),
+}
+
+impl From<Token> for Tokens {
+    /// One token, of the [`Scope::User`] scope (`BROKER_API_TOKEN`).
+    fn from(token: Token) -> Self {
+        Tokens {
+            user: Some(token),
+            ..Tokens::default()
+        }
+    }
+}
+
+impl Tokens {
+    /// The token of `scope`, if configured.
+    pub fn get(&self, scope: Scope) -> Option<&Token> {
+        match scope {
+            Scope::Read => self.read.as_ref(),
+            Scope::User => self.user.as_ref(),
+            Scope::Admin => self.admin.as_ref(),
+        }
+    }
+
+    /// Checks that at least one token is set and that no two scopes share one.
+    pub fn validate(&self) -> Result<(), TokensError> {
+        let set: Vec<(Scope, &Token)> = Scope::ALL
+            .iter()
+            .filter_map(|s| self.get(*s).map(|t| (*s, t)))
+            .collect();
+        if set.is_empty() {
+            return Err(TokensError::None);
+        }
+        for (i, (a, ta)) in set.iter().enumerate() {
+            for (b, tb) in &set[i + 1..] {
+                if ta.matches(tb.expose().as_bytes()) {
+                    return Err(TokensError::Shared(a.variable(), b.variable()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The scope of a presented token: every configured token is compared, in constant
+    /// time, whichever matches (so the time does not tell which scope, if any, it is).
+    pub fn scope_of(&self, presented: &[u8]) -> Option<Scope> {
+        let mut granted = None;
+        for scope in Scope::ALL {
+            if let Some(token) = self.get(scope) {
+                if token.matches(presented) {
+                    granted = Some(scope);
+                }
+            }
+        }
+        granted
+    }
+}
 
 /// A secret API token.
 #[derive(Clone, PartialEq, Eq)]
@@ -87,9 +254,12 @@ impl fmt::Debug for Token {
     }
 }
 
-/// Middleware: answers 401 unless the request carries `Authorization: Bearer <token>`.
-pub async fn require_token(
+/// Middleware of every protected route: 401 unless the request carries
+/// `Authorization: Bearer <token>` with a configured token, 403 when that token's scope is
+/// smaller than what [`required_scope`] asks for this method and queue.
+pub async fn require_scope(
     State(state): State<AppState>,
+    params: Result<RawPathParams, RawPathParamsRejection>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -101,16 +271,78 @@ pub async fn require_token(
         Some(scheme) if scheme.eq_ignore_ascii_case(b"bearer ") => &bytes[7..],
         _ => return ApiError::MissingToken.into_response(),
     };
-    if state.token.matches(presented.trim_ascii()) {
-        next.run(request).await
-    } else {
-        ApiError::WrongToken.into_response()
+    let Some(granted) = state.tokens.scope_of(presented.trim_ascii()) else {
+        return ApiError::WrongToken.into_response();
+    };
+    // Only the queue routes (`/api/queues/{name}...`) have a `name`.
+    let matched = request.extensions().get::<MatchedPath>();
+    let queue = matched
+        .filter(|m| m.as_str().starts_with("/api/queues/"))
+        .and(params.ok())
+        .and_then(|params| {
+            params
+                .iter()
+                .find(|(key, _)| *key == "name")
+                .map(|(_, value)| value.to_string())
+        });
+    let needed = required_scope(request.method(), queue.as_deref());
+    if granted < needed {
+        return ApiError::Forbidden {
+            needed,
+            why: refusal(needed, queue.as_deref()),
+        }
+        .into_response();
     }
+    next.run(request).await
 }
 
 #[cfg(test)]
 mod tests {
-    use super::Token;
+    use super::{required_scope, Method, Scope, Token, Tokens};
+
+    #[test]
+    fn scopes() {
+        let table: &[(Method, Option<&str>, Scope)] = &[
+            (Method::GET, None, Scope::Read),
+            (Method::GET, Some("todo"), Scope::Read),
+            (Method::GET, Some("results.p"), Scope::Read),
+            (Method::PUT, Some("mine"), Scope::User),
+            (Method::POST, Some("mine"), Scope::User),
+            (Method::DELETE, Some("mine"), Scope::User),
+            (Method::DELETE, Some("todo"), Scope::Admin),
+            (Method::POST, Some("todo"), Scope::Admin),
+            (Method::PUT, Some("todo.dead"), Scope::Admin),
+            (Method::DELETE, Some("results.p"), Scope::Admin),
+            (Method::POST, Some("results.x.y"), Scope::Admin),
+            (Method::DELETE, Some("todo.other"), Scope::User),
+            (Method::DELETE, Some("results"), Scope::User),
+        ];
+        for (method, queue, want) in table {
+            assert_eq!(required_scope(method, *queue), *want, "{method} {queue:?}");
+        }
+        let t = |s: &str| Some(Token::new(s).unwrap());
+        let tokens = Tokens {
+            read: t("r-token"),
+            user: t("u-token"),
+            admin: t("a-token"),
+        };
+        tokens.validate().unwrap();
+        assert_eq!(tokens.scope_of(b"r-token"), Some(Scope::Read));
+        assert_eq!(tokens.scope_of(b"u-token"), Some(Scope::User));
+        assert_eq!(tokens.scope_of(b"a-token"), Some(Scope::Admin));
+        assert_eq!(tokens.scope_of(b"x-token"), None);
+        assert!(Tokens::default().validate().is_err());
+        let shared = Tokens {
+            read: t("shared-secret-x"),
+            admin: t("shared-secret-x"),
+            ..Tokens::default()
+        };
+        let e = shared.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("BROKER_API_READ_TOKEN") && !e.contains("shared-secret-x"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn tokens() {

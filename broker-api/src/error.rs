@@ -11,6 +11,8 @@ use serde::Serialize;
 use tasks::amqp::BrokerError;
 use utoipa::ToSchema;
 
+use crate::auth::Scope;
+
 /// The JSON body of every error answer.
 #[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
 pub struct ErrorBody {
@@ -19,19 +21,30 @@ pub struct ErrorBody {
     /// The HTTP status, repeated for convenience.
     pub status: u16,
     /// The rule the input broke, for invalid input.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
+    /// The scope the request needs, on a 403.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<Scope>,
 }
 
 /// Everything a request can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// No `Authorization: Bearer` header.
-    #[error("missing bearer token: send `Authorization: Bearer <token>` (the token is in BROKER_API_TOKEN or the --token-file of the service)")]
+    #[error("missing bearer token: send `Authorization: Bearer <token>` (the service's tokens are in BROKER_API_READ_TOKEN, BROKER_API_TOKEN and BROKER_API_ADMIN_TOKEN, or their _FILE)")]
     MissingToken,
-    /// A token that is not the service's.
+    /// A token that is not one of the service's.
     #[error("invalid bearer token")]
     WrongToken,
+    /// A valid token whose scope is too small for the request.
+    #[error("forbidden: {why}")]
+    Forbidden {
+        /// The scope the request needs.
+        needed: Scope,
+        /// Why, and which token has it.
+        why: String,
+    },
     /// Input that breaks a rule.
     #[error("{message}")]
     Invalid {
@@ -76,6 +89,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::MissingToken | ApiError::WrongToken => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::Invalid { .. } => StatusCode::BAD_REQUEST,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -92,6 +106,7 @@ impl ApiError {
         match self {
             ApiError::MissingToken => "missing_token",
             ApiError::WrongToken => "wrong_token",
+            ApiError::Forbidden { .. } => "forbidden",
             ApiError::Invalid { .. } => "invalid",
             ApiError::TooLarge { .. } => "too_large",
             ApiError::NotFound(_) => "not_found",
@@ -166,10 +181,15 @@ impl IntoResponse for ApiError {
             ApiError::Invalid { rule, .. } => rule.map(str::to_string),
             _ => None,
         };
+        let scope = match &self {
+            ApiError::Forbidden { needed, .. } => Some(*needed),
+            _ => None,
+        };
         let body = ErrorBody {
             error: self.to_string(),
             status: status.as_u16(),
             rule,
+            scope,
         };
         let mut response = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {

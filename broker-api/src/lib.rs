@@ -29,7 +29,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 
-pub use auth::Token;
+pub use auth::{Scope, Token, Tokens};
 pub use broker::Broker;
 pub use error::ApiError;
 
@@ -40,8 +40,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The broker (its password is never logged).
     pub amqp_url: String,
-    /// The bearer token every `/api/` route requires.
-    pub token: Token,
+    /// The bearer tokens, one per scope (see [`auth`]).
+    pub tokens: Tokens,
     /// The platform workspace (its `tracking` repository gives the projects view).
     pub workspace: Option<PathBuf>,
     /// The largest request body accepted, in bytes.
@@ -56,12 +56,13 @@ pub struct Config {
 }
 
 impl Config {
-    /// A configuration with the defaults, listening on `listen`, talking to `amqp_url`.
-    pub fn new(listen: SocketAddr, amqp_url: impl Into<String>, token: Token) -> Self {
+    /// A configuration with the defaults, listening on `listen`, talking to `amqp_url`,
+    /// accepting `tokens` (a single [`Token`] is the `user` scope's).
+    pub fn new(listen: SocketAddr, amqp_url: impl Into<String>, tokens: impl Into<Tokens>) -> Self {
         Config {
             listen,
             amqp_url: amqp_url.into(),
-            token,
+            tokens: tokens.into(),
             workspace: None,
             body_limit: DEFAULT_BODY_LIMIT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
@@ -83,8 +84,8 @@ pub const DEFAULT_PUBLISH_CHANNELS: usize = 8;
 pub struct AppState {
     /// The broker connection and its channel pools.
     pub broker: Arc<Broker>,
-    /// The API token.
-    pub token: Arc<Token>,
+    /// The API tokens.
+    pub tokens: Arc<Tokens>,
     /// The workspace, when configured.
     pub workspace: Option<Arc<PathBuf>>,
     /// The Prometheus registry and the service's metrics.
@@ -108,7 +109,7 @@ impl AppState {
         );
         AppState {
             broker,
-            token: Arc::new(config.token.clone()),
+            tokens: Arc::new(config.tokens.clone()),
             workspace: config.workspace.clone().map(Arc::new),
             metrics,
             body_limit: config.body_limit,
@@ -117,18 +118,20 @@ impl AppState {
     }
 }
 
-/// The whole service as a router: the page, health, metrics, the OpenAPI document, and the
-/// token-protected `/api/` routes.
+/// The whole service as a router: the page, health, the OpenAPI document, and the
+/// token-protected `/metrics` and `/api/` routes (each needing the scope [`auth`] says).
 pub fn app(state: AppState) -> Router {
-    let api = routes::api_router()
+    let protected = Router::new()
+        .merge(routes::metrics_router())
+        .nest("/api", routes::api_router())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
-            auth::require_token,
+            auth::require_scope,
         ))
         .layer(DefaultBodyLimit::max(state.body_limit));
     Router::new()
         .merge(routes::public_router())
-        .nest("/api", api)
+        .merge(protected)
         .fallback(routes::not_found)
         .layer(middleware::from_fn_with_state(state.clone(), timeout))
         .layer(middleware::from_fn_with_state(

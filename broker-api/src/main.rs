@@ -11,21 +11,35 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(
     version,
-    after_help = "The API token is read from the environment variable BROKER_API_TOKEN or from \
---token-file; with neither, a random token is generated and printed once on stderr.\n\
-Every /api/ route needs `Authorization: Bearer <token>`; /healthz, /readyz, /metrics, \
-/openapi.json and the page at / do not.\nLogs: RUST_LOG (default `info,lapin=off`: lapin would log returned message bodies)."
+    after_help = "Tokens, one per scope, each from its variable or from a file (trimmed):\n  \
+BROKER_API_READ_TOKEN  (--read-token-file)   read: lists, queues, projects, metrics\n  \
+BROKER_API_TOKEN       (--token-file)        user: also create, publish to, get from, delete users' queues\n  \
+BROKER_API_ADMIN_TOKEN (--admin-token-file)  admin: also the platform's todo, todo.dead, results.*\n\
+With none at all, a random `user` token is generated and printed once on stderr.\n\
+/api/ routes and /metrics need `Authorization: Bearer <token>` (403 when its scope is too \
+small); /healthz, /readyz, /openapi.json and the page at / do not.\n\
+Logs: RUST_LOG (default `info,lapin=off`: lapin would log returned message bodies)."
 )]
 struct Args {
     /// The address to listen on.
     #[arg(long, env = "BROKER_API_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// The broker's AMQP URL.
-    #[arg(long, env = "AMQP_URL", hide_env_values = true, default_value = tasks::amqp::DEFAULT_AMQP_URL)]
-    amqp_url: String,
-    /// A file holding the API token (surrounding whitespace is trimmed).
+    /// The broker's AMQP URL [default: amqp://guest:guest@127.0.0.1:5672/%2f]. A password
+    /// given here shows in `ps`: prefer --amqp-url-file.
+    #[arg(long, env = "AMQP_URL", hide_env_values = true)]
+    amqp_url: Option<String>,
+    /// A file holding the broker's AMQP URL (trimmed); not with --amqp-url/AMQP_URL.
+    #[arg(long, env = tasks::amqp::AMQP_URL_FILE_VAR, hide_env_values = true)]
+    amqp_url_file: Option<PathBuf>,
+    /// A file holding the `read` scope's token (trimmed); not with BROKER_API_READ_TOKEN.
+    #[arg(long, env = "BROKER_API_READ_TOKEN_FILE")]
+    read_token_file: Option<PathBuf>,
+    /// A file holding the `user` scope's token (trimmed); not with BROKER_API_TOKEN.
     #[arg(long, env = "BROKER_API_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// A file holding the `admin` scope's token (trimmed); not with BROKER_API_ADMIN_TOKEN.
+    #[arg(long, env = "BROKER_API_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
     /// The platform workspace; its `tracking` repository gives the projects view.
     #[arg(long, env = "WORKSPACE")]
     workspace: Option<PathBuf>,
@@ -64,23 +78,39 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
+/// One scope's token: from its variable or its file, not both.
+fn scope_token(
+    scope: broker_api::Scope,
+    file: Option<&std::path::Path>,
+) -> anyhow::Result<Option<broker_api::Token>> {
+    let var = scope.variable();
+    match (std::env::var(var).ok(), file) {
+        (Some(_), Some(_)) => anyhow::bail!("give the token in {var} or in {var}_FILE, not both"),
+        (Some(token), None) => Ok(Some(broker_api::Token::new(&token).context(var)?)),
+        (None, Some(file)) => Ok(Some(
+            broker_api::Token::from_file(file).with_context(|| format!("{var}_FILE"))?,
+        )),
+        (None, None) => Ok(None),
+    }
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
-    let token = match (std::env::var("BROKER_API_TOKEN").ok(), &args.token_file) {
-        (Some(_), Some(_)) => {
-            anyhow::bail!("give the token in BROKER_API_TOKEN or --token-file, not both")
-        }
-        (Some(token), None) => broker_api::Token::new(&token).context("BROKER_API_TOKEN")?,
-        (None, Some(file)) => broker_api::Token::from_file(file)?,
-        (None, None) => {
-            let token = broker_api::Token::generate()?;
-            // Printed once, on purpose, outside the logs.
-            eprintln!(
-                "broker-api: no token configured; generated one for this run: {}",
-                token.expose()
-            );
-            token
-        }
+    use broker_api::Scope;
+    let mut tokens = broker_api::Tokens {
+        read: scope_token(Scope::Read, args.read_token_file.as_deref())?,
+        user: scope_token(Scope::User, args.token_file.as_deref())?,
+        admin: scope_token(Scope::Admin, args.admin_token_file.as_deref())?,
     };
+    if tokens.read.is_none() && tokens.user.is_none() && tokens.admin.is_none() {
+        let token = broker_api::Token::generate()?;
+        // Printed once, on purpose, outside the logs.
+        eprintln!(
+            "broker-api: no token configured; generated a `user` token for this run: {}",
+            token.expose()
+        );
+        tokens.user = Some(token);
+    }
+    tokens.validate()?;
     for queue in &args.queues {
         broker_api::queue_name::QueueName::parse(queue)
             .map_err(|e| anyhow::anyhow!("--queue {queue:?}: {e}"))?;
@@ -89,7 +119,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.request_timeout > 0.0 && args.request_timeout.is_finite(),
         "--request-timeout must be a positive number of seconds"
     );
-    let mut config = broker_api::Config::new(args.listen, args.amqp_url, token);
+    let amqp_url = tasks::amqp::resolve_url(args.amqp_url, args.amqp_url_file.as_deref())?;
+    let mut config = broker_api::Config::new(args.listen, amqp_url, tokens);
     config.workspace = args.workspace;
     config.body_limit = args.body_limit;
     config.request_timeout = Duration::from_secs_f64(args.request_timeout);

@@ -131,7 +131,15 @@ pub async fn record(State(state): State<AppState>, request: Request, next: Next)
     response
 }
 
-/// `GET /metrics`.
+/// The service's metrics in the Prometheus text format.
+#[utoipa::path(
+    get, path = "/metrics", tag = "health",
+    responses(
+        (status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain"),
+        (status = 401, description = "Missing or wrong token", body = crate::error::ErrorBody),
+    ),
+    security(("bearer" = ["read"]))
+)]
 pub async fn serve(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

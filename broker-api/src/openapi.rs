@@ -15,11 +15,12 @@ use crate::routes::{health, messages, projects, queues};
 #[openapi(
     info(
         title = "broker-api",
-        description = "An HTTP API over the platform's RabbitMQ queues. Every `/api/` route needs `Authorization: Bearer <token>`. Errors are JSON: `{\"error\": \"...\", \"status\": N}`."
+        description = "An HTTP API over the platform's RabbitMQ queues. Every `/api/` route and `/metrics` need `Authorization: Bearer <token>`. Each route's security requirement names the scope it needs (OpenAPI 3.1 roles of the `bearer` scheme): `read` (BROKER_API_READ_TOKEN: lists, queues, projects, metrics), `user` (BROKER_API_TOKEN: also create, publish to, get from and delete queues), `admin` (BROKER_API_ADMIN_TOKEN: also the platform's queues `todo`, `todo.dead`, `results.*`, which the `user` scope only reads). A larger scope includes the smaller ones. A token whose scope is too small gets 403 with `{\"scope\": \"<needed>\"}`. Errors are JSON: `{\"error\": \"...\", \"status\": N}`."
     ),
     paths(
         health::healthz,
         health::readyz,
+        crate::metrics::serve,
         queues::list,
         queues::inspect,
         queues::create,
@@ -29,7 +30,7 @@ use crate::routes::{health, messages, projects, queues};
         projects::list,
         projects::one,
     ),
-    components(schemas(crate::error::ErrorBody)),
+    components(schemas(crate::error::ErrorBody, crate::auth::Scope)),
     modifiers(&Bearer),
     tags(
         (name = "queues", description = "Queues and their depth"),

@@ -106,12 +106,13 @@ pub struct GetResponse {
         (status = 200, description = "Confirmed by the broker", body = Published),
         (status = 400, description = "Invalid name or body", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 403, description = "The token's scope is too small: `user` at least, `admin` for the platform's queues (todo, todo.dead, results.*)", body = ErrorBody),
         (status = 404, description = "No such queue", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 502, description = "The broker refused the message (nack)", body = ErrorBody),
         (status = 503, description = "The broker is unreachable", body = ErrorBody),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["user"]))
 )]
 pub async fn publish(
     State(state): State<AppState>,
@@ -174,11 +175,12 @@ fn short(value: &str, field: &str) -> Result<ShortString, ApiError> {
         (status = 200, description = "The next message, or empty", body = GetResponse),
         (status = 400, description = "Invalid name or body", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 403, description = "The token's scope is too small: `user` at least, `admin` for the platform's queues (todo, todo.dead, results.*)", body = ErrorBody),
         (status = 404, description = "No such queue", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 503, description = "The broker is unreachable", body = ErrorBody),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["user"]))
 )]
 pub async fn get(
     State(state): State<AppState>,

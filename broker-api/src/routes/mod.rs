@@ -18,15 +18,19 @@ use crate::error::ApiError;
 use crate::queue_name::QueueName;
 use crate::AppState;
 
-/// The routes that need no token: the page, health, readiness, metrics, the OpenAPI
-/// document.
+/// The routes that need no token: the page (its HTML and script hold no data; what it
+/// shows comes from the API, with a token), health, readiness, the OpenAPI document.
 pub fn public_router() -> Router<AppState> {
     Router::new()
         .route("/", get(page::index))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/metrics", get(crate::metrics::serve))
         .route("/openapi.json", get(crate::openapi::serve))
+}
+
+/// `/metrics`: protected like the API (any token, the `read` scope is enough).
+pub fn metrics_router() -> Router<AppState> {
+    Router::new().route("/metrics", get(crate::metrics::serve))
 }
 
 /// The token-protected routes, relative to `/api`.

@@ -24,7 +24,7 @@ fn no_workspace() -> ApiError {
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 404, description = "No workspace is configured", body = ErrorBody),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["read"]))
 )]
 pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<ProjectView>>, ApiError> {
     let workspace = state.workspace.clone().ok_or_else(no_workspace)?;
@@ -41,7 +41,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<ProjectView>
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 404, description = "No such project, or no workspace", body = ErrorBody),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["read"]))
 )]
 pub async fn one(
     State(state): State<AppState>,

@@ -57,7 +57,7 @@ pub struct Deleted {
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 503, description = "The broker is unreachable", body = ErrorBody),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["read"]))
 )]
 pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<QueueStats>>, ApiError> {
     let extra = match &state.workspace {
@@ -84,7 +84,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<QueueStats>>
         (status = 404, description = "No such queue", body = ErrorBody),
         (status = 503, description = "The broker is unreachable", body = ErrorBody),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["read"]))
 )]
 pub async fn inspect(
     State(state): State<AppState>,
@@ -105,11 +105,12 @@ pub async fn inspect(
         (status = 200, description = "It already existed", body = Created),
         (status = 400, description = "Invalid name or body", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 403, description = "The token's scope is too small: `user` at least, `admin` for the platform's queues (todo, todo.dead, results.*)", body = ErrorBody),
         (status = 409, description = "It exists with other arguments", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 503, description = "The broker is unreachable", body = ErrorBody),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["user"]))
 )]
 pub async fn create(
     State(state): State<AppState>,
@@ -137,11 +138,12 @@ pub async fn create(
         (status = 200, description = "Deleted", body = Deleted),
         (status = 400, description = "Invalid name or parameter", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 403, description = "The token's scope is too small: `user` at least, `admin` for the platform's queues (todo, todo.dead, results.*)", body = ErrorBody),
         (status = 404, description = "No such queue", body = ErrorBody),
         (status = 409, description = "Not empty, or a platform queue, without force", body = ErrorBody),
         (status = 503, description = "The broker is unreachable", body = ErrorBody),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["user"]))
 )]
 pub async fn delete(
     State(state): State<AppState>,

@@ -65,8 +65,7 @@ async fn broker_down_is_503_and_the_service_recovers() {
     let r = s.client.get(s.url("/healthz")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK, "alive while the broker is down");
     let metrics = s
-        .client
-        .get(s.url("/metrics"))
+        .req(Method::GET, "/metrics")
         .send()
         .await
         .unwrap()

@@ -6,6 +6,7 @@
 //! using the broker at the same time are not disturbed.
 
 mod auth;
+mod binary;
 mod broker_down;
 mod messages;
 mod metrics;

@@ -20,8 +20,7 @@ async fn metrics_count_requests_publishes_gets_and_errors() {
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 
     let text = s
-        .client
-        .get(s.url("/metrics"))
+        .req(Method::GET, "/metrics")
         .send()
         .await
         .unwrap()

@@ -8,6 +8,8 @@ use std::collections::BTreeSet;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
+use broker_api::Scope;
+
 use crate::support::{unique_queue, write_tracking, Service};
 
 /// A valid request for each documented operation: (method, path template, concrete path,
@@ -19,6 +21,7 @@ fn valid_requests(
     vec![
         ("get", "/healthz", "/healthz".into(), None),
         ("get", "/readyz", "/readyz".into(), None),
+        ("get", "/metrics", "/metrics".into(), None),
         ("get", "/api/queues", "/api/queues".into(), None),
         (
             "put",
@@ -101,12 +104,12 @@ async fn send(
     path: &str,
     body: Option<Vec<u8>>,
     ct: Option<&str>,
-    token: bool,
+    token: Option<&str>,
 ) -> (StatusCode, Vec<u8>) {
     let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
     let mut r = s.client.request(method, s.url(path));
-    if token {
-        r = r.bearer_auth(&s.token);
+    if let Some(token) = token {
+        r = r.bearer_auth(token);
     }
     if let Some(ct) = ct {
         r = r.header("content-type", ct);
@@ -235,26 +238,63 @@ async fn every_documented_operation_answers_as_documented() {
         let what = format!("{method} {path}");
         let body = body.as_ref().map(|b| serde_json::to_vec(b).unwrap());
         let ct = body.as_ref().map(|_| "application/json");
-        let (status, bytes) = send(&s, method, path, body, ct, true).await;
+        // The scope the document says the operation needs (none: a public route).
+        let scope = documented_scope(&op);
+        if let Some(scope) = scope {
+            // A token of the next smaller scope: 403 as documented, naming the scope needed
+            // (sent before the valid request, so nothing was done yet).
+            if let Some(smaller) = Scope::ALL.iter().rev().find(|s| **s < scope) {
+                let (status, bytes) = send(
+                    &s,
+                    method,
+                    path,
+                    body.clone(),
+                    ct,
+                    Some(s.token_of(*smaller)),
+                )
+                .await;
+                let label = format!("{what} with the {smaller} token");
+                assert_eq!(status, StatusCode::FORBIDDEN, "{label}");
+                check_response(&doc, &op, &label, status, &bytes);
+                let answer: Value = serde_json::from_slice(&bytes).unwrap();
+                assert_eq!(answer["scope"], scope.name(), "{label}: {answer}");
+            }
+        }
+        let token = scope.map(|scope| s.token_of(scope));
+        let (status, bytes) = send(&s, method, path, body, ct, token).await;
         assert!(
             status.is_success(),
-            "{what}: {status} {}",
+            "{what} with the {scope:?} token: {status} {}",
             String::from_utf8_lossy(&bytes)
         );
         check_response(&doc, &op, &what, status, &bytes);
 
         // Secured operations: without the token, 401 as documented.
-        if op.get("security").is_some() {
-            let (status, bytes) = send(&s, method, path, None, None, false).await;
+        if scope.is_some() {
+            let (status, bytes) = send(&s, method, path, None, None, None).await;
             assert_eq!(status, StatusCode::UNAUTHORIZED, "{what} without token");
             check_response(&doc, &op, &format!("{what} without token"), status, &bytes);
         }
     }
     // The routes the document leaves out on purpose are there too.
-    for path in ["/", "/metrics", "/openapi.json"] {
-        let (status, _) = send(&s, "get", path, None, None, false).await;
+    for path in ["/", "/openapi.json"] {
+        let (status, _) = send(&s, "get", path, None, None, None).await;
         assert_eq!(status, StatusCode::OK, "{path}");
     }
+}
+
+/// The scope an operation's security requirement names (`[{"bearer": ["user"]}]`).
+fn documented_scope(op: &Value) -> Option<Scope> {
+    let security = op.get("security")?;
+    let roles = security[0]["bearer"].as_array().expect("bearer roles");
+    assert_eq!(roles.len(), 1, "one scope per operation: {security}");
+    let name = roles[0].as_str().unwrap();
+    Some(
+        *Scope::ALL
+            .iter()
+            .find(|s| s.name() == name)
+            .unwrap_or_else(|| panic!("unknown scope {name}")),
+    )
 }
 
 /// Bad values for path parameters (percent-encoded where needed, so they reach the route).
@@ -366,7 +406,7 @@ async fn generated_bad_input_never_gets_a_5xx() {
                 body.as_ref()
                     .map(|b| String::from_utf8_lossy(&b[..b.len().min(60)]).to_string())
             );
-            let (status, bytes) = send(&s, &method, &path, body, ct, true).await;
+            let (status, bytes) = send(&s, &method, &path, body, ct, Some(&s.token)).await;
             assert!(
                 !status.is_server_error(),
                 "{what}: {status} {}",
@@ -383,7 +423,7 @@ async fn generated_bad_input_never_gets_a_5xx() {
                 &format!("/api/queues/{valid_name}?force=true"),
                 None,
                 None,
-                true,
+                Some(&s.token),
             )
             .await;
         }

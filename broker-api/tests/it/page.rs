@@ -1,6 +1,7 @@
-//! The web page in a real browser: headless Chromium loads `/#token=...` against the
-//! running service with a queue holding messages and a project in flight, and the dumped
-//! DOM must show both. Fails (never skips) in CI when Chromium is missing.
+//! The web page in a real browser: headless Chromium loads `/#token=...` (the `read`
+//! scope's token: the page needs no more) against the running service with a queue holding
+//! messages and a project in flight, and the dumped DOM must show both. Fails (never
+//! skips) in CI when Chromium is missing.
 
 use std::process::Command;
 
@@ -41,7 +42,7 @@ async fn the_page_shows_queues_and_projects_in_a_real_browser() {
     }
 
     let profile = tempfile::tempdir().unwrap();
-    let url = format!("{}/#token={}", s.base, s.token);
+    let url = format!("{}/#token={}", s.base, s.read_token);
     let args = [
         "--headless",
         "--no-sandbox",

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use broker_api::{Config, Token};
+use broker_api::{Config, Scope, Token, Tokens};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
@@ -33,7 +33,12 @@ pub fn unique_queue(label: &str) -> String {
 /// The service, running in-process on 127.0.0.1:0 until dropped.
 pub struct Service {
     pub base: String,
+    /// The `admin` scope's token (the platform's queues too).
     pub token: String,
+    /// The `user` scope's token.
+    pub user_token: String,
+    /// The `read` scope's token.
+    pub read_token: String,
     pub client: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
     cleanup: Cleanup,
@@ -52,14 +57,15 @@ impl Service {
         service
     }
 
-    /// Starts without waiting for the broker.
+    /// Starts without waiting for the broker, with a random token for each scope.
     pub async fn start_unready(adjust: impl FnOnce(&mut Config)) -> Self {
-        let token = random_hex(16);
-        let mut config = Config::new(
-            "127.0.0.1:0".parse().unwrap(),
-            amqp_url(),
-            Token::new(&token).unwrap(),
-        );
+        let (token, user_token, read_token) = (random_hex(16), random_hex(16), random_hex(16));
+        let tokens = Tokens {
+            read: Some(Token::new(&read_token).unwrap()),
+            user: Some(Token::new(&user_token).unwrap()),
+            admin: Some(Token::new(&token).unwrap()),
+        };
+        let mut config = Config::new("127.0.0.1:0".parse().unwrap(), amqp_url(), tokens);
         adjust(&mut config);
         let server = broker_api::bind(&config).await.expect("bind");
         let addr = server.local_addr();
@@ -70,6 +76,8 @@ impl Service {
         Service {
             base: format!("http://{addr}"),
             token,
+            user_token,
+            read_token,
             client: reqwest::Client::new(),
             shutdown: Some(tx),
             cleanup: Cleanup::default(),
@@ -102,11 +110,27 @@ impl Service {
         format!("{}{}", self.base, path)
     }
 
-    /// A request with the right token.
+    /// A request with the `admin` token (every route allows it).
     pub fn req(&self, method: Method, path: &str) -> RequestBuilder {
         self.client
             .request(method, self.url(path))
             .bearer_auth(&self.token)
+    }
+
+    /// The token of `scope`.
+    pub fn token_of(&self, scope: Scope) -> &str {
+        match scope {
+            Scope::Read => &self.read_token,
+            Scope::User => &self.user_token,
+            Scope::Admin => &self.token,
+        }
+    }
+
+    /// A request with the token of `scope`.
+    pub fn req_as(&self, scope: Scope, method: Method, path: &str) -> RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .bearer_auth(self.token_of(scope))
     }
 
     /// Creates a queue through the API (deleted at the end of the test).
@@ -190,7 +214,7 @@ impl Drop for Cleanup {
         }
         for name in &names {
             assert!(
-                name.starts_with("bapi-test-"),
+                name.starts_with("bapi-test-") || name.starts_with("results.bapi-test-"),
                 "the tests only delete their own queues, not {name}"
             );
         }
