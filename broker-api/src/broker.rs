@@ -49,7 +49,7 @@ const MAX_IDLE_LEASES: usize = 128;
 const LIST_CONCURRENCY: usize = 8;
 /// The longest wait between two connection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
-/// How long one connection attempt may take.
+/// How long one connection attempt may take (also the wait for a channel to open).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A queue's depth and consumers.
@@ -98,7 +98,9 @@ struct Live {
 /// The broker as the service sees it. Cheap to share (`Arc`).
 pub struct Broker {
     url: String,
+    name: String,
     publish_channels: usize,
+    confirm_timeout: Duration,
     live: RwLock<Option<Arc<Live>>>,
     lost: Notify,
     known: Mutex<BTreeSet<String>>,
@@ -144,16 +146,21 @@ fn op(op: &'static str) -> impl FnOnce(lapin::Error) -> BrokerError {
 }
 
 impl Broker {
-    /// Starts connecting in the background to `url`; `queues` seed the registry.
+    /// Starts connecting in the background to `url`, naming the connection `name`; `queues`
+    /// seed the registry.
     pub fn start(
         url: String,
+        name: String,
         publish_channels: usize,
+        confirm_timeout: Duration,
         queues: impl IntoIterator<Item = String>,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         let broker = Arc::new(Broker {
             url,
+            name,
             publish_channels: publish_channels.max(1),
+            confirm_timeout,
             live: RwLock::new(None),
             lost: Notify::new(),
             known: Mutex::new(queues.into_iter().collect()),
@@ -415,14 +422,24 @@ impl Broker {
         let mut channel = self.publish_channel(&live, None).await?;
         let mut retried = false;
         loop {
-            let result = platform::publish_with_properties(
+            let publish = platform::publish_with_properties(
                 &channel,
                 "",
                 queue.as_str(),
                 body,
                 props.clone(),
-            )
-            .await;
+            );
+            let Ok(result) = tokio::time::timeout(self.confirm_timeout, publish).await else {
+                // The broker stopped answering (a resource alarm blocks publishers; a
+                // half-open connection never answers): say so, and let the reconnect task
+                // check the connection.
+                self.lost.notify_one();
+                return Err(ApiError::Unavailable(format!(
+                    "no confirm from the broker within {:?} for a message to `{queue}`; it may \
+                     or may not have been queued",
+                    self.confirm_timeout
+                )));
+            };
             match result {
                 Ok(()) => {
                     self.remember(queue);
@@ -521,7 +538,7 @@ impl Broker {
     }
 
     async fn open(&self) -> Result<Arc<Live>, BrokerError> {
-        let connect = platform::connect(&self.url, "broker-api");
+        let connect = platform::connect(&self.url, &self.name);
         let conn = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
             Ok(conn) => conn?,
             Err(_) => {

@@ -129,6 +129,12 @@ impl ApiError {
     /// Maps a broker failure on `queue` to an answer: 404 for a missing queue, 409 for a
     /// declaration that conflicts, 503 for a lost connection.
     pub fn from_broker(error: BrokerError, queue: &str) -> Self {
+        // A hard (connection-level) error, such as CONNECTION_FORCED when an operator or a
+        // node shutting down closes the connection: the connection is gone, whatever the
+        // code, and the service reconnects.
+        if closes_connection(&error) {
+            return ApiError::Unavailable(error.to_string());
+        }
         match error.reply_code() {
             Some(404) => ApiError::NotFound(format!("queue `{queue}` does not exist")),
             Some(405) => ApiError::Conflict(format!(
@@ -156,6 +162,20 @@ impl ApiError {
             },
         }
     }
+}
+
+/// Whether the broker answered with a connection-level (hard) error, which closes the
+/// whole connection rather than one channel.
+fn closes_connection(error: &BrokerError) -> bool {
+    let source = match error {
+        BrokerError::Connect { source, .. } | BrokerError::Operation { source, .. } => source,
+        BrokerError::NotConfirmed { .. } => return false,
+    };
+    matches!(
+        source.kind(),
+        lapin::ErrorKind::ProtocolError(e)
+            if matches!(e.kind(), lapin::protocol::AMQPErrorKind::Hard(_))
+    )
 }
 
 fn broker_message(error: &BrokerError) -> String {

@@ -50,6 +50,8 @@ pub struct Config {
     pub request_timeout: Duration,
     /// How many shared channels publishes are spread over.
     pub publish_channels: usize,
+    /// How long a publish waits for the broker's confirm before answering 503.
+    pub confirm_timeout: Duration,
     /// Queue names to list from the start (besides `todo`, `todo.dead` and the results
     /// queues of the workspace's projects).
     pub queues: Vec<String>,
@@ -67,6 +69,7 @@ impl Config {
             body_limit: DEFAULT_BODY_LIMIT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             publish_channels: DEFAULT_PUBLISH_CHANNELS,
+            confirm_timeout: DEFAULT_CONFIRM_TIMEOUT,
             queues: Vec::new(),
         }
     }
@@ -76,6 +79,9 @@ impl Config {
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 /// The default request timeout.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default wait for a publish's confirm (below the request timeout, so a broker that
+/// stopped answering gets a 503 naming it rather than a bare 504).
+pub const DEFAULT_CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
 /// The default number of shared publishing channels.
 pub const DEFAULT_PUBLISH_CHANNELS: usize = 8;
 
@@ -103,7 +109,11 @@ impl AppState {
         let metrics = Arc::new(metrics::Metrics::new());
         let broker = Broker::start(
             config.amqp_url.clone(),
+            // Names the instance in the broker's connection list (`rabbitmqctl
+            // list_connections client_properties`).
+            format!("broker-api {}", config.listen),
             config.publish_channels,
+            config.confirm_timeout,
             config.queues.iter().cloned(),
             metrics.clone(),
         );
@@ -181,9 +191,13 @@ pub async fn bind(config: &Config) -> Result<Server, StartError> {
             addr: config.listen,
             source,
         })?;
+    let mut config = config.clone();
+    if let Ok(addr) = listener.local_addr() {
+        config.listen = addr;
+    }
     Ok(Server {
         listener,
-        state: AppState::start(config),
+        state: AppState::start(&config),
     })
 }
 

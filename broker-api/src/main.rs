@@ -49,6 +49,10 @@ struct Args {
     /// How long a request may take, in seconds, before it is answered 504.
     #[arg(long, env = "BROKER_API_REQUEST_TIMEOUT", default_value_t = 10.0)]
     request_timeout: f64,
+    /// How long a publish waits for the broker's confirm, in seconds, before it is answered
+    /// 503.
+    #[arg(long, env = "BROKER_API_CONFIRM_TIMEOUT", default_value_t = 5.0)]
+    confirm_timeout: f64,
     /// How many shared channels publishes are spread over.
     #[arg(long, env = "BROKER_API_PUBLISH_CHANNELS", default_value_t = broker_api::DEFAULT_PUBLISH_CHANNELS)]
     publish_channels: usize,
@@ -124,6 +128,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     config.workspace = args.workspace;
     config.body_limit = args.body_limit;
     config.request_timeout = Duration::from_secs_f64(args.request_timeout);
+    anyhow::ensure!(
+        args.confirm_timeout > 0.0 && args.confirm_timeout.is_finite(),
+        "--confirm-timeout must be a positive number of seconds"
+    );
+    config.confirm_timeout = Duration::from_secs_f64(args.confirm_timeout);
     config.publish_channels = args.publish_channels;
     config.queues = args.queues;
     broker_api::run(config, shutdown_signal()).await?;

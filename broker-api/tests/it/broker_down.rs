@@ -97,3 +97,138 @@ async fn wait_for(s: &Service, path: &str, want: StatusCode, within: Duration) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The broker closes the service's connection (`rabbitmqctl close_connection`, as an
+/// operator or a node going into maintenance would): the service notices and reconnects by
+/// itself, and publish and get through the API work again within a few seconds.
+#[tokio::test]
+async fn a_connection_closed_by_the_broker_is_reopened_within_seconds() {
+    let s = Service::start().await;
+    let q = unique_queue("closed");
+    s.create_queue(&q, "quorum").await;
+    assert_eq!(s.publish(&q, "{\"n\": 0}").await.0, StatusCode::OK);
+
+    let name = format!("broker-api {}", s.base.trim_start_matches("http://"));
+    let closed = close_connections_named(&name);
+    assert_eq!(closed, 1, "exactly the service's connection was closed");
+    let start = Instant::now();
+    // Publish and get until both succeed, as a client would.
+    let mut round = 0;
+    loop {
+        round += 1;
+        let (published, body) = s.publish(&q, &format!("{{\"n\": {round}}}")).await;
+        if published == StatusCode::OK {
+            break;
+        }
+        assert_eq!(published, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "publish still failing {:?} after the connection was closed: {body}",
+            start.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let recovered = start.elapsed();
+    let (status, got) = s.get(&q, "ack").await;
+    assert_eq!(status, StatusCode::OK, "{got}");
+    assert_eq!(got["message"]["payload"], "{\"n\": 0}");
+    let (status, got) = s.get(&q, "ack").await;
+    assert_eq!(status, StatusCode::OK, "{got}");
+    assert_eq!(got["message"]["payload"], format!("{{\"n\": {round}}}"));
+    eprintln!("publish succeeded again {recovered:?} after the connection was closed");
+    assert!(recovered < Duration::from_secs(5));
+}
+
+/// Closes, through `rabbitmqctl`, every connection of the tests' vhost named `name`;
+/// returns how many.
+fn close_connections_named(name: &str) -> usize {
+    let vhost = crate::support::vhost();
+    let out = std::process::Command::new("rabbitmqctl")
+        .args([
+            "-q",
+            "--no-table-headers",
+            "list_connections",
+            "vhost",
+            "pid",
+            "client_properties",
+        ])
+        .output()
+        .expect("rabbitmqctl (the broker's CLI) is needed to close a connection");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // One line per connection: vhost, pid, then the client properties as Erlang terms,
+    // holding `{"connection_name","<name>"}`.
+    let wanted = format!("{{\"connection_name\",\"{name}\"}}");
+    let mut closed = 0;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let mut fields = line.splitn(3, '\t');
+        let (Some(v), Some(pid), Some(props)) = (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        if v == vhost && props.contains(&wanted) {
+            let out = std::process::Command::new("rabbitmqctl")
+                .args(["close_connection", pid, "closed by a broker-api test"])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "closing {pid}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            closed += 1;
+        }
+    }
+    closed
+}
+
+/// A broker that stops answering without closing anything (the proxy holds every byte): a
+/// publish is answered 503 once its confirm is overdue (`confirm_timeout`), well before the
+/// request timeout, saying the message may or may not be queued; when the broker answers
+/// again, publishing works again.
+#[tokio::test]
+async fn an_overdue_confirm_is_503_not_a_hang() {
+    let proxy = Proxy::start(broker_addr()).await;
+    let url = proxy.amqp_url();
+    let s = Service::start_with(|c| {
+        c.amqp_url = url;
+        c.confirm_timeout = Duration::from_millis(700);
+        c.request_timeout = Duration::from_secs(10);
+    })
+    .await;
+    let q = unique_queue("frozen");
+    s.create_queue(&q, "quorum").await;
+
+    proxy.freeze();
+    let start = Instant::now();
+    let (status, body) = s.publish(&q, "{\"frozen\": true}").await;
+    let took = start.elapsed();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("no confirm"),
+        "{body}"
+    );
+    assert!(
+        took >= Duration::from_millis(700) && took < Duration::from_secs(5),
+        "answered after {took:?}"
+    );
+
+    proxy.thaw();
+    let start = Instant::now();
+    loop {
+        let (status, body) = s.publish(&q, "{\"thawed\": true}").await;
+        if status == StatusCode::OK {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "{status} {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The held message was queued after all (the 503 said it might be), then the new one.
+    let (_, got) = s.get(&q, "ack").await;
+    assert_eq!(got["message"]["payload"], "{\"frozen\": true}");
+    let (_, got) = s.get(&q, "ack").await;
+    assert_eq!(got["message"]["payload"], "{\"thawed\": true}");
+}

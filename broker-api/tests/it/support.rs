@@ -247,6 +247,7 @@ impl Drop for Cleanup {
 pub struct Proxy {
     pub addr: SocketAddr,
     up: Arc<AtomicBool>,
+    frozen: Arc<AtomicBool>,
     generation: watch::Sender<u64>,
 }
 
@@ -255,8 +256,9 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let up = Arc::new(AtomicBool::new(true));
+        let frozen = Arc::new(AtomicBool::new(false));
         let (generation, _) = watch::channel(0u64);
-        let (up2, gen2) = (up.clone(), generation.clone());
+        let (up2, gen2, frozen2) = (up.clone(), generation.clone(), frozen.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
@@ -267,13 +269,16 @@ impl Proxy {
                     continue;
                 }
                 let mut cut = gen2.subscribe();
+                let frozen = frozen2.clone();
                 tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(target).await else {
+                    let Ok(server) = TcpStream::connect(target).await else {
                         return;
                     };
-                    let mut client = client;
+                    let (client_read, client_write) = client.into_split();
+                    let (server_read, server_write) = server.into_split();
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = pump(client_read, server_write, frozen.clone()) => {}
+                        _ = pump(server_read, client_write, frozen) => {}
                         _ = cut.changed() => {}
                     }
                 });
@@ -282,13 +287,33 @@ impl Proxy {
         Proxy {
             addr,
             up,
+            frozen,
             generation,
         }
     }
 
+    /// Holds every byte in both directions, connections kept open: a broker that stopped
+    /// answering (a half-open connection).
+    pub fn freeze(&self) {
+        self.frozen.store(true, Ordering::SeqCst);
+    }
+
+    /// Forwards the held bytes and what follows.
+    pub fn thaw(&self) {
+        self.frozen.store(false, Ordering::SeqCst);
+    }
+
     /// The AMQP URL through this proxy.
+    /// The tests' AMQP URL (same credentials and vhost) with the proxy as the host.
     pub fn amqp_url(&self) -> String {
-        format!("amqp://guest:guest@{}/%2f", self.addr)
+        let url = amqp_url();
+        let (scheme, rest) = url.split_once("://").unwrap();
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let creds = authority
+            .rsplit_once('@')
+            .map(|(c, _)| format!("{c}@"))
+            .unwrap_or_default();
+        format!("{scheme}://{creds}{}/{path}", self.addr)
     }
 
     /// Drops every forwarded connection and refuses new ones.
@@ -300,6 +325,28 @@ impl Proxy {
     /// Forwards again.
     pub fn restore(&self) {
         self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Copies `from` to `to`, holding each chunk while `frozen` is set.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    frozen: Arc<AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        while frozen.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
     }
 }
 
@@ -353,4 +400,26 @@ pub fn write_tracking(dir: &Path, projects: &[(&str, u32, u32, u32, bool)]) {
 pub fn in_ci() -> bool {
     std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0")
         || std::env::var_os("CI_REQUIRE_SERVICES").is_some()
+}
+
+/// The vhost of the AMQP URL (percent-decoded; `/` when the URL names none).
+pub fn vhost() -> String {
+    let url = amqp_url();
+    let rest = url.split("://").nth(1).unwrap_or("");
+    let path = rest.split_once('/').map(|(_, p)| p).unwrap_or("");
+    let path = path.split('?').next().unwrap();
+    if path.is_empty() {
+        return "/".into();
+    }
+    let mut out = Vec::new();
+    let mut bytes = path.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'%' {
+            let hex: String = bytes.by_ref().take(2).map(char::from).collect();
+            out.push(u8::from_str_radix(&hex, 16).expect("a percent escape"));
+        } else {
+            out.push(b);
+        }
+    }
+    String::from_utf8(out).unwrap()
 }
