@@ -19,7 +19,10 @@ log=$(mktemp /tmp/executant.XXXXXX.log)
 # Short tasks: let one worker container serve many tasks of the project, and keep enough
 # of them in flight (prefetch) for the worker lanes to batch them. N=16 here: 3.1 s this
 # way, 5.6 s with --reuse 64 and the default concurrency (2, the cores).
-target/release/executant --reuse 256 --concurrency 32 >"$log" 2>&1 &
+# Task scripts (code on demand) only from this checkout's default workspace, where the
+# client commits them (`script.repo` is that workspace's tasks repository).
+target/release/executant --reuse 256 --concurrency 32 \
+  --allow-script-repo "$root/workspace/tasks" >"$log" 2>&1 &
 executant_pid=$!
 stop_executant() {
   kill -TERM "$executant_pid" 2>/dev/null || true

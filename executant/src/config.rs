@@ -61,6 +61,11 @@ pub struct Config {
     /// Docker engine resolves bind mounts on its own host: an executant running in a
     /// container must use a folder mounted at the same path on the host.
     pub scripts_dir: PathBuf,
+    /// The repositories task scripts may be fetched from (`--allow-script-repo`; see
+    /// [`crate::script::repo_allowed`]); none by default.
+    pub allowed_script_repos: Vec<String>,
+    /// How long a script fetch may take and how much it may bring in.
+    pub script_fetch: crate::script::FetchLimits,
 }
 
 impl Config {
@@ -80,6 +85,8 @@ impl Config {
             limits: Limits::default(),
             shutdown_grace: Duration::from_secs(30),
             scripts_dir: std::env::temp_dir(),
+            allowed_script_repos: Vec::new(),
+            script_fetch: crate::script::FetchLimits::default(),
         }
     }
 
@@ -104,6 +111,11 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// Whether a task's script may be fetched from `repo`.
+    pub fn script_repo_allowed(&self, repo: &str) -> bool {
+        crate::script::repo_allowed(&self.allowed_script_repos, repo)
     }
 
     /// Whether an `exec` task may run `image`.

@@ -39,6 +39,12 @@ pub fn decide(body: &[u8], config: &Config) -> Disposition {
             );
             return Disposition::Refuse(task, reason);
         }
+        if let Some(script) = &spec.script {
+            if !config.script_repo_allowed(&script.repo) {
+                let reason = crate::script::refusal(&script.repo);
+                return Disposition::Refuse(task, reason);
+            }
+        }
     }
     if let Some(secs) = task.timeout_secs {
         if secs > config.max_timeout.as_secs() {
@@ -66,7 +72,8 @@ mod tests {
 
     #[test]
     fn decisions() {
-        let config = Config::new("amqp://x");
+        let mut config = Config::new("amqp://x");
+        config.allowed_script_repos = vec!["/srv/ws/tasks".into()];
         let big = format!(
             r#"{{"schema":1,"project":"p","index":0,"kind":"exec","image":"debian:bookworm-slim","command":["{}"]}}"#,
             "x".repeat(MAX_TASK_BYTES)
@@ -104,6 +111,16 @@ mod tests {
                 "unknown variant",
             ),
             (&big, "dead", "exceeds the limit"),
+            (
+                r#"{"schema":1,"project":"p","index":0,"kind":"exec","image":"debian:bookworm-slim","command":["sh","/task/s.sh"],"script":{"repo":"/srv/elsewhere","commit":"0123456789012345678901234567890123456789","path":"s.sh"}}"#,
+                "refuse",
+                "script repository `/srv/elsewhere` is not on this executant's allowlist",
+            ),
+            (
+                r#"{"schema":1,"project":"p","index":0,"kind":"exec","image":"debian:bookworm-slim","command":["sh","/task/s.sh"],"script":{"repo":"/srv/ws/tasks","commit":"0123456789012345678901234567890123456789","path":"s.sh"}}"#,
+                "run",
+                "",
+            ),
         ];
         for (body, want_kind, want_reason) in table {
             let (k, reason) = kind(&decide(body.as_bytes(), &config));

@@ -58,6 +58,22 @@ struct Cli {
     /// Docker host: in a container, mount it at the same path); default: the temp folder.
     #[arg(long, env = "EXECUTANT_SCRIPTS_DIR")]
     scripts_dir: Option<std::path::PathBuf>,
+    /// A repository task scripts may be fetched from (repeat the flag; comma-separated in the
+    /// variable): a path or git URL as the client writes it in `script.repo` (its
+    /// workspace's `tasks` repository), or `DIR/**` for any under DIR. None by default:
+    /// script tasks are refused.
+    #[arg(
+        long = "allow-script-repo",
+        env = "ALLOW_SCRIPT_REPO",
+        value_delimiter = ','
+    )]
+    allow_script_repos: Vec<String>,
+    /// How long fetching a task's script repository may take, in seconds.
+    #[arg(long, env = "EXECUTANT_SCRIPT_FETCH_TIMEOUT", default_value_t = 60)]
+    script_fetch_timeout: u64,
+    /// How much fetching a task's script repository may bring in, in MiB.
+    #[arg(long, env = "EXECUTANT_SCRIPT_FETCH_MAX_MIB", default_value_t = 64)]
+    script_fetch_max_mib: u64,
     /// This executant's name (logs, container labels, results); default: host-pid.
     #[arg(long, env = "EXECUTANT_NAME")]
     name: Option<String>,
@@ -93,6 +109,22 @@ fn main() -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
+    if let Some(bad) = cli
+        .allow_script_repos
+        .iter()
+        .find(|e| !executant::script::valid_entry(e))
+    {
+        eprintln!(
+            "executant: error: --allow-script-repo {bad:?}: give an absolute path or a git URL \
+             (optionally ending in /**)"
+        );
+        return ExitCode::FAILURE;
+    }
+    config.allowed_script_repos = cli.allow_script_repos;
+    config.script_fetch = executant::script::FetchLimits {
+        timeout: Duration::from_secs(cli.script_fetch_timeout),
+        max_bytes: cli.script_fetch_max_mib * 1024 * 1024,
+    };
     config.worker_image = cli.worker_image;
     config.allowed_images = cli.allow_images;
     config.default_timeout = Duration::from_secs(cli.task_timeout);

@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::containers::{keep_tail, read_line, timeout_reason, Containers};
 use crate::lanes::Lanes;
 use crate::sandbox::{ContainerSpec, SandboxError};
-use crate::script::ScriptCache;
+use crate::script::{ScriptCache, ScriptError};
 
 /// The most standard output a task may produce (a result must stay a reasonable message).
 pub const MAX_OUTPUT_BYTES: usize = 1024 * 1024;
@@ -58,7 +58,11 @@ impl Runner {
         let docker = Docker::connect_with_local_defaults()?
             .negotiate_version()
             .await?;
-        let scripts = ScriptCache::in_dir(&config.scripts_dir);
+        let scripts = ScriptCache::in_dir(
+            &config.scripts_dir,
+            config.allowed_script_repos.clone(),
+            config.script_fetch,
+        );
         let containers = Containers { docker, config };
         Ok(Runner {
             lanes: Lanes::new(containers.clone()),
@@ -143,11 +147,14 @@ impl Runner {
         let mut binds = Vec::new();
         let _script_dir = match &spec.script {
             Some(script) => {
-                let dir = self
-                    .scripts
-                    .materialize(script)
-                    .await
-                    .map_err(RunError::Script)?;
+                let dir = match self.scripts.materialize(script).await {
+                    Ok(dir) => dir,
+                    // The task asked for what this executant refuses: its own failure.
+                    Err(ScriptError::Refused(reason)) => {
+                        return Ok(TaskResult::failed(task, reason))
+                    }
+                    Err(e) => return Err(RunError::Script(e.to_string())),
+                };
                 binds.push(format!("{}:/task", dir.path().display()));
                 Some(dir)
             }

@@ -91,7 +91,14 @@ impl<'e> Run<'e> {
         let logs = dir.path().to_path_buf();
         let ws = ws.unwrap_or_else(|| dir.path().join("ws"));
         let id = unique(prefix);
-        let executant_args: Vec<String> = executant_args.iter().map(|a| a.to_string()).collect();
+        let mut executant_args: Vec<String> =
+            executant_args.iter().map(|a| a.to_string()).collect();
+        // Scripts of this run's workspace only (every executant of the run, respawned ones
+        // too): the executant fetches no script repository it was not told about.
+        executant_args.push(format!(
+            "--allow-script-repo={}",
+            ws.join("tasks").display()
+        ));
         let executant = spawn_executant(env, &logs, &id, 0, &executant_args);
         let client = spawn_client(
             env,

@@ -190,7 +190,8 @@ fn errors_a_person_can_act_on() {
 #[test]
 fn code_on_demand_runs_the_committed_script() {
     let _executant = Executant::start(1);
-    let ws = tempfile::tempdir().unwrap();
+    // Where the executants allow scripts from (`--allow-script-repo DIR/**`).
+    let ws = tempfile::tempdir_in(script_workspaces()).unwrap();
     let script = ws.path().join("square.sh");
     std::fs::write(&script, "#!/bin/sh\necho $(( $1 * $1 ))\n").unwrap();
     let (code, json, _) = client_json(

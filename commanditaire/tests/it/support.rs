@@ -29,6 +29,13 @@ pub fn oeis(n: u8) -> u64 {
         .unwrap()
 }
 
+/// The folder of the workspaces whose scripts the test executants may fetch.
+pub fn script_workspaces() -> std::path::PathBuf {
+    let root = std::env::temp_dir().join("commanditaire-test-script-workspaces");
+    std::fs::create_dir_all(&root).unwrap();
+    root.canonicalize().unwrap()
+}
+
 /// A real executant, running in a thread of its own until dropped.
 pub struct Executant {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -50,6 +57,9 @@ impl Executant {
         );
         config.concurrency = 2;
         config.reuse = reuse;
+        // Every test executant allows the same script repositories: they all consume
+        // `todo`, and any of them may take a script task of another test.
+        config.allowed_script_repos = vec![format!("{}/**", script_workspaces().display())];
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Runtime::new().unwrap();

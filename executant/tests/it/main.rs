@@ -1,4 +1,5 @@
 //! Integration tests of the executant against the real RabbitMQ and Docker engine.
 
 mod run;
+mod script;
 mod support;

@@ -31,7 +31,17 @@ pub fn test_config() -> executant::Config {
     config.name = unique_project("test-executant");
     config.concurrency = 2;
     config.shutdown_grace = Duration::from_secs(20);
+    // Every test executant allows the same script repositories: they all consume `todo`,
+    // and any of them may take a script task of another test.
+    config.allowed_script_repos = vec![format!("{}/**", script_repos_root().display())];
     config
+}
+
+/// The folder the tests' script repositories are made in (the executants allow it).
+pub fn script_repos_root() -> std::path::PathBuf {
+    let root = std::env::temp_dir().join("executant-test-script-repos");
+    std::fs::create_dir_all(&root).unwrap();
+    root.canonicalize().unwrap()
 }
 
 /// An executant running in this process until the returned sender is dropped or fired.
