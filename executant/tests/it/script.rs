@@ -145,7 +145,7 @@ async fn a_slow_remote_times_out_without_blocking_other_repositories() {
     let held = std::thread::spawn(move || {
         // Accept, then say nothing until the test ends.
         let conn = silent.accept();
-        std::thread::sleep(Duration::from_secs(8));
+        std::thread::sleep(Duration::from_secs(4));
         drop(conn);
     });
     let root = tempfile::tempdir_in(script_repos_root()).unwrap();
@@ -202,6 +202,11 @@ async fn a_slow_remote_times_out_without_blocking_other_repositories() {
         "a local fetch waited {slowest:?} behind the slow remote"
     );
     let (result, took) = slow.await.unwrap();
+    eprintln!(
+        "{} local fetches during the silent remote's fetch: slowest {slowest:?}; the silent \
+         one ended after {took:?}",
+        fast.len()
+    );
     match result {
         Err(ScriptError::Fetch(reason)) => {
             assert!(
