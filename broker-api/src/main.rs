@@ -29,7 +29,7 @@ struct Args {
     #[arg(long, env = "AMQP_URL", hide_env_values = true)]
     amqp_url: Option<String>,
     /// A file holding the broker's AMQP URL (trimmed); not with --amqp-url/AMQP_URL.
-    #[arg(long, env = tasks::amqp::AMQP_URL_FILE_VAR, hide_env_values = true)]
+    #[arg(long, env = tasks::amqp::AMQP_URL_FILE_VAR, hide_env_values = true, conflicts_with = "amqp_url")]
     amqp_url_file: Option<PathBuf>,
     /// A file holding the `read` scope's token (trimmed); not with BROKER_API_READ_TOKEN.
     #[arg(long, env = "BROKER_API_READ_TOKEN_FILE")]

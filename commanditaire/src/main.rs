@@ -24,7 +24,7 @@ struct Cli {
     #[arg(long, global = true, env = "AMQP_URL", hide_env_values = true)]
     amqp_url: Option<String>,
     /// A file holding the RabbitMQ URL (trimmed); not with --amqp-url/AMQP_URL.
-    #[arg(long, global = true, env = tasks::amqp::AMQP_URL_FILE_VAR, hide_env_values = true)]
+    #[arg(long, global = true, env = tasks::amqp::AMQP_URL_FILE_VAR, hide_env_values = true, conflicts_with = "amqp_url")]
     amqp_url_file: Option<PathBuf>,
     /// The folder holding the tasks, tracking, results and config repositories.
     #[arg(long, global = true, env = "WORKSPACE", default_value = "workspace")]

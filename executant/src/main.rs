@@ -17,7 +17,7 @@ struct Cli {
     #[arg(long, env = "AMQP_URL", hide_env_values = true)]
     amqp_url: Option<String>,
     /// A file holding the RabbitMQ URL (trimmed); not with --amqp-url/AMQP_URL.
-    #[arg(long, env = tasks::amqp::AMQP_URL_FILE_VAR, hide_env_values = true)]
+    #[arg(long, env = tasks::amqp::AMQP_URL_FILE_VAR, hide_env_values = true, conflicts_with = "amqp_url")]
     amqp_url_file: Option<std::path::PathBuf>,
     /// How many tasks run at once (also the prefetch); default: the number of cores.
     #[arg(long, env = "EXECUTANT_CONCURRENCY")]

@@ -130,7 +130,7 @@ fn ambiguous_settings_are_refused_and_help_hides_secrets() {
             + &String::from_utf8_lossy(&out.stdout);
         (out.status.success(), text)
     };
-    // Both a URL and a URL file: an error naming both, not a silent choice.
+    // Both a URL and a URL file: a usage error naming both, not a silent choice.
     let (ok, text) = run(command()
         .args(["--listen", "127.0.0.1:0"])
         .env("AMQP_URL", "amqp://someone:env-secret@127.0.0.1:1/%2f")
@@ -138,7 +138,7 @@ fn ambiguous_settings_are_refused_and_help_hides_secrets() {
         .env("BROKER_API_TOKEN", "env-token-0123"));
     assert!(!ok, "{text}");
     assert!(
-        text.contains("AMQP_URL_FILE") && text.contains("not both"),
+        text.contains("--amqp-url-file") && text.contains("cannot be used with"),
         "{text}"
     );
     assert!(

@@ -5,3 +5,4 @@ mod platform;
 mod remote;
 mod support;
 mod tracking;
+mod url_file;

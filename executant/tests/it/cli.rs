@@ -29,7 +29,7 @@ fn settings_are_checked_before_anything_starts() {
         .env("AMQP_URL", "amqp://someone:env-secret@127.0.0.1:1/%2f")
         .env("AMQP_URL_FILE", &url_file));
     assert!(!ok, "{text}");
-    assert!(text.contains("not both"), "{text}");
+    assert!(text.contains("cannot be used with"), "{text}");
     assert!(!text.contains("secret"), "{text}");
 
     let (ok, text) = run(executant()
