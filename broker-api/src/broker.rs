@@ -49,6 +49,9 @@ const MAX_IDLE_LEASES: usize = 128;
 const LIST_CONCURRENCY: usize = 8;
 /// The longest wait between two connection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How long the broker may take to open a channel when a failure makes the service check
+/// its connection.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one connection attempt may take (also the wait for a channel to open).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -527,11 +530,24 @@ impl Broker {
             tracing::info!(url = %platform::redact_url(&self.url), "connected to the broker");
             while live.conn.status().connected() {
                 tokio::select! {
-                    _ = self.lost.notified() => {}
+                    _ = self.lost.notified() => {
+                        // Something failed: a connection that still looks up but no longer
+                        // answers (half-open) is given up, not waited on for minutes.
+                        if !probe(&live).await {
+                            tracing::warn!("the broker stopped answering on the connection");
+                            break;
+                        }
+                    }
                     _ = tokio::time::sleep(Duration::from_millis(250)) => {}
                 }
             }
             self.live.write().unwrap_or_else(|e| e.into_inner()).take();
+            if live.conn.status().connected() {
+                tokio::spawn(async move {
+                    let close = live.conn.close(200, "broker-api reconnecting".into());
+                    let _ = tokio::time::timeout(PROBE_TIMEOUT, close).await;
+                });
+            }
             self.metrics.broker_up.set(0);
             tracing::warn!("lost the broker connection; reconnecting");
         }
@@ -561,5 +577,20 @@ impl Broker {
             next: AtomicUsize::new(0),
             idle: Mutex::new(Vec::new()),
         }))
+    }
+}
+
+/// Whether the connection answers: the broker opens a channel within [`PROBE_TIMEOUT`]
+/// (publishers blocked by a resource alarm still can).
+async fn probe(live: &Live) -> bool {
+    match tokio::time::timeout(PROBE_TIMEOUT, live.conn.create_channel()).await {
+        Ok(Ok(channel)) => {
+            tokio::spawn(async move {
+                let _ =
+                    tokio::time::timeout(PROBE_TIMEOUT, channel.close(200, "probe".into())).await;
+            });
+            true
+        }
+        _ => false,
     }
 }

@@ -187,8 +187,9 @@ fn close_connections_named(name: &str) -> usize {
 
 /// A broker that stops answering without closing anything (the proxy holds every byte): a
 /// publish is answered 503 once its confirm is overdue (`confirm_timeout`), well before the
-/// request timeout, saying the message may or may not be queued; when the broker answers
-/// again, publishing works again.
+/// request timeout, saying the message may or may not be queued; the service then finds the
+/// connection dead (no channel opens) and gives it up; when the broker answers again, it
+/// reconnects and publishing works again.
 #[tokio::test]
 async fn an_overdue_confirm_is_503_not_a_hang() {
     let proxy = Proxy::start(broker_addr()).await;
@@ -216,19 +217,34 @@ async fn an_overdue_confirm_is_503_not_a_hang() {
         "answered after {took:?}"
     );
 
+    // The connection looks up but does not answer: the service gives it up (not ready)
+    // within seconds instead of waiting minutes for heartbeats.
+    wait_for(
+        &s,
+        "/readyz",
+        StatusCode::SERVICE_UNAVAILABLE,
+        Duration::from_secs(5),
+    )
+    .await;
+    eprintln!(
+        "half-open connection given up {:?} after the publish",
+        start.elapsed()
+    );
+
     proxy.thaw();
-    let start = Instant::now();
-    loop {
-        let (status, body) = s.publish(&q, "{\"thawed\": true}").await;
-        if status == StatusCode::OK {
-            break;
+    s.wait_ready(Duration::from_secs(15)).await;
+    let (status, body) = s.publish(&q, "{\"thawed\": true}").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // The new message is there; the held one may be too (the 503 said it might).
+    let mut payloads = Vec::new();
+    for _ in 0..2 {
+        let (_, got) = s.get(&q, "ack").await;
+        if let Some(payload) = got["message"]["payload"].as_str() {
+            payloads.push(payload.to_string());
         }
-        assert!(start.elapsed() < Duration::from_secs(5), "{status} {body}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // The held message was queued after all (the 503 said it might be), then the new one.
-    let (_, got) = s.get(&q, "ack").await;
-    assert_eq!(got["message"]["payload"], "{\"frozen\": true}");
-    let (_, got) = s.get(&q, "ack").await;
-    assert_eq!(got["message"]["payload"], "{\"thawed\": true}");
+    assert!(
+        payloads.iter().any(|p| p == "{\"thawed\": true}"),
+        "{payloads:?}"
+    );
 }
