@@ -173,24 +173,9 @@ pub fn client_json(out: &Output) -> serde_json::Value {
     })
 }
 
-/// The OEIS count for `n` (from `../shared/data/nqueens-counts.tsv` when present).
+/// The OEIS A000170 count for `n`.
 pub fn oeis(n: u8) -> u64 {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/data/nqueens-counts.tsv"
-    );
-    let text = std::fs::read_to_string(path).expect("reading the OEIS table");
-    text.lines()
-        .filter_map(|l| {
-            let mut f = l.split('\t');
-            Some((
-                f.next()?.parse::<u8>().ok()?,
-                f.next()?.parse::<u64>().ok()?,
-            ))
-        })
-        .find(|(k, _)| *k == n)
-        .map(|(_, c)| c)
-        .expect("N in the OEIS table")
+    tasks::nqueens::known_count(n).expect("N in the OEIS table")
 }
 
 /// The ids of the running task containers.
