@@ -1,6 +1,6 @@
 //! Hostile tasks beside a good project.
 
-use super::{spawn_client, Run, PROJECT_TIMEOUT};
+use super::{spawn_client, Run};
 use crate::harness::{self, Env};
 use crate::{Row, Size};
 
@@ -55,7 +55,13 @@ pub fn hostile(env: &Env, size: Size) -> Row {
         &run.ws,
         &["submit", file.to_str().unwrap(), "--id", &hostile_id],
     );
-    let evil_out = evil.output(PROJECT_TIMEOUT);
+    let Some(evil_out) = evil.output(size.bound) else {
+        let mut row = run.finish("hostile", 0, vec![], |_, _| (String::new(), vec![]));
+        row.hung += 1;
+        row.problems
+            .push("the hostile project did not finish within its bound".into());
+        return row;
+    };
     let evil_json = harness::client_json(&evil_out);
     let mut problems = Vec::new();
     if evil_out.status.code() != Some(3) {

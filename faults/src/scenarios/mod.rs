@@ -4,10 +4,15 @@
 
 mod broker_restart;
 mod client_kill;
+mod connection_close;
+mod consumer_timeout;
 mod disk_full;
 mod executant_kill;
 mod hostile;
+mod junk_results;
+mod last_delivery_kill;
 mod poison;
+mod two_followers;
 mod worker_kill;
 
 use std::path::{Path, PathBuf};
@@ -21,7 +26,7 @@ use crate::{Row, Size};
 pub type Scenario = fn(&Env, Size) -> Row;
 
 /// Every scenario by name, in order.
-pub const ALL: [(&str, Scenario); 7] = [
+pub const ALL: [(&str, Scenario); 13] = [
     ("worker-kill", worker_kill::worker_kills),
     ("executant-kill", executant_kill::executant_kills),
     ("broker-restart", broker_restart::broker_restarts),
@@ -29,6 +34,12 @@ pub const ALL: [(&str, Scenario); 7] = [
     ("poison", poison::poison),
     ("hostile", hostile::hostile),
     ("disk-full", disk_full::disk_full),
+    ("publish-close", connection_close::publish_closed),
+    ("consume-close", connection_close::consume_closed),
+    ("consumer-timeout", consumer_timeout::consumer_timeout),
+    ("two-followers", two_followers::two_followers),
+    ("last-delivery-kill", last_delivery_kill::last_delivery_kill),
+    ("junk-results", junk_results::junk_results),
 ];
 
 /// Runs the scenarios named in `only` (all of them if it is empty), printing each row as it
@@ -45,9 +56,6 @@ pub fn run(env: &Env, size: Size, only: &[&str]) -> Vec<Row> {
     }
     rows
 }
-
-/// Time a whole project may take, even with faults.
-const PROJECT_TIMEOUT: Duration = Duration::from_secs(1800);
 
 fn unique(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()
@@ -94,24 +102,44 @@ impl<'e> Run<'e> {
         executant_args: &[&str],
         ws: Option<PathBuf>,
     ) -> Run<'e> {
+        let mut run = Run::new(env, size, prefix, executant_args, ws);
+        run.start_executant();
+        let args = run.project_args();
+        run.follow(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        run
+    }
+
+    /// Records and publishes a new project with `--detach`: its tasks wait in `todo`, and
+    /// neither an executant nor a client runs yet.
+    fn detached(env: &'e Env, size: Size, prefix: &str, executant_args: &[&str]) -> Run<'e> {
+        let run = Run::new(env, size, prefix, executant_args, None);
+        let mut args = run.project_args();
+        args.push("--detach".into());
+        let out = spawn_client(
+            env,
+            &run.ws,
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+        .output(size.bound)
+        .expect("publishing a detached project");
+        assert!(
+            out.status.success(),
+            "the detached project was not published: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        run
+    }
+
+    fn new(
+        env: &'e Env,
+        size: Size,
+        prefix: &str,
+        executant_args: &[&str],
+        ws: Option<PathBuf>,
+    ) -> Run<'e> {
         let dir = tempfile::tempdir().unwrap();
         let logs = dir.path().to_path_buf();
         let ws = ws.unwrap_or_else(|| dir.path().join("ws"));
-        let id = unique(prefix);
-        let executant_args: Vec<String> = executant_args.iter().map(|a| a.to_string()).collect();
-        let executant = spawn_executant(env, &logs, &id, 0, &executant_args);
-        let client = spawn_client(
-            env,
-            &ws,
-            &[
-                "nqueens",
-                &size.n.to_string(),
-                "--depth",
-                &size.depth.to_string(),
-                "--id",
-                &id,
-            ],
-        );
         Run {
             env,
             size,
@@ -119,13 +147,50 @@ impl<'e> Run<'e> {
             _dir: dir,
             logs,
             ws,
-            id,
-            executant_args,
-            executants: 1,
-            executant,
-            client,
+            id: unique(prefix),
+            executant_args: executant_args.iter().map(|a| a.to_string()).collect(),
+            executants: 0,
+            executant: Proc::none(),
+            client: Proc::none(),
             problems: Vec::new(),
         }
+    }
+
+    /// The client's arguments for the scenario's N-queens project.
+    fn project_args(&self) -> Vec<String> {
+        [
+            "nqueens",
+            &self.size.n.to_string(),
+            "--depth",
+            &self.size.depth.to_string(),
+            "--id",
+            &self.id,
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
+    /// Starts a new executant (the previous one, if any, must have been stopped or killed).
+    fn start_executant(&mut self) {
+        self.executant = spawn_executant(
+            self.env,
+            &self.logs,
+            &self.id,
+            self.executants,
+            &self.executant_args,
+        );
+        self.executants += 1;
+    }
+
+    /// The name of the current executant (its connections are `executant NAME consume` and
+    /// `executant NAME publish`).
+    fn executant_name(&self) -> String {
+        format!("{}-{}", self.id, self.executants.saturating_sub(1))
+    }
+
+    /// Starts the client that the scenario waits for, with `args`.
+    fn follow(&mut self, args: &[&str]) {
+        self.client = spawn_client(self.env, &self.ws, args);
     }
 
     /// Waits until every task was published (faults that must not hit publishing start after).
@@ -159,20 +224,14 @@ impl<'e> Run<'e> {
     /// Kills the executant with SIGKILL and starts a new one.
     fn replace_executant(&mut self) {
         self.executant.kill9();
-        self.executant = spawn_executant(
-            self.env,
-            &self.logs,
-            &self.id,
-            self.executants,
-            &self.executant_args,
-        );
-        self.executants += 1;
+        self.start_executant();
     }
 
     /// Kills the client with SIGKILL and starts `resume`.
     fn replace_client(&mut self) {
         self.client.kill9();
-        self.client = spawn_client(self.env, &self.ws, &["resume", &self.id]);
+        let id = self.id.clone();
+        self.follow(&["resume", &id]);
     }
 
     /// Waits for the client, stops the executant with SIGTERM, checks the project's record
@@ -186,23 +245,31 @@ impl<'e> Run<'e> {
         judge: impl FnOnce(&serde_json::Value, &str) -> (String, Vec<String>),
     ) -> Row {
         let client = std::mem::replace(&mut self.client, Proc::none());
-        let out = client.output(PROJECT_TIMEOUT);
-        let json = harness::client_json(&out);
-        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
         let mut problems = std::mem::take(&mut self.problems);
         problems.extend(extra);
-        let (note, more) = judge(&json, &stderr);
-        problems.extend(more);
-        if out.status.code() != Some(0) {
-            problems.push(format!(
-                "client exited with {:?}: {}",
-                out.status.code(),
-                String::from_utf8_lossy(&out.stderr)
-                    .lines()
-                    .last()
-                    .unwrap_or_default()
-            ));
-        }
+        let (json, note, hung) = match client.output(self.size.bound) {
+            Some(out) => {
+                let json = harness::client_json(&out);
+                let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+                let (note, more) = judge(&json, &stderr);
+                problems.extend(more);
+                if out.status.code() != Some(0) {
+                    problems.push(format!(
+                        "client exited with {:?}: {}",
+                        out.status.code(),
+                        stderr.lines().last().unwrap_or_default()
+                    ));
+                }
+                (json, note, 0)
+            }
+            None => {
+                problems.push(format!(
+                    "the client did not finish within {:?}",
+                    self.size.bound
+                ));
+                (serde_json::Value::Null, "hung".to_string(), 1)
+            }
+        };
         if !self.executant.terminate(Duration::from_secs(60)) {
             problems.push("the executant did not stop cleanly on SIGTERM".into());
         }
@@ -221,6 +288,7 @@ impl<'e> Run<'e> {
             lost: verdict.lost + verdict.failed.len(),
             duplicated: verdict.duplicated,
             dups_ignored: json["duplicate_results"].as_u64().unwrap_or(0) as usize,
+            hung,
             wall: self.start.elapsed(),
             leftovers: harness::leftovers(self.env),
             note: format!("{note}; solutions {}", json["solutions"]),

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use tasks::amqp;
 
-use super::{Run, PROJECT_TIMEOUT};
+use super::Run;
 use crate::harness::{self, Env};
 use crate::{Row, Size};
 
@@ -23,7 +23,7 @@ pub fn poison(env: &Env, size: Size) -> Row {
     ));
     let faults = dead_ids.len() + image_tasks;
     // The poison sits behind the project's tasks in `todo`: look for it once they are done.
-    harness::wait_until(PROJECT_TIMEOUT, || run.client.exited());
+    harness::wait_until(size.bound, || run.client.exited());
     let found = runtime.block_on(check_poison(
         &env.amqp_url,
         &dead_ids,
