@@ -50,6 +50,15 @@ impl Env {
         }
     }
 
+    /// The virtual host of [`Env::amqp_url`] (`/` when the URL names none).
+    pub fn vhost(&self) -> String {
+        let after_host = self.amqp_url.split_once("://").map_or("", |(_, rest)| rest);
+        match after_host.split_once('/') {
+            Some((_, v)) if !v.is_empty() => v.replace("%2f", "/").replace("%2F", "/"),
+            _ => "/".to_string(),
+        }
+    }
+
     /// Starts an executant process with `args` (its log goes to `log`).
     pub fn executant(&self, name: &str, args: &[&str], log: &Path) -> Proc {
         let log = std::fs::File::create(log).expect("executant log");
@@ -252,12 +261,14 @@ pub fn close_connections(name: &str) -> usize {
         .count()
 }
 
-/// The consumers of a queue of the default vhost, as the broker counts them.
-pub fn queue_consumers(queue: &str) -> Option<u64> {
+/// The consumers of a queue of `vhost`, as the broker counts them.
+pub fn queue_consumers(vhost: &str, queue: &str) -> Option<u64> {
     let out = Command::new("rabbitmqctl")
         .args([
             "-q",
             "list_queues",
+            "-p",
+            vhost,
             "--no-table-headers",
             "name",
             "consumers",

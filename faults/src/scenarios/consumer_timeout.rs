@@ -28,7 +28,7 @@ pub fn consumer_timeout(env: &Env, size: Size) -> Row {
         let mut timed_out = false;
         while frozen.elapsed() < FREEZE_BOUND {
             std::thread::sleep(Duration::from_secs(2));
-            if harness::queue_consumers(tasks::amqp::TODO_QUEUE) == Some(0) {
+            if harness::queue_consumers(&run.env.vhost(), tasks::amqp::TODO_QUEUE) == Some(0) {
                 timed_out = true;
                 break;
             }

@@ -204,7 +204,8 @@ impl<'e> Run<'e> {
     }
 
     /// Calls `fault` every `pause` until it has injected `target` faults or the project
-    /// ended; returns how many it injected (`fault` says whether it injected one).
+    /// ended or the size's bound passed; returns how many it injected (`fault` says whether
+    /// it injected one).
     fn inject(
         &mut self,
         target: usize,
@@ -212,7 +213,7 @@ impl<'e> Run<'e> {
         mut fault: impl FnMut(&mut Run) -> bool,
     ) -> usize {
         let mut faults = 0;
-        while faults < target && !self.client.exited() {
+        while faults < target && !self.client.exited() && self.start.elapsed() < self.size.bound {
             std::thread::sleep(pause);
             if !self.client.exited() && fault(self) {
                 faults += 1;
