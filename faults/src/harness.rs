@@ -396,11 +396,17 @@ pub struct Verdict {
 /// outcome in `tracking` (each task index at most once), against `expected` solutions.
 pub fn verify(workspace: &Path, project: &str, expected: Option<u64>) -> Verdict {
     let result_path = workspace.join("results").join(project).join("result.json");
+    // No result (a client that hung or died): every task without a recorded outcome is lost.
     let result: serde_json::Value = std::fs::read(&result_path)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_else(|| panic!("{} is missing", result_path.display()));
-    let tasks = result["tasks"].as_u64().unwrap_or(0) as usize;
+        .unwrap_or(serde_json::Value::Null);
+    let recorded_tasks =
+        std::fs::read_to_string(workspace.join("tasks").join(project).join("tasks.jsonl"))
+            .map_or(0, |t| t.lines().count());
+    let tasks = result["tasks"]
+        .as_u64()
+        .map_or(recorded_tasks, |t| t as usize);
     let missing = result["missing"].as_array().map_or(0, Vec::len);
     let mut lost = missing;
     if let Some(expected) = expected {
@@ -431,6 +437,9 @@ pub fn verify(workspace: &Path, project: &str, expected: Option<u64>) -> Verdict
         }
     }
     let duplicated = seen.values().filter(|&&c| c > 1).count();
+    if result.is_null() {
+        lost = tasks.saturating_sub(seen.len());
+    }
     Verdict {
         tasks,
         lost,
