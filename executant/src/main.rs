@@ -35,6 +35,14 @@ struct Cli {
     /// The largest limit a task may ask for, in seconds (below RabbitMQ's consumer_timeout).
     #[arg(long, env = "EXECUTANT_MAX_TASK_TIMEOUT", default_value_t = 1500)]
     max_task_timeout: u64,
+    /// The broker's consumer_timeout, in seconds (RabbitMQ's default: 30 min). No delivery is
+    /// held longer than this less a margin; a --max-task-timeout that does not fit is refused.
+    #[arg(long, env = "EXECUTANT_CONSUMER_TIMEOUT", default_value_t = 1800)]
+    consumer_timeout: u64,
+    /// Seconds a publish waits for the broker's confirm before its connection is replaced
+    /// and the outcome published again.
+    #[arg(long, env = "EXECUTANT_CONFIRM_TIMEOUT", default_value_t = 15)]
+    confirm_timeout: u64,
     /// How many tasks of one project a worker container serves before it is replaced.
     #[arg(long, env = "EXECUTANT_REUSE", default_value_t = 1)]
     reuse: u32,
@@ -87,6 +95,8 @@ fn main() -> ExitCode {
     config.default_timeout = Duration::from_secs(cli.task_timeout);
     config.max_timeout = Duration::from_secs(cli.max_task_timeout);
     config.reuse = cli.reuse;
+    config.consumer_timeout = Duration::from_secs(cli.consumer_timeout);
+    config.confirm_timeout = Duration::from_secs(cli.confirm_timeout);
     config.shutdown_grace = Duration::from_secs(cli.shutdown_grace);
     config.limits = Limits {
         memory_bytes: cli.memory_mib * 1024 * 1024,

@@ -1,4 +1,5 @@
 //! Integration tests of the executant against the real RabbitMQ and Docker engine.
 
+mod reconnect;
 mod run;
 mod support;
