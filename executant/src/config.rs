@@ -25,6 +25,12 @@ pub struct Limits {
     pub pids: i64,
     /// Size of the writable tmpfs mounted on /tmp, in MiB.
     pub tmpfs_mib: u32,
+    /// Open files per process (`nofile` ulimit, soft and hard).
+    pub nofile: i64,
+    /// Processes of the task user (`nproc` ulimit, soft and hard). The kernel counts them
+    /// per user across every container of the host (tasks all run as nobody), so it is a
+    /// backstop above `pids`, which bounds one container.
+    pub nproc: i64,
 }
 
 impl Default for Limits {
@@ -34,6 +40,8 @@ impl Default for Limits {
             nano_cpus: 1_000_000_000,
             pids: 64,
             tmpfs_mib: 64,
+            nofile: 1024,
+            nproc: 4096,
         }
     }
 }

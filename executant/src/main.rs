@@ -55,6 +55,13 @@ struct Cli {
     /// Process/thread limit of a task container.
     #[arg(long, env = "EXECUTANT_PIDS", default_value_t = 64)]
     pids: i64,
+    /// Open files per task process (the `nofile` ulimit).
+    #[arg(long, env = "EXECUTANT_NOFILE", default_value_t = 1024)]
+    nofile: i64,
+    /// Processes of the task user across the host (the `nproc` ulimit; --pids bounds one
+    /// container).
+    #[arg(long, env = "EXECUTANT_NPROC", default_value_t = 4096)]
+    nproc: i64,
     /// Seconds a shutdown waits for tasks in flight before returning them to the queue.
     #[arg(long, env = "EXECUTANT_SHUTDOWN_GRACE", default_value_t = 30)]
     shutdown_grace: u64,
@@ -102,6 +109,8 @@ fn main() -> ExitCode {
         memory_bytes: cli.memory_mib * 1024 * 1024,
         nano_cpus: (cli.cpus * 1e9) as i64,
         pids: cli.pids,
+        nofile: cli.nofile,
+        nproc: cli.nproc,
         ..Limits::default()
     };
     let runtime = tokio::runtime::Runtime::new().expect("starting the tokio runtime");
