@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use bollard::container::{AttachContainerResults, LogOutput};
 use bollard::query_parameters::{
-    AttachContainerOptionsBuilder, CreateContainerOptions, KillContainerOptionsBuilder,
-    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+    AttachContainerOptionsBuilder, CreateContainerOptions, EventsOptionsBuilder,
+    KillContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::{Stream, StreamExt};
@@ -21,6 +21,16 @@ use crate::sandbox::{self, ContainerSpec};
 
 /// How much of a failing task's standard error goes into its reason.
 const STDERR_TAIL: usize = 512;
+
+/// How a container exited, as the engine reports it.
+pub(crate) struct Exit {
+    /// The exit code (128 + N after signal N).
+    pub(crate) code: i64,
+    /// Whether the memory limit killed it.
+    pub(crate) oom_killed: bool,
+    /// When it was created (RFC 3339).
+    created: Option<String>,
+}
 
 /// A worker container serving tasks on its standard input, one JSON line each.
 pub(crate) struct Session {
@@ -99,17 +109,17 @@ impl Containers {
         }
     }
 
-    /// Waits for a container to stop and returns its exit code and whether it ran out of
-    /// memory.
-    pub(crate) async fn wait_exit(&self, id: &str) -> Result<(i64, bool), RunError> {
+    /// Waits for a container to stop and returns how it exited.
+    pub(crate) async fn wait_exit(&self, id: &str) -> Result<Exit, RunError> {
         for _ in 0..100 {
             let inspect = self.docker.inspect_container(id, None).await?;
             let state = inspect.state.unwrap_or_default();
             if state.running != Some(true) {
-                return Ok((
-                    state.exit_code.unwrap_or(-1),
-                    state.oom_killed.unwrap_or(false),
-                ));
+                return Ok(Exit {
+                    code: state.exit_code.unwrap_or(-1),
+                    oom_killed: state.oom_killed.unwrap_or(false),
+                    created: inspect.created,
+                });
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -118,10 +128,18 @@ impl Containers {
         ))
     }
 
-    /// Decides why a container stopped: `Ok(reason)` when the task failed by itself,
-    /// `Err` when something outside it killed the container.
+    /// Decides why a container stopped without answering: `Ok(reason)` when the task failed
+    /// by itself, `Err` when something outside it killed the container.
+    ///
+    /// The engine reports the same state (exit code 137, not OOMKilled) for a task that
+    /// killed itself with SIGKILL, that exited with 137, and for `docker kill`; only its
+    /// event log tells them apart. So a death by signal is an infrastructure fault when the
+    /// engine recorded a `kill` of the container (`docker kill`, `stop`, `rm -f`, another
+    /// executant's sweep; this executant kills only after deciding), and the task's own
+    /// failure otherwise. A signal sent around the engine (`kill -9` of the process on the
+    /// host) therefore counts as the task's own.
     pub(crate) async fn exit_verdict(&self, id: &str, stderr: &[u8]) -> Result<String, RunError> {
-        let (code, oom) = self.wait_exit(id).await?;
+        let exit = self.wait_exit(id).await?;
         let tail = String::from_utf8_lossy(stderr).trim().to_string();
         let with_tail = |s: String| {
             if tail.is_empty() {
@@ -130,20 +148,68 @@ impl Containers {
                 format!("{s}: {tail}")
             }
         };
-        if oom {
+        if exit.oom_killed {
             return Ok(format!(
                 "out of memory (limit {} MiB)",
                 self.config.limits.memory_bytes / (1024 * 1024)
             ));
         }
-        match code {
-            // SIGKILL that the memory limit did not cause: docker kill, an engine restart.
-            137 => Err(RunError::Lost(
-                "the container was killed from outside".into(),
+        match exit.code {
+            0 => Ok(with_tail(
+                "exited with code 0 without answering (a worker writes one result line per task)"
+                    .into(),
             )),
-            0 => Err(RunError::Lost("the worker exited without answering".into())),
+            code @ 129..=159 => {
+                let signal = code - 128;
+                if let Some(sent) = self.engine_kill(id, exit.created.as_deref()).await? {
+                    return Err(RunError::Lost(format!(
+                        "the container was killed from outside (signal {sent}, sent through the \
+                         Docker engine)"
+                    )));
+                }
+                Ok(with_tail(format!(
+                    "exited with code {code} (signal {signal}, or the task's own exit status: \
+                     nothing killed it through the Docker engine)"
+                )))
+            }
             code => Ok(with_tail(format!("exited with code {code}"))),
         }
+    }
+
+    /// The signal of a `kill` the engine recorded for container `id` since it was created,
+    /// if any.
+    async fn engine_kill(
+        &self,
+        id: &str,
+        created: Option<&str>,
+    ) -> Result<Option<String>, RunError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let since = created
+            .and_then(|t| time::OffsetDateTime::parse(t, &Rfc3339).ok())
+            .map_or(0, |t| t.unix_timestamp() - 1);
+        let filters = HashMap::from([
+            ("container".to_string(), vec![id.to_string()]),
+            ("type".to_string(), vec!["container".to_string()]),
+            ("event".to_string(), vec!["kill".to_string()]),
+        ]);
+        let options = EventsOptionsBuilder::default()
+            .since(&since.to_string())
+            .until(&format!("{}.{:09}", now.as_secs(), now.subsec_nanos()))
+            .filters(&filters)
+            .build();
+        let mut events = self.docker.events(Some(options));
+        if let Some(event) = events.next().await {
+            let event = event?;
+            let signal = event
+                .actor
+                .and_then(|a| a.attributes)
+                .and_then(|a| a.get("signal").cloned())
+                .unwrap_or_else(|| "?".into());
+            return Ok(Some(signal));
+        }
+        Ok(None)
     }
 
     /// Kills and removes a container, ignoring errors (it may already be gone).

@@ -189,7 +189,7 @@ impl Runner {
                 format!("standard output exceeds {} bytes", MAX_OUTPUT_BYTES),
             )),
             Ok(true) => match c.wait_exit(&id).await {
-                Ok((0, _)) => Ok(TaskResult::ok(
+                Ok(exit) if exit.code == 0 => Ok(TaskResult::ok(
                     task,
                     TaskOutput::Exec {
                         stdout: String::from_utf8_lossy(&stdout).into_owned(),
