@@ -3,8 +3,11 @@
 //! Invariant: a delivery is acked only after its outcome (a result, or a dead-lettered copy)
 //! was confirmed by the broker. An outcome that could not be published for a lost connection
 //! is published again on a new one while the delivery stays unacked (a returned delivery
-//! would spend one of its attempts); only a refusal by the broker, or the delivery's
-//! deadline, nacks it back to the queue.
+//! would spend one of its attempts); only a refusal by the broker, or its consumer timeout
+//! coming, nacks it back to the queue.
+//!
+//! A task must finish within the holding bound ([`Config::holding_bound`], below the
+//! broker's consumer timeout) of its delivery; the runner keeps to it.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -48,7 +51,7 @@ impl Context {
     /// Handles one delivery; an error means no task may run here any more.
     pub(crate) async fn handle(&self, delivery: Delivery) -> Result<(), SandboxError> {
         // The broker takes the delivery back (closing the channel) past its consumer timeout.
-        let deadline = Instant::now() + self.config.holding_bound();
+        let received = Instant::now();
         match decide(&delivery.data, &self.config) {
             Disposition::DeadLetter(reason) => {
                 tracing::warn!(%reason, bytes = delivery.data.len(), "dead-lettering a message");
@@ -65,17 +68,20 @@ impl Context {
                     body: &delivery.data,
                     reason: Some(&reason),
                 };
-                let published = self.publisher.publish(message, deadline).await;
+                let published = self
+                    .publisher
+                    .publish(message, self.publish_by(received))
+                    .await;
                 self.settle(&delivery, published).await;
                 Ok(())
             }
             Disposition::Refuse(task, reason) => {
                 tracing::warn!(task = %task.id(), %reason, "refusing a task");
-                self.report(&delivery, TaskResult::failed(&task, reason), deadline)
+                self.report(&delivery, TaskResult::failed(&task, reason), received)
                     .await;
                 Ok(())
             }
-            Disposition::Run(task) => self.run(&delivery, task, deadline).await,
+            Disposition::Run(task) => self.run(&delivery, task, received).await,
         }
     }
 
@@ -83,23 +89,32 @@ impl Context {
         &self,
         delivery: &Delivery,
         task: Task,
-        deadline: Instant,
+        received: Instant,
     ) -> Result<(), SandboxError> {
+        // Finishing by then leaves a margin below the consumer timeout to publish the result.
+        let deadline = received + self.config.holding_bound();
         let attempt = amqp::delivery_count(&delivery.properties) + 1;
         let mut engine_delay = Duration::from_millis(500);
         loop {
             tracing::debug!(task = %task.id(), attempt, "running");
-            match self.runner.run(&task).await {
+            match self.runner.run(&task, deadline).await {
                 Ok(result) => {
-                    self.report(delivery, result, deadline).await;
+                    self.report(delivery, result, received).await;
                     return Ok(());
                 }
                 Err(RunError::Sandbox(e)) => {
                     self.nack(delivery).await;
                     return Err(e);
                 }
-                // The engine is down: hold the delivery and wait, without spending an attempt.
+                // The engine is down: hold the delivery and wait, without spending an attempt,
+                // while the task can still finish before the delivery's deadline.
                 Err(RunError::Engine(e)) if !self.runner.ping().await => {
+                    let timeout = Runner::timeout_of(&task, &self.config);
+                    if Instant::now() + engine_delay + timeout > deadline {
+                        tracing::warn!(task = %task.id(), error = %e, "Docker engine unreachable for too long; returning the task before the broker's consumer timeout");
+                        self.nack(delivery).await;
+                        return Ok(());
+                    }
                     tracing::warn!(task = %task.id(), error = %e, "Docker engine unreachable; waiting");
                     tokio::time::sleep(engine_delay).await;
                     engine_delay = (engine_delay * 2).min(Duration::from_secs(10));
@@ -107,7 +122,7 @@ impl Context {
                 Err(e) if attempt >= amqp::DELIVERY_LIMIT => {
                     let reason = format!("gave up after {attempt} attempts, the last: {e}");
                     tracing::error!(task = %task.id(), %reason, "task failed for good");
-                    self.report(delivery, TaskResult::failed(&task, reason), deadline)
+                    self.report(delivery, TaskResult::failed(&task, reason), received)
                         .await;
                     return Ok(());
                 }
@@ -121,8 +136,10 @@ impl Context {
     }
 
     /// Publishes a result to its project's queue, then acks (or nacks if it was not confirmed).
-    async fn report(&self, delivery: &Delivery, result: TaskResult, deadline: Instant) {
-        let published = self.publish_result(&result, deadline).await;
+    async fn report(&self, delivery: &Delivery, result: TaskResult, received: Instant) {
+        let published = self
+            .publish_result(&result, self.publish_by(received))
+            .await;
         if published.is_ok() {
             tracing::info!(
                 task = %format!("{}/{}", result.project, result.index),
@@ -164,6 +181,12 @@ impl Context {
         self.publisher.declare_results(project, deadline).await?;
         self.declared.lock().await.insert(project.to_string());
         Ok(())
+    }
+
+    /// Publishing is retried until the broker's consumer timeout: past it, the broker has
+    /// taken the delivery back anyway.
+    fn publish_by(&self, received: Instant) -> Instant {
+        received + self.config.consumer_timeout
     }
 
     async fn settle(&self, delivery: &Delivery, published: Result<(), PublishError>) {

@@ -6,13 +6,20 @@
 //! are batched, so one round trip through the engine serves many. A container serves up to N
 //! tasks, then is replaced; a lane idle for a while removes its container and ends.
 //!
+//! A delivery must not be held past the broker's consumer timeout, and a job may wait in a
+//! lane behind others for longer than that. So each job carries the latest time it may start
+//! (its delivery's deadline less its own time limit); a job that has not started by then is
+//! withdrawn by its handler and runs in a fresh container of its own at once. A job starts
+//! when the lane begins waiting for its answer (the worker takes it as the previous one is
+//! answered); a withdrawn job that was already written to the worker is answered to nobody.
+//!
 //! Replacing a container costs an engine round trip to start one and another to remove one.
 //! Neither waits in line: once a container has served half its budget, the lane starts the
 //! next one (a "spare") while it works on, and a used-up container is removed in the
 //! background. Both are awaited before the lane ends, so nothing is left behind.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +27,7 @@ use tasks::{Task, TaskResult};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
 
 use crate::containers::{read_line, timeout_reason, Containers, Session};
 use crate::runner::{parse_answer, RunError};
@@ -33,6 +41,29 @@ struct Job {
     task: Task,
     timeout: Duration,
     reply: oneshot::Sender<Result<TaskResult, RunError>>,
+    /// [`WAITING`], then [`STARTED`] (by the lane) or [`WITHDRAWN`] (by the handler).
+    state: Arc<AtomicU8>,
+}
+
+const WAITING: u8 = 0;
+const STARTED: u8 = 1;
+const WITHDRAWN: u8 = 2;
+
+impl Job {
+    /// Marks the job started, unless its handler withdrew it first.
+    fn start(&self) -> bool {
+        self.state
+            .compare_exchange(WAITING, STARTED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+}
+
+/// What became of a task sent to a lane.
+pub(crate) enum LaneOutcome {
+    /// The lane ran it.
+    Done(Result<TaskResult, RunError>),
+    /// It could not start in time: run it elsewhere, now.
+    Withdrawn,
 }
 
 struct Lane {
@@ -64,13 +95,24 @@ impl Lanes {
     }
 
     /// Runs `task` on one of its project's lanes: an idle one, else a new one while there are
-    /// fewer than one per core, else the least busy.
-    pub(crate) async fn run(&self, task: Task, timeout: Duration) -> Result<TaskResult, RunError> {
-        let (reply, answer) = oneshot::channel();
+    /// fewer than one per core, else the least busy. A task that has not started by
+    /// `latest_start` is withdrawn.
+    pub(crate) async fn run(
+        &self,
+        task: Task,
+        timeout: Duration,
+        latest_start: Instant,
+    ) -> LaneOutcome {
+        if Instant::now() >= latest_start {
+            return LaneOutcome::Withdrawn;
+        }
+        let (reply, mut answer) = oneshot::channel();
+        let state = Arc::new(AtomicU8::new(WAITING));
         let mut job = Job {
             task,
             timeout,
             reply,
+            state: state.clone(),
         };
         {
             let mut all = self.by_project.lock().await;
@@ -102,9 +144,19 @@ impl Lanes {
                 }
             }
         }
-        answer
-            .await
-            .unwrap_or_else(|_| Err(RunError::Lost("the worker lane stopped".into())))
+        let stopped = |_| Err(RunError::Lost("the worker lane stopped".into()));
+        tokio::select! {
+            result = &mut answer => return LaneOutcome::Done(result.unwrap_or_else(stopped)),
+            _ = tokio::time::sleep_until(latest_start) => {}
+        }
+        let withdrawn = state
+            .compare_exchange(WAITING, WITHDRAWN, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if withdrawn {
+            tracing::info!("a task waited too long for its worker lane; running it apart");
+            return LaneOutcome::Withdrawn;
+        }
+        LaneOutcome::Done(answer.await.unwrap_or_else(stopped))
     }
 
     fn spawn_lane(&self) -> Lane {
@@ -231,6 +283,9 @@ async fn lane(c: Containers, mut rx: mpsc::UnboundedReceiver<Job>, outstanding: 
         let mut jobs = batch.into_iter();
         let mut broken = false;
         for job in jobs.by_ref() {
+            // The worker takes this job now; if its handler withdrew it, the answer is read
+            // (the worker computes it anyway) and dropped.
+            job.start();
             match tokio::time::timeout(job.timeout, read_line(s)).await {
                 Ok(Ok(Some(line))) => {
                     s.served += 1;

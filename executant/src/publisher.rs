@@ -21,8 +21,8 @@ pub(crate) enum PublishError {
     /// The broker refused it: retrying on another channel would not help.
     #[error("the broker refused it: {0}")]
     Refused(BrokerError),
-    /// The broker stayed unreachable until the delivery had to be given back.
-    #[error("the broker could not be reached before the delivery's deadline")]
+    /// The broker stayed unreachable until its consumer timeout had taken the delivery back.
+    #[error("the broker could not be reached before its consumer timeout")]
     Deadline,
 }
 
@@ -165,7 +165,7 @@ impl Publisher {
                     return Err(PublishError::Refused(e));
                 }
                 Ok(Err(e)) => e.to_string(),
-                Err(_) => format!("no confirm within {} s", self.confirm_timeout.as_secs()),
+                Err(_) => "no confirm in time".to_string(),
             };
             tracing::warn!(op = what, error = %failure, "publishing failed; reconnecting and trying again");
             self.invalidate(generation).await;

@@ -20,7 +20,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::config::Config;
 use crate::containers::{keep_tail, read_line, timeout_reason, Containers};
-use crate::lanes::Lanes;
+use crate::lanes::{LaneOutcome, Lanes};
 use crate::sandbox::{ContainerSpec, SandboxError};
 use crate::script::ScriptCache;
 
@@ -72,18 +72,24 @@ impl Runner {
         self.containers.docker.ping().await.is_ok()
     }
 
-    /// Runs `task` with its wall-clock limit.
-    pub async fn run(&self, task: &Task) -> Result<TaskResult, RunError> {
+    /// Runs `task` with its wall-clock limit, finishing before `deadline` (when its delivery
+    /// must be settled): a task that would wait for a reused worker past `deadline` less its
+    /// limit runs in a fresh container instead.
+    pub async fn run(
+        &self,
+        task: &Task,
+        deadline: tokio::time::Instant,
+    ) -> Result<TaskResult, RunError> {
         let config = &self.containers.config;
-        let timeout = task
-            .timeout_secs
-            .map(Duration::from_secs)
-            .unwrap_or(config.default_timeout)
-            .min(config.max_timeout);
+        let timeout = Self::timeout_of(task, config);
         let start = Instant::now();
         let mut result = match &task.spec {
             TaskSpec::Nqueens { .. } if config.reuse > 1 => {
-                self.lanes.run(task.clone(), timeout).await?
+                let latest_start = deadline.checked_sub(timeout).unwrap_or(deadline);
+                match self.lanes.run(task.clone(), timeout, latest_start).await {
+                    LaneOutcome::Done(result) => result?,
+                    LaneOutcome::Withdrawn => self.run_in_fresh_worker(task, timeout).await?,
+                }
             }
             TaskSpec::Nqueens { .. } => self.run_in_fresh_worker(task, timeout).await?,
             TaskSpec::Exec(spec) => self.run_exec(task, spec, timeout).await?,
@@ -91,6 +97,14 @@ impl Runner {
         result.duration_ms = start.elapsed().as_millis() as u64;
         result.executor = Some(config.name.clone());
         Ok(result)
+    }
+
+    /// The wall-clock limit of `task` here.
+    pub fn timeout_of(task: &Task, config: &Config) -> Duration {
+        task.timeout_secs
+            .map(Duration::from_secs)
+            .unwrap_or(config.default_timeout)
+            .min(config.max_timeout)
     }
 
     /// One task, one worker container.

@@ -62,7 +62,12 @@ impl InProcess {
 
 /// Declares the topology and the project's results queue, then publishes every task.
 pub async fn publish_tasks(project: &str, tasks: &[Task]) {
-    let conn = amqp::connect(&amqp_url(), "executant tests").await.unwrap();
+    publish_tasks_to(&amqp_url(), project, tasks).await
+}
+
+/// [`publish_tasks`] on the broker at `url`.
+pub async fn publish_tasks_to(url: &str, project: &str, tasks: &[Task]) {
+    let conn = amqp::connect(url, "executant tests").await.unwrap();
     let channel = amqp::confirm_channel(&conn).await.unwrap();
     amqp::declare_todo(&channel).await.unwrap();
     amqp::declare_results(&channel, project).await.unwrap();
@@ -97,7 +102,19 @@ pub async fn collect_results(
     count: u32,
     timeout: Duration,
 ) -> (BTreeMap<u32, TaskResult>, usize) {
-    let conn = amqp::connect(&amqp_url(), "executant tests").await.unwrap();
+    collect_results_from(&amqp_url(), project, count, timeout)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`collect_results`] on the broker at `url`; an error says how many results came.
+pub async fn collect_results_from(
+    url: &str,
+    project: &str,
+    count: u32,
+    timeout: Duration,
+) -> Result<(BTreeMap<u32, TaskResult>, usize), String> {
+    let conn = amqp::connect(url, "executant tests").await.unwrap();
     let channel = conn.create_channel().await.unwrap();
     let queue = amqp::declare_results(&channel, project).await.unwrap();
     let mut consumer = channel
@@ -114,9 +131,12 @@ pub async fn collect_results(
     let deadline = Instant::now() + timeout;
     while (results.len() as u32) < count {
         let left = deadline.saturating_duration_since(Instant::now());
-        let next = tokio::time::timeout(left, consumer.next())
-            .await
-            .unwrap_or_else(|_| panic!("{project}: only {} of {count} results", results.len()));
+        let Ok(next) = tokio::time::timeout(left, consumer.next()).await else {
+            return Err(format!(
+                "{project}: only {} of {count} results",
+                results.len()
+            ));
+        };
         let delivery = next.expect("results consumer ended").unwrap();
         let result = TaskResult::from_json(&delivery.data).unwrap();
         assert_eq!(result.project, project);
@@ -126,7 +146,7 @@ pub async fn collect_results(
         delivery.ack(BasicAckOptions::default()).await.unwrap();
     }
     let _ = conn.close(200, "done".into()).await;
-    (results, duplicates)
+    Ok((results, duplicates))
 }
 
 /// The vhost of the tests' broker URL (`/` when it names none).
