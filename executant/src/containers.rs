@@ -2,25 +2,22 @@
 //! started, judged on exit, and removed.
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bollard::container::{AttachContainerResults, LogOutput};
+use bollard::container::AttachContainerResults;
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptions, EventsOptionsBuilder,
     KillContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
 };
 use bollard::Docker;
-use futures_util::{Stream, StreamExt};
-use tokio::io::AsyncWrite;
+use futures_util::StreamExt;
+use time::format_description::well_known::Rfc3339;
 
 use crate::config::Config;
-use crate::runner::{RunError, MAX_OUTPUT_BYTES};
+use crate::error::RunError;
 use crate::sandbox::{self, ContainerSpec};
-
-/// How much of a failing task's standard error goes into its reason.
-const STDERR_TAIL: usize = 512;
+use crate::session::Session;
 
 /// How a container exited, as the engine reports it.
 pub(crate) struct Exit {
@@ -32,16 +29,6 @@ pub(crate) struct Exit {
     created: Option<String>,
 }
 
-/// A worker container serving tasks on its standard input, one JSON line each.
-pub(crate) struct Session {
-    pub(crate) id: String,
-    pub(crate) input: Pin<Box<dyn AsyncWrite + Send>>,
-    output: Pin<Box<dyn Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>,
-    buffer: Vec<u8>,
-    pub(crate) stderr: Vec<u8>,
-    pub(crate) served: u32,
-}
-
 /// The engine and the settings containers are made with; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Containers {
@@ -50,12 +37,12 @@ pub(crate) struct Containers {
 }
 
 impl Containers {
-    /// Starts a worker container that serves up to `--reuse` tasks on its standard input.
-    pub(crate) async fn start_session(&self) -> Result<Session, RunError> {
+    /// Starts a worker container that serves up to `budget` tasks on its standard input.
+    pub(crate) async fn start_session(&self, budget: u32) -> Result<Session, RunError> {
         let cmd = vec![
             "serve".to_string(),
             "--max-tasks".to_string(),
-            self.config.reuse.to_string(),
+            budget.to_string(),
         ];
         let spec = ContainerSpec {
             image: &self.config.worker_image,
@@ -65,14 +52,7 @@ impl Containers {
             executant: &self.config.name,
         };
         let (id, attached) = self.create_and_start(&spec).await?;
-        Ok(Session {
-            id,
-            input: attached.input,
-            output: attached.output,
-            buffer: Vec::new(),
-            stderr: Vec::new(),
-            served: 0,
-        })
+        Ok(Session::new(id, attached))
     }
 
     /// Creates a container, checks its sandbox, attaches to it and starts it.
@@ -253,8 +233,6 @@ impl Containers {
     }
 }
 
-use time::format_description::well_known::Rfc3339;
-
 impl Containers {
     /// Whether another executant's container was abandoned by an executant that died: it
     /// stopped long enough ago that nobody is about to read its exit status, or it has run
@@ -280,41 +258,3 @@ impl Containers {
 
 /// How long a stopped task container may stay before another executant removes it.
 const ABANDONED_AFTER: time::Duration = time::Duration::seconds(30);
-
-/// Reads the next line the worker wrote; `None` when its output ended.
-pub(crate) async fn read_line(session: &mut Session) -> Result<Option<Vec<u8>>, RunError> {
-    loop {
-        if let Some(pos) = session.buffer.iter().position(|&b| b == b'\n') {
-            let rest = session.buffer.split_off(pos + 1);
-            let mut line = std::mem::replace(&mut session.buffer, rest);
-            line.pop();
-            return Ok(Some(line));
-        }
-        match session.output.next().await {
-            Some(Ok(LogOutput::StdOut { message })) => {
-                session.buffer.extend_from_slice(&message);
-                if session.buffer.len() > MAX_OUTPUT_BYTES {
-                    return Err(RunError::Lost("the worker's answer is too long".into()));
-                }
-            }
-            Some(Ok(LogOutput::StdErr { message })) => keep_tail(&mut session.stderr, &message),
-            Some(Ok(_)) => {}
-            Some(Err(e)) => return Err(RunError::Engine(e)),
-            None => return Ok(None),
-        }
-    }
-}
-
-pub(crate) fn keep_tail(buffer: &mut Vec<u8>, message: &[u8]) {
-    buffer.extend_from_slice(message);
-    if buffer.len() > STDERR_TAIL {
-        buffer.drain(..buffer.len() - STDERR_TAIL);
-    }
-}
-
-pub(crate) fn timeout_reason(timeout: Duration) -> String {
-    format!(
-        "timed out after {} s (wall-clock limit); the container was killed",
-        timeout.as_secs()
-    )
-}

@@ -7,12 +7,14 @@
 pub mod config;
 mod containers;
 pub mod disposition;
+mod error;
 mod handle;
 mod lanes;
 mod publisher;
 pub mod runner;
 pub mod sandbox;
 pub mod script;
+mod session;
 
 use std::future::Future;
 use std::sync::Arc;
