@@ -191,11 +191,12 @@ impl Context {
 
     async fn settle(&self, delivery: &Delivery, published: Result<(), PublishError>) {
         match published {
-            Ok(()) => {
-                if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
-                    tracing::warn!(error = %e, "ack failed; the task will be redelivered (its duplicate result is ignored)");
-                }
-            }
+            // An ack on a channel that is gone is not sent (`Ok(false)`), not an error.
+            Ok(()) => match delivery.ack(BasicAckOptions::default()).await {
+                Ok(true) => {}
+                Ok(false) => tracing::warn!("ack not sent (the consume channel is gone); the task will be redelivered (its duplicate result is ignored)"),
+                Err(e) => tracing::warn!(error = %e, "ack failed; the task will be redelivered (its duplicate result is ignored)"),
+            },
             Err(e) => {
                 tracing::warn!(error = %e, "outcome not confirmed by the broker; returning the task");
                 self.nack(delivery).await;

@@ -190,7 +190,6 @@ type Session = (
 /// Connects (consumer and publisher on separate connections: a blocked publisher must not
 /// stop acks), declares the topology and starts consuming with prefetch = concurrency.
 async fn open_session(config: &Config) -> Result<Session, amqp::BrokerError> {
-    let op = |op| move |source| amqp::BrokerError::Operation { op, source };
     let consume_conn = amqp::connect_with_backoff(
         &config.amqp_url,
         &format!("executant {} consume", config.name),
@@ -203,6 +202,27 @@ async fn open_session(config: &Config) -> Result<Session, amqp::BrokerError> {
         config.confirm_timeout,
     ));
     publisher.ensure().await;
+    let consuming = start_consuming(config, &consume_conn).await;
+    match consuming {
+        Ok((channel, consumer)) => {
+            tracing::info!(url = %amqp::redact_url(&config.amqp_url), "consuming todo");
+            Ok((consume_conn, publisher, channel, consumer))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "starting the consumer failed; retrying");
+            let _ = consume_conn.close(200, "retrying".into()).await;
+            publisher.close().await;
+            Err(e)
+        }
+    }
+}
+
+/// Declares the topology and starts consuming `todo` with prefetch = concurrency.
+async fn start_consuming(
+    config: &Config,
+    consume_conn: &lapin::Connection,
+) -> Result<(lapin::Channel, lapin::Consumer), amqp::BrokerError> {
+    let op = |op| move |source| amqp::BrokerError::Operation { op, source };
     let channel = consume_conn
         .create_channel()
         .await
@@ -221,6 +241,5 @@ async fn open_session(config: &Config) -> Result<Session, amqp::BrokerError> {
         )
         .await
         .map_err(op("consume todo"))?;
-    tracing::info!(url = %amqp::redact_url(&config.amqp_url), "consuming todo");
-    Ok((consume_conn, publisher, channel, consumer))
+    Ok((channel, consumer))
 }
