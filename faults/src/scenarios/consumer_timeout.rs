@@ -8,14 +8,14 @@ use super::Run;
 use crate::harness::{self, ConsumerTimeout, Env};
 use crate::{Row, Size};
 
-/// The lowered timeout. The broker checks it about once a minute, so a channel goes within
-/// 10 to 70 seconds of holding a delivery too long.
+/// The lowered timeout (the broker's channels tick every second meanwhile, so a channel goes
+/// about 10 seconds after it last acked a delivery it holds).
 const TIMEOUT_MS: u64 = 10_000;
 
 /// How long the executant may stay frozen waiting for the broker to act.
 const FREEZE_BOUND: Duration = Duration::from_secs(150);
 
-/// One timeout at every size (each costs about a minute of waiting).
+/// One timeout at every size.
 pub fn consumer_timeout(env: &Env, size: Size) -> Row {
     // Set before the executant opens its channels: the broker reads it per channel.
     let timeout = ConsumerTimeout::set(TIMEOUT_MS);
