@@ -119,7 +119,7 @@ impl Context {
                     tokio::time::sleep(engine_delay).await;
                     engine_delay = (engine_delay * 2).min(Duration::from_secs(10));
                 }
-                Err(e) if attempt >= amqp::DELIVERY_LIMIT => {
+                Err(e) if amqp::is_last_delivery(&delivery.properties) => {
                     let reason = format!("gave up after {attempt} attempts, the last: {e}");
                     tracing::error!(task = %task.id(), %reason, "task failed for good");
                     self.report(delivery, TaskResult::failed(&task, reason), received)

@@ -105,6 +105,7 @@ async fn burn_deliveries(url: &str, project: &str) -> usize {
             .unwrap_or_default();
         let count = amqp::delivery_count(&d.properties);
         if mid.starts_with(&prefix) && count + 1 >= amqp::DELIVERY_LIMIT {
+            // One return short of the limit: the next delivery is the last.
             // Kept unacked: closing the channel returns it once more, which leaves it one
             // delivery short of being dead-lettered.
             held.insert(mid);
