@@ -1,6 +1,8 @@
 //! Integration tests of the executant against the real RabbitMQ and Docker engine.
 
 mod cli;
+mod consumer_timeout;
+mod reconnect;
 mod run;
 mod script;
 mod support;
