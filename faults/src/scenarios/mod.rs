@@ -144,7 +144,10 @@ impl<'e> Run<'e> {
             executant_args.iter().map(|a| a.to_string()).collect();
         // Scripts of this run's workspace only (every executant of the run, respawned ones
         // too): the executant fetches no script repository it was not told about.
-        executant_args.push(format!("--allow-script-repo={}", ws.join("tasks").display()));
+        executant_args.push(format!(
+            "--allow-script-repo={}",
+            ws.join("tasks").display()
+        ));
         Run {
             env,
             size,
