@@ -1,0 +1,92 @@
+//! One follower per project and workspace: an advisory lock on
+//! `<workspace>/.projects/<project>.lock`, held while a client records, publishes or follows
+//! the project, and released by the kernel if the client dies. The file says who holds it.
+//!
+//! Followers on other machines (another copy of the workspace) are kept out by the broker
+//! instead: the follower's consumer on `results.<project>` is exclusive.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, Write};
+use std::path::PathBuf;
+
+/// Why the project's lock was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another client holds it.
+    #[error("project {project} is already being followed by {holder}; wait for it to finish or stop it, then `commanditaire resume {project}`")]
+    Held {
+        /// The project.
+        project: String,
+        /// Who holds it, as it wrote itself down (pid, host, since when).
+        holder: String,
+    },
+    /// The lock file could not be used.
+    #[error("project lock {path}: {source}")]
+    Io {
+        /// The lock file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// The lock on one project, held until dropped.
+#[derive(Debug)]
+pub struct ProjectLock {
+    _file: File,
+}
+
+impl ProjectLock {
+    /// Takes the lock of `project` in the workspace at `root`, or says who holds it.
+    pub fn acquire(root: &std::path::Path, project: &str) -> Result<ProjectLock, LockError> {
+        let dir = root.join(".projects");
+        let path = dir.join(format!("{project}.lock"));
+        let io = |source| LockError::Io {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.trim();
+                return Err(LockError::Held {
+                    project: project.to_string(),
+                    holder: if holder.is_empty() {
+                        "another client".into()
+                    } else {
+                        holder.to_string()
+                    },
+                });
+            }
+            Err(TryLockError::Error(e)) => return Err(io(e)),
+        }
+        let me = format!(
+            "commanditaire pid {} on {} since {}\n",
+            std::process::id(),
+            hostname(),
+            crate::tracking::now_rfc3339()
+        );
+        file.set_len(0).map_err(io)?;
+        file.rewind().map_err(io)?;
+        file.write_all(me.as_bytes()).map_err(io)?;
+        Ok(ProjectLock { _file: file })
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "this host".into())
+}
