@@ -66,11 +66,13 @@ pub fn result(result: &ProjectResult, run: &commanditaire::RunReport, json: bool
     }
     for failed in &result.failed {
         // A reason may carry the task's own stderr: never let it drive the terminal.
-        eprintln!(
-            "task {} failed: {}",
-            failed.index,
-            printable(&failed.reason)
-        );
+        let reason = printable(&failed.reason);
+        if failed.index == u32::MAX {
+            // Not one task's failure: the reassembly's (an overflow, mismatched kinds).
+            eprintln!("project {}: {reason}", result.project);
+        } else {
+            eprintln!("task {} failed: {reason}", failed.index);
+        }
     }
     if run.junk > 0 {
         eprintln!(

@@ -137,21 +137,28 @@ pub struct Tracker {
 
 impl Tracker {
     /// Starts tracking `project`, with the results already committed by an earlier run:
-    /// the batches and retry records of `<project>/results/`, replayed in their order.
+    /// the batches of `<project>/results/` and the retry records of `<project>/retries/`,
+    /// replayed in their shared numbering.
     pub fn load(ws: &Workspace, project: Project, policy: BatchPolicy) -> Tracker {
         let id = project.id.clone();
         let mut reassembly = Reassembly::new(project);
-        let folder = results_folder(&id);
-        // Tree entries come sorted by name, and every name starts with its number.
-        for entry in ws.list_at_head("tracking", &folder) {
-            let Some(bytes) = ws.read_at_head("tracking", &format!("{folder}/{entry}")) else {
+        // Batches and retry records share one numbering: replay them in its order.
+        let mut records: Vec<(String, bool)> = Vec::new();
+        for (folder, retry) in [(results_folder(&id), false), (retries_folder(&id), true)] {
+            for entry in ws.list_at_head("tracking", &folder) {
+                records.push((format!("{folder}/{entry}"), retry));
+            }
+        }
+        records.sort_by(|a, b| file_name(&a.0).cmp(file_name(&b.0)));
+        for (path, retry) in records {
+            let Some(bytes) = ws.read_at_head("tracking", &path) else {
                 continue;
             };
-            if entry.ends_with(RETRY_SUFFIX) {
+            if retry {
                 let retry: RetryRecord = match serde_json::from_slice(&bytes) {
                     Ok(r) => r,
                     Err(e) => {
-                        tracing::warn!(file = %entry, error = %e, "unreadable retry record");
+                        tracing::warn!(file = %path, error = %e, "unreadable retry record");
                         continue;
                     }
                 };
@@ -307,6 +314,7 @@ impl Tracker {
         // lock: a batch is never written over another.
         self.ws.commit_numbered(
             "tracking",
+            &[&results_folder(&id), &retries_folder(&id)],
             &results_folder(&id),
             BATCH_SUFFIX,
             lines,
@@ -320,7 +328,7 @@ impl Tracker {
     }
 
     /// Gives every failed task of the project another chance (`resume --retry-failed`):
-    /// commits a retry record (`<project>/results/NNNNNN.retry.json`, in the batches'
+    /// commits a retry record (`<project>/retries/NNNNNN.json`, numbered in the batches'
     /// sequence) after which those tasks have no outcome, so the next outcome of each counts.
     /// Returns the tasks to publish again.
     pub fn retry_failed(&mut self) -> Result<Vec<tasks::Task>, WorkspaceError> {
@@ -360,7 +368,8 @@ impl Tracker {
         );
         self.ws.commit_numbered(
             "tracking",
-            &results_folder(&id),
+            &[&results_folder(&id), &retries_folder(&id)],
+            &retries_folder(&id),
             RETRY_SUFFIX,
             pretty(&record),
             &[(progress_path(&id), pretty(&progress))],
@@ -415,11 +424,20 @@ impl Tracker {
 
 /// The extension of a batch of results in `<project>/results/`.
 const BATCH_SUFFIX: &str = "jsonl";
-/// The extension of a retry record in `<project>/results/`.
-const RETRY_SUFFIX: &str = "retry.json";
+/// The extension of a retry record in `<project>/retries/`.
+const RETRY_SUFFIX: &str = "json";
 
 fn results_folder(id: &str) -> String {
     format!("{id}/results")
+}
+
+/// Retry records live apart from the batches, which readers take as lines of results.
+fn retries_folder(id: &str) -> String {
+    format!("{id}/retries")
+}
+
+fn file_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
 }
 
 /// A retry record: the failed outcomes it voids, with their reasons for the record.

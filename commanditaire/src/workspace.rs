@@ -5,7 +5,8 @@
 //! - `tasks/P/project.json` (what was asked) and `tasks/P/tasks.jsonl` (one task per line);
 //! - `config/P/config.json` (images and limits the project ran with);
 //! - `tracking/P/progress.json` and `tracking/P/results/NNNNNN.jsonl` (one file per batch of
-//!   results, so each commit adds a small file and history grows linearly);
+//!   results, so each commit adds a small file and history grows linearly), and
+//!   `tracking/P/retries/NNNNNN.json` (`resume --retry-failed`, numbered in the same sequence);
 //! - `results/P/result.json` (the reassembled outcome).
 //!
 //! Each repository is created on branch `main`; [`crate::remote`] pushes that branch.
@@ -135,12 +136,14 @@ impl Workspace {
     }
 
     /// Commits `content` as a new file `folder/NNNNNN.suffix` (with `files`), numbered one
-    /// past the highest number in `folder` at HEAD, read under the workspace lock: two
-    /// writers never pick the same number, and a recorded file is never replaced. Returns
-    /// the commit id and the file's path.
+    /// past the highest number in the `sequence` folders (which include `folder`) at HEAD,
+    /// read under the workspace lock: two writers never pick the same number, and a
+    /// recorded file is never replaced. Returns the commit id and the file's path.
+    #[allow(clippy::too_many_arguments)]
     pub fn commit_numbered(
         &self,
         name: &str,
+        sequence: &[&str],
         folder: &str,
         suffix: &str,
         content: Vec<u8>,
@@ -148,9 +151,9 @@ impl Workspace {
         message: &str,
     ) -> Result<(git2::Oid, String), WorkspaceError> {
         self.locked(|| {
-            let next = self
-                .list_at_head(name, folder)
+            let next = sequence
                 .iter()
+                .flat_map(|f| self.list_at_head(name, f))
                 .filter_map(|entry| entry.get(..6)?.parse::<u64>().ok())
                 .max()
                 .unwrap_or(0)

@@ -33,24 +33,7 @@ pub fn client_json_within(
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Read both pipes while waiting (a full pipe would block the client).
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || tx.send(child.wait_with_output().unwrap()));
-    let out = match rx.recv_timeout(timeout) {
-        Ok(out) => out,
-        Err(_) => {
-            let _ = std::process::Command::new("kill")
-                .args(["-9", &pid.to_string()])
-                .status();
-            let out = rx.recv().unwrap();
-            panic!(
-                "`{}` made no end in {timeout:?}: stderr {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-    };
+    let out = wait_within(child, timeout, &args.join(" "));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
         panic!(
@@ -59,6 +42,27 @@ pub fn client_json_within(
         )
     });
     (out.status.code().unwrap_or(-1), value, out)
+}
+
+/// Waits for `child` (its pipes read meanwhile: a full pipe would block it), killing it and
+/// failing after `timeout`.
+pub fn wait_within(child: std::process::Child, timeout: Duration, what: &str) -> Output {
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output().unwrap()));
+    match rx.recv_timeout(timeout) {
+        Ok(out) => out,
+        Err(_) => {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
+            let out = rx.recv().unwrap();
+            panic!(
+                "`{what}` made no end in {timeout:?}: stderr {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
 }
 
 /// The file at `rel` in repository `repo` at HEAD.

@@ -163,4 +163,31 @@ fn a_task_dead_lettered_by_the_delivery_limit_fails_its_project_and_can_be_retri
         log[0].starts_with("Project dead complete: 2/2 tasks"),
         "{log:?}"
     );
+    // The retry record names the task and its old reason; batches stay lines of results.
+    let repo = git2::Repository::open(dir.path().join("tracking")).unwrap();
+    let tree = repo.head().unwrap().peel_to_tree().unwrap();
+    let folder = |rel: &str| {
+        let entry = tree.get_path(std::path::Path::new(rel)).unwrap();
+        let sub = repo.find_tree(entry.id()).unwrap();
+        sub.iter()
+            .map(|e| {
+                let blob = repo.find_blob(e.id()).unwrap();
+                (e.name().unwrap().to_string(), blob.content().to_vec())
+            })
+            .collect::<Vec<_>>()
+    };
+    let retries = folder("dead/retries");
+    assert_eq!(retries.len(), 1, "{retries:?}");
+    let record: serde_json::Value = serde_json::from_slice(&retries[0].1).unwrap();
+    assert_eq!(record["retry"], serde_json::json!([0]));
+    assert!(record["failed"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("delivery_limit"));
+    for (name, content) in folder("dead/results") {
+        assert!(name.ends_with(".jsonl"), "{name}");
+        for line in content.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            TaskResult::from_json(line).unwrap();
+        }
+    }
 }

@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use lapin::options::BasicConsumeOptions;
 use lapin::types::FieldTable;
 
-use crate::broker::{client_json_within, forget_results_queue, with_channel};
+use crate::broker::{client_json_within, forget_results_queue, wait_within, with_channel};
 use crate::support::{client, client_json, Executant};
 
 /// Every change to `<project>/results/` in the tracking history adds a file; none modifies
@@ -98,7 +98,8 @@ fn two_followers_of_one_project_one_is_refused_and_no_batch_is_replaced() {
     );
 
     let executant = Executant::start(16);
-    let out = followers.pop().unwrap().wait_with_output().unwrap();
+    let last = followers.pop().unwrap();
+    let out = wait_within(last, Duration::from_secs(180), "the remaining follower");
     drop(executant);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(out.status.code(), Some(0), "{json}");

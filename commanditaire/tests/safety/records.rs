@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::broker::read_head;
+use crate::broker::{read_head, wait_within};
 use crate::support::{client, client_json, git_log, Executant};
 
 #[test]
@@ -88,7 +88,7 @@ fn stale_git_locks_left_by_a_crash_are_cleared() {
 fn a_task_stderr_never_reaches_the_terminal_raw() {
     let _executant = Executant::start(1);
     let ws = tempfile::tempdir().unwrap();
-    let mut child = client(ws.path())
+    let child = client(ws.path())
         .args([
             "exec",
             "--id",
@@ -102,15 +102,7 @@ fn a_task_stderr_never_reaches_the_terminal_raw() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while child.try_wait().unwrap().is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the client made no end"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let out = child.wait_with_output().unwrap();
+    let out = wait_within(child, Duration::from_secs(120), "exec noisy");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(err.contains("task 0 failed"), "{err}");
