@@ -84,6 +84,31 @@ pub fn redact_url(url: &str) -> String {
     url.split(',').map(redact_one).collect::<Vec<_>>().join(",")
 }
 
+/// [`redact_url`] applied to every `scheme://` URL found in free text (a library's error
+/// message that quotes the URL it failed on, say).
+pub fn redact_urls_in(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let start = i + 3;
+        let end = rest[start..]
+            .find(|c: char| c == '/' || c.is_whitespace() || "?#\"'()<>,;".contains(c))
+            .map_or(rest.len(), |e| start + e);
+        let authority = &rest[start..end];
+        out.push_str(&rest[..start]);
+        match authority.rfind('@') {
+            Some(at) => {
+                out.push_str("***");
+                out.push_str(&authority[at..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 fn redact_one(url: &str) -> String {
     let (head, rest) = match url.find("://") {
         Some(i) => url.split_at(i + 3),
@@ -563,5 +588,11 @@ mod tests {
         for (url, shown) in table {
             assert_eq!(redact_url(url), shown, "{url}");
         }
+        assert_eq!(
+            super::redact_urls_in(
+                "error sending request for url (https://me:ghp_x@api.example/user): refused; see http://host/a@b"
+            ),
+            "error sending request for url (https://***@api.example/user): refused; see http://host/a@b"
+        );
     }
 }

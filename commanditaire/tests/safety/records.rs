@@ -61,6 +61,34 @@ fn a_token_in_a_remote_url_is_never_printed_nor_recorded() {
 }
 
 #[test]
+fn credentials_in_the_github_api_url_are_never_printed() {
+    let ws = tempfile::tempdir().unwrap();
+    let out = client(ws.path())
+        .env("GITHUB_TOKEN", "ghp_tokenvalue")
+        .env("GITHUB_API_URL", "https://someone:apisecret@127.0.0.1:1/")
+        .args([
+            "--github-owner",
+            "me",
+            "nqueens",
+            "6",
+            "--local",
+            "--id",
+            "gh",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("GitHub API at https://***@127.0.0.1:1/"),
+        "{err}"
+    );
+    for secret in ["apisecret", "someone", "ghp_tokenvalue"] {
+        assert!(!err.contains(secret), "{secret} leaked: {err}");
+    }
+}
+
+#[test]
 fn stale_git_locks_left_by_a_crash_are_cleared() {
     let ws = tempfile::tempdir().unwrap();
     let (code, json, _) = client_json(ws.path(), &["nqueens", "6", "--local", "--id", "first"]);
