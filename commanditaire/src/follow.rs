@@ -168,12 +168,22 @@ pub async fn follow(
                     }
                     if lost.due(&probe, &queue, last_delivery, tracker).await {
                         let tasks = tracker.remaining();
-                        crate::broker::publish(url, &project, &tasks).await?;
-                        seen.republished += tasks.len();
-                        watcher.warn(&format!(
-                            "{} tasks had no outcome and were in no queue: published them again (a task run twice counts once)",
-                            tasks.len()
-                        ));
+                        match crate::broker::publish(url, &project, &tasks).await {
+                            Ok(()) => {
+                                seen.republished += tasks.len();
+                                watcher.warn(&format!(
+                                    "{} tasks had no outcome and were in no queue: published them again (a task run twice counts once)",
+                                    tasks.len()
+                                ));
+                            }
+                            Err(e) => {
+                                watcher.warn(&format!(
+                                    "cannot publish the {} lost tasks again yet ({e}); will retry",
+                                    tasks.len()
+                                ));
+                                lost.retry_soon();
+                            }
+                        }
                     }
                 }
             }
@@ -249,6 +259,11 @@ impl LostTasks {
     /// A new outcome came: tasks are flowing.
     fn progress(&mut self) {
         self.quick = false;
+    }
+
+    /// Publishing the lost tasks failed: look again at the next probe.
+    fn retry_soon(&mut self) {
+        self.quick = true;
     }
 
     /// Whether the outstanding tasks should be published again now.

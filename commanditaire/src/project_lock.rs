@@ -20,6 +20,14 @@ pub enum LockError {
         /// Who holds it, as it wrote itself down (pid, host, since when).
         holder: String,
     },
+    /// The id cannot name a lock file (it would not name a project either).
+    #[error("project id {id:?}: {reason}")]
+    InvalidId {
+        /// The id given.
+        id: String,
+        /// Why it is not one.
+        reason: String,
+    },
     /// The lock file could not be used.
     #[error("project lock {path}: {source}")]
     Io {
@@ -39,6 +47,11 @@ pub struct ProjectLock {
 impl ProjectLock {
     /// Takes the lock of `project` in the workspace at `root`, or says who holds it.
     pub fn acquire(root: &std::path::Path, project: &str) -> Result<ProjectLock, LockError> {
+        // The id becomes a file name: never a path.
+        tasks::model::validate_project_id(project).map_err(|e| LockError::InvalidId {
+            id: project.to_string(),
+            reason: e.to_string(),
+        })?;
         let dir = root.join(".projects");
         let path = dir.join(format!("{project}.lock"));
         let io = |source| LockError::Io {
