@@ -32,6 +32,24 @@ pub fn classify(project: &str, body: &[u8], props: &BasicProperties) -> Incoming
                 return Incoming::DeadLettered(TaskResult::failed(&task, reason));
             }
         }
+        // A body an executant could not read: the message id still names the task.
+        let id = props
+            .message_id()
+            .as_ref()
+            .map(|s| s.as_str())
+            .unwrap_or("");
+        if let Some((p, index)) = amqp::task_of_message_id(id) {
+            if p == project {
+                return Incoming::DeadLettered(TaskResult {
+                    schema: tasks::SCHEMA_VERSION,
+                    project: project.to_string(),
+                    index,
+                    outcome: tasks::Outcome::Failed { reason },
+                    duration_ms: 0,
+                    executor: None,
+                });
+            }
+        }
     }
     Incoming::Junk(format!("not a result: {not_a_result}"))
 }
@@ -78,6 +96,12 @@ mod tests {
             classify("p", &task().to_json(), &none),
             Incoming::Junk(_)
         ));
+        // Unreadable, dead-lettered by an executant: the message id names the task.
+        let props = tasks::amqp::properties("p/4", Some("unreadable task: malformed JSON"));
+        match classify("p", b"{oops", &props) {
+            Incoming::DeadLettered(r) => assert_eq!(r.index, 4),
+            other => panic!("{other:?}"),
+        }
         match classify("p", &task().to_json(), &dead_props("delivery_limit")) {
             Incoming::DeadLettered(r) => match r.outcome {
                 tasks::Outcome::Failed { reason } => {

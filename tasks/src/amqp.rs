@@ -342,7 +342,10 @@ pub struct Message<'a> {
     pub reason: Option<&'a str>,
 }
 
-/// The properties every message of the platform carries.
+/// The properties every message of the platform carries. A message dead-lettered by a
+/// client (`reason` set) whose id names a task (`<project>/<index>`) also carries that
+/// project in [`PROJECT_HEADER`], so that it reaches the project's client even when its
+/// body cannot be read.
 pub fn properties(message_id: &str, reason: Option<&str>) -> BasicProperties {
     let mut props = BasicProperties::default()
         .with_content_type(ShortString::from(CONTENT_TYPE))
@@ -354,9 +357,23 @@ pub fn properties(message_id: &str, reason: Option<&str>) -> BasicProperties {
             REASON_HEADER.into(),
             AMQPValue::LongString(LongString::from(reason)),
         );
+        if let Some((project, _)) = task_of_message_id(message_id) {
+            headers.insert(
+                PROJECT_HEADER.into(),
+                AMQPValue::LongString(LongString::from(project)),
+            );
+        }
         props = props.with_headers(headers);
     }
     props
+}
+
+/// The project and index a task's message id (`<project>/<index>`, see
+/// [`crate::Task::id`]) names, if it names one.
+pub fn task_of_message_id(message_id: &str) -> Option<(&str, u32)> {
+    let (project, index) = message_id.split_once('/')?;
+    crate::model::validate_project_id(project).ok()?;
+    Some((project, index.parse().ok()?))
 }
 
 /// The properties of a task published to `todo`: the platform's, and the task's project in

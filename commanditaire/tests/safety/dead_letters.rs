@@ -129,7 +129,7 @@ fn a_task_dead_lettered_by_the_delivery_limit_fails_its_project_and_can_be_retri
         "the broker delivered the task {deliveries} times"
     );
 
-    let (code, json, out) =
+    let (code, json, _) =
         client_json_within(dir.path(), &["resume", "dead"], Duration::from_secs(60));
     assert_eq!(code, 3, "{json}");
     let failed = json["failed"].as_array().unwrap();
@@ -138,7 +138,6 @@ fn a_task_dead_lettered_by_the_delivery_limit_fails_its_project_and_can_be_retri
     let reason = failed[0]["reason"].as_str().unwrap();
     assert!(reason.contains("delivery_limit"), "{reason}");
     assert_eq!(json["published"], 0, "{json}");
-    let _ = out;
 
     // Asked to, resume runs the failed task again; its new outcome replaces the failure.
     let _executant = Executant::start(1);
@@ -190,4 +189,36 @@ fn a_task_dead_lettered_by_the_delivery_limit_fails_its_project_and_can_be_retri
             TaskResult::from_json(line).unwrap();
         }
     }
+}
+
+#[test]
+fn a_task_an_executant_cannot_read_fails_its_project_with_the_executant_reason() {
+    forget_results_queue("unreadable");
+    let dir = tempfile::tempdir().unwrap();
+    let ws = Workspace::open_or_init(dir.path()).unwrap();
+    let project = echo_project("unreadable", 1);
+    tracking::record_project(&ws, &project, &serde_json::json!({})).unwrap();
+    Tracker::load(&ws, project.clone(), BatchPolicy::default())
+        .mark_published()
+        .unwrap();
+    // Task 0's message, damaged on the way: an executant dead-letters it with its reason.
+    with_channel(async |ch| {
+        amqp::declare_todo(ch).await.unwrap();
+        amqp::declare_results(ch, "unreadable").await.unwrap();
+        amqp::publish_todo(ch, &project.tasks[0].id(), b"{\"schema\":1,\"proj")
+            .await
+            .unwrap();
+    });
+    let _executant = Executant::start(1);
+    let (code, json, _) = client_json_within(
+        dir.path(),
+        &["resume", "unreadable"],
+        Duration::from_secs(120),
+    );
+    assert_eq!(code, 3, "{json}");
+    let failed = json["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 1, "{json}");
+    assert_eq!(failed[0]["index"], 0);
+    let reason = failed[0]["reason"].as_str().unwrap();
+    assert!(reason.contains("unreadable task"), "{reason}");
 }
