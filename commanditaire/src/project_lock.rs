@@ -6,7 +6,7 @@
 //! instead: the follower's consumer on `results.<project>` is exclusive.
 
 use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{Read, Seek, Write};
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
 /// Why the project's lock was not taken.
@@ -59,7 +59,7 @@ impl ProjectLock {
             source,
         };
         std::fs::create_dir_all(&dir).map_err(io)?;
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .read(true)
@@ -69,31 +69,42 @@ impl ProjectLock {
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
-                let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
-                let holder = holder.trim();
                 return Err(LockError::Held {
                     project: project.to_string(),
-                    holder: if holder.is_empty() {
-                        "another client".into()
-                    } else {
-                        holder.to_string()
-                    },
-                });
+                    holder: read_holder(&path),
+                })
             }
             Err(TryLockError::Error(e)) => return Err(io(e)),
         }
+        // One write of a fixed-size record, never a truncation first: a client reading
+        // the file meanwhile sees the previous holder or this one, never nothing.
         let me = format!(
-            "commanditaire pid {} on {} since {}\n",
+            "commanditaire pid {} on {} since {}",
             std::process::id(),
             hostname(),
             crate::tracking::now_rfc3339()
         );
-        file.set_len(0).map_err(io)?;
-        file.rewind().map_err(io)?;
-        file.write_all(me.as_bytes()).map_err(io)?;
+        let record = format!("{me:<HOLDER_BYTES$}\n");
+        file.write_all_at(record.as_bytes(), 0).map_err(io)?;
         Ok(ProjectLock { _file: file })
     }
+}
+
+/// The size of the holder record (padded with spaces).
+const HOLDER_BYTES: usize = 255;
+
+/// Who holds a lock, as written in its file; a lock file just created may still be empty
+/// for a moment, so an empty read is tried again briefly.
+fn read_holder(path: &std::path::Path) -> String {
+    for _ in 0..20 {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let text = text.trim();
+        if !text.is_empty() {
+            return text.to_string();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    "another client".into()
 }
 
 fn hostname() -> String {
