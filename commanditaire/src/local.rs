@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
-use tasks::{Task, TaskOutput, TaskResult, TaskSpec};
+use tasks::{Task, TaskResult};
 
 /// Computes every task not yet done on `threads` threads, handing each result to `sink` on
 /// the calling thread (which records it).
@@ -30,20 +30,7 @@ pub fn compute(tasks: &[Task], threads: usize, mut sink: impl FnMut(TaskResult))
 }
 
 fn compute_one(task: &Task) -> TaskResult {
-    let start = std::time::Instant::now();
-    let mut result = match &task.spec {
-        TaskSpec::Nqueens { n, prefix, .. } => {
-            match tasks::nqueens::count_completions(*n, prefix) {
-                Ok(solutions) => TaskResult::ok(task, TaskOutput::Nqueens { solutions }),
-                Err(e) => TaskResult::failed(task, e.to_string()),
-            }
-        }
-        TaskSpec::Exec(_) => TaskResult::failed(
-            task,
-            "exec tasks run in containers: --local cannot run them (start an executant)",
-        ),
-    };
-    result.duration_ms = start.elapsed().as_millis() as u64;
+    let mut result = tasks::compute::compute(task);
     result.executor = Some("local".into());
     result
 }

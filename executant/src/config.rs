@@ -10,6 +10,10 @@ pub const DEFAULT_WORKER_IMAGE: &str = "taskplatform/worker:latest";
 /// `consumer_timeout`); a task must finish well before, or its result could not be acked.
 pub const BROKER_CONSUMER_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
+/// The most of the consumer timeout kept back for starting a container and publishing the
+/// result (a quarter of it when the timeout is short).
+pub const CONSUMER_TIMEOUT_MARGIN: Duration = Duration::from_secs(60);
+
 /// Resource limits of every task container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -21,6 +25,12 @@ pub struct Limits {
     pub pids: i64,
     /// Size of the writable tmpfs mounted on /tmp, in MiB.
     pub tmpfs_mib: u32,
+    /// Open files per process (`nofile` ulimit, soft and hard).
+    pub nofile: i64,
+    /// Processes of the task user (`nproc` ulimit, soft and hard). The kernel counts them
+    /// per user across every container of the host (tasks all run as nobody), so it is a
+    /// backstop above `pids`, which bounds one container.
+    pub nproc: i64,
 }
 
 impl Default for Limits {
@@ -30,6 +40,8 @@ impl Default for Limits {
             nano_cpus: 1_000_000_000,
             pids: 64,
             tmpfs_mib: 64,
+            nofile: 1024,
+            nproc: 4096,
         }
     }
 }
@@ -57,6 +69,11 @@ pub struct Config {
     pub limits: Limits,
     /// How long a shutdown waits for tasks in flight before returning them to the queue.
     pub shutdown_grace: Duration,
+    /// The broker's `consumer_timeout`: no delivery is held longer than
+    /// [`Config::holding_bound`], which stays below it.
+    pub consumer_timeout: Duration,
+    /// How long a publish waits for the broker's confirm before the channel is deemed lost.
+    pub confirm_timeout: Duration,
     /// Where task scripts are written before being bind-mounted into task containers. The
     /// Docker engine resolves bind mounts on its own host: an executant running in a
     /// container must use a folder mounted at the same path on the host.
@@ -79,6 +96,8 @@ impl Config {
             reuse: 1,
             limits: Limits::default(),
             shutdown_grace: Duration::from_secs(30),
+            consumer_timeout: BROKER_CONSUMER_TIMEOUT,
+            confirm_timeout: Duration::from_secs(15),
             scripts_dir: std::env::temp_dir(),
         }
     }
@@ -94,16 +113,28 @@ impl Config {
         if self.default_timeout > self.max_timeout {
             return Err("--task-timeout must not exceed --max-task-timeout".into());
         }
-        // Leave a minute for starting the container and publishing the result.
-        if self.max_timeout + Duration::from_secs(60) > BROKER_CONSUMER_TIMEOUT {
+        if self.confirm_timeout.is_zero() {
+            return Err("--confirm-timeout must be at least 1 s".into());
+        }
+        // Leave time for starting the container and publishing the result.
+        if self.max_timeout > self.holding_bound() {
             return Err(format!(
                 "--max-task-timeout {}s is too close to RabbitMQ's consumer_timeout ({}s): a task \
-                 running that long would lose its delivery; lower it or raise consumer_timeout",
+                 running that long would lose its delivery; lower it to {}s or raise \
+                 consumer_timeout (and --consumer-timeout)",
                 self.max_timeout.as_secs(),
-                BROKER_CONSUMER_TIMEOUT.as_secs()
+                self.consumer_timeout.as_secs(),
+                self.holding_bound().as_secs(),
             ));
         }
         Ok(())
+    }
+
+    /// The longest the executant holds a delivery unacked: the consumer timeout less a
+    /// margin for starting a container and publishing the result.
+    pub fn holding_bound(&self) -> Duration {
+        let margin = CONSUMER_TIMEOUT_MARGIN.min(self.consumer_timeout / 4);
+        self.consumer_timeout.saturating_sub(margin)
     }
 
     /// Whether an `exec` task may run `image`.

@@ -2,34 +2,31 @@
 //! started, judged on exit, and removed.
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bollard::container::{AttachContainerResults, LogOutput};
+use bollard::container::AttachContainerResults;
 use bollard::query_parameters::{
-    AttachContainerOptionsBuilder, CreateContainerOptions, KillContainerOptionsBuilder,
-    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+    AttachContainerOptionsBuilder, CreateContainerOptions, EventsOptionsBuilder,
+    KillContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
 };
 use bollard::Docker;
-use futures_util::{Stream, StreamExt};
-use tokio::io::AsyncWrite;
+use futures_util::StreamExt;
+use time::format_description::well_known::Rfc3339;
 
 use crate::config::Config;
-use crate::runner::{RunError, MAX_OUTPUT_BYTES};
+use crate::error::RunError;
 use crate::sandbox::{self, ContainerSpec};
+use crate::session::Session;
 
-/// How much of a failing task's standard error goes into its reason.
-const STDERR_TAIL: usize = 512;
-
-/// A worker container serving tasks on its standard input, one JSON line each.
-pub(crate) struct Session {
-    pub(crate) id: String,
-    pub(crate) input: Pin<Box<dyn AsyncWrite + Send>>,
-    output: Pin<Box<dyn Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>,
-    buffer: Vec<u8>,
-    pub(crate) stderr: Vec<u8>,
-    pub(crate) served: u32,
+/// How a container exited, as the engine reports it.
+pub(crate) struct Exit {
+    /// The exit code (128 + N after signal N).
+    pub(crate) code: i64,
+    /// Whether the memory limit killed it.
+    pub(crate) oom_killed: bool,
+    /// When it was created (RFC 3339).
+    created: Option<String>,
 }
 
 /// The engine and the settings containers are made with; cheap to clone.
@@ -40,12 +37,12 @@ pub(crate) struct Containers {
 }
 
 impl Containers {
-    /// Starts a worker container that serves up to `--reuse` tasks on its standard input.
-    pub(crate) async fn start_session(&self) -> Result<Session, RunError> {
+    /// Starts a worker container that serves up to `budget` tasks on its standard input.
+    pub(crate) async fn start_session(&self, budget: u32) -> Result<Session, RunError> {
         let cmd = vec![
             "serve".to_string(),
             "--max-tasks".to_string(),
-            self.config.reuse.to_string(),
+            budget.to_string(),
         ];
         let spec = ContainerSpec {
             image: &self.config.worker_image,
@@ -55,14 +52,7 @@ impl Containers {
             executant: &self.config.name,
         };
         let (id, attached) = self.create_and_start(&spec).await?;
-        Ok(Session {
-            id,
-            input: attached.input,
-            output: attached.output,
-            buffer: Vec::new(),
-            stderr: Vec::new(),
-            served: 0,
-        })
+        Ok(Session::new(id, attached))
     }
 
     /// Creates a container, checks its sandbox, attaches to it and starts it.
@@ -99,17 +89,17 @@ impl Containers {
         }
     }
 
-    /// Waits for a container to stop and returns its exit code and whether it ran out of
-    /// memory.
-    pub(crate) async fn wait_exit(&self, id: &str) -> Result<(i64, bool), RunError> {
+    /// Waits for a container to stop and returns how it exited.
+    pub(crate) async fn wait_exit(&self, id: &str) -> Result<Exit, RunError> {
         for _ in 0..100 {
             let inspect = self.docker.inspect_container(id, None).await?;
             let state = inspect.state.unwrap_or_default();
             if state.running != Some(true) {
-                return Ok((
-                    state.exit_code.unwrap_or(-1),
-                    state.oom_killed.unwrap_or(false),
-                ));
+                return Ok(Exit {
+                    code: state.exit_code.unwrap_or(-1),
+                    oom_killed: state.oom_killed.unwrap_or(false),
+                    created: inspect.created,
+                });
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -118,10 +108,18 @@ impl Containers {
         ))
     }
 
-    /// Decides why a container stopped: `Ok(reason)` when the task failed by itself,
-    /// `Err` when something outside it killed the container.
+    /// Decides why a container stopped without answering: `Ok(reason)` when the task failed
+    /// by itself, `Err` when something outside it killed the container.
+    ///
+    /// The engine reports the same state (exit code 137, not OOMKilled) for a task that
+    /// killed itself with SIGKILL, that exited with 137, and for `docker kill`; only its
+    /// event log tells them apart. So a death by signal is an infrastructure fault when the
+    /// engine recorded a `kill` of the container (`docker kill`, `stop`, `rm -f`, another
+    /// executant's sweep; this executant kills only after deciding), and the task's own
+    /// failure otherwise. A signal sent around the engine (`kill -9` of the process on the
+    /// host) therefore counts as the task's own.
     pub(crate) async fn exit_verdict(&self, id: &str, stderr: &[u8]) -> Result<String, RunError> {
-        let (code, oom) = self.wait_exit(id).await?;
+        let exit = self.wait_exit(id).await?;
         let tail = String::from_utf8_lossy(stderr).trim().to_string();
         let with_tail = |s: String| {
             if tail.is_empty() {
@@ -130,20 +128,68 @@ impl Containers {
                 format!("{s}: {tail}")
             }
         };
-        if oom {
+        if exit.oom_killed {
             return Ok(format!(
                 "out of memory (limit {} MiB)",
                 self.config.limits.memory_bytes / (1024 * 1024)
             ));
         }
-        match code {
-            // SIGKILL that the memory limit did not cause: docker kill, an engine restart.
-            137 => Err(RunError::Lost(
-                "the container was killed from outside".into(),
+        match exit.code {
+            0 => Ok(with_tail(
+                "exited with code 0 without answering (a worker writes one result line per task)"
+                    .into(),
             )),
-            0 => Err(RunError::Lost("the worker exited without answering".into())),
+            code @ 129..=159 => {
+                let signal = code - 128;
+                if let Some(sent) = self.engine_kill(id, exit.created.as_deref()).await? {
+                    return Err(RunError::Lost(format!(
+                        "the container was killed from outside (signal {sent}, sent through the \
+                         Docker engine)"
+                    )));
+                }
+                Ok(with_tail(format!(
+                    "exited with code {code} (signal {signal}, or the task's own exit status: \
+                     nothing killed it through the Docker engine)"
+                )))
+            }
             code => Ok(with_tail(format!("exited with code {code}"))),
         }
+    }
+
+    /// The signal of a `kill` the engine recorded for container `id` since it was created,
+    /// if any.
+    async fn engine_kill(
+        &self,
+        id: &str,
+        created: Option<&str>,
+    ) -> Result<Option<String>, RunError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let since = created
+            .and_then(|t| time::OffsetDateTime::parse(t, &Rfc3339).ok())
+            .map_or(0, |t| t.unix_timestamp() - 1);
+        let filters = HashMap::from([
+            ("container".to_string(), vec![id.to_string()]),
+            ("type".to_string(), vec!["container".to_string()]),
+            ("event".to_string(), vec!["kill".to_string()]),
+        ]);
+        let options = EventsOptionsBuilder::default()
+            .since(&since.to_string())
+            .until(&format!("{}.{:09}", now.as_secs(), now.subsec_nanos()))
+            .filters(&filters)
+            .build();
+        let mut events = self.docker.events(Some(options));
+        if let Some(event) = events.next().await {
+            let event = event?;
+            let signal = event
+                .actor
+                .and_then(|a| a.attributes)
+                .and_then(|a| a.get("signal").cloned())
+                .unwrap_or_else(|| "?".into());
+            return Ok(Some(signal));
+        }
+        Ok(None)
     }
 
     /// Kills and removes a container, ignoring errors (it may already be gone).
@@ -187,8 +233,6 @@ impl Containers {
     }
 }
 
-use time::format_description::well_known::Rfc3339;
-
 impl Containers {
     /// Whether another executant's container was abandoned by an executant that died: it
     /// stopped long enough ago that nobody is about to read its exit status, or it has run
@@ -214,41 +258,3 @@ impl Containers {
 
 /// How long a stopped task container may stay before another executant removes it.
 const ABANDONED_AFTER: time::Duration = time::Duration::seconds(30);
-
-/// Reads the next line the worker wrote; `None` when its output ended.
-pub(crate) async fn read_line(session: &mut Session) -> Result<Option<Vec<u8>>, RunError> {
-    loop {
-        if let Some(pos) = session.buffer.iter().position(|&b| b == b'\n') {
-            let rest = session.buffer.split_off(pos + 1);
-            let mut line = std::mem::replace(&mut session.buffer, rest);
-            line.pop();
-            return Ok(Some(line));
-        }
-        match session.output.next().await {
-            Some(Ok(LogOutput::StdOut { message })) => {
-                session.buffer.extend_from_slice(&message);
-                if session.buffer.len() > MAX_OUTPUT_BYTES {
-                    return Err(RunError::Lost("the worker's answer is too long".into()));
-                }
-            }
-            Some(Ok(LogOutput::StdErr { message })) => keep_tail(&mut session.stderr, &message),
-            Some(Ok(_)) => {}
-            Some(Err(e)) => return Err(RunError::Engine(e)),
-            None => return Ok(None),
-        }
-    }
-}
-
-pub(crate) fn keep_tail(buffer: &mut Vec<u8>, message: &[u8]) {
-    buffer.extend_from_slice(message);
-    if buffer.len() > STDERR_TAIL {
-        buffer.drain(..buffer.len() - STDERR_TAIL);
-    }
-}
-
-pub(crate) fn timeout_reason(timeout: Duration) -> String {
-    format!(
-        "timed out after {} s (wall-clock limit); the container was killed",
-        timeout.as_secs()
-    )
-}

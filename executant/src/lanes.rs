@@ -1,10 +1,19 @@
-//! Worker reuse (`--reuse N`): each project's N-queens tasks go to a few long-lived worker
-//! containers ("lanes"), at most one per core (a container has a CPU limit of its own).
+//! Worker containers, reused or not. With `--reuse N`, each project's N-queens tasks go to a
+//! few long-lived worker containers ("lanes"), at most one per core (a container has a CPU
+//! limit of its own). Without it, each task gets a lane of its own with a budget of one task
+//! ([`Lanes::run_once`]): one code path for both.
 //!
 //! A lane is a task of its own that owns one container at a time. It takes every job waiting
 //! for it, writes them to the worker at once, and reads the answers in order: trivial tasks
 //! are batched, so one round trip through the engine serves many. A container serves up to N
 //! tasks, then is replaced; a lane idle for a while removes its container and ends.
+//!
+//! A delivery must not be held past the broker's consumer timeout, and a job may wait in a
+//! lane behind others for longer than that. So each job carries the latest time it may start
+//! (its delivery's deadline less its own time limit); a job that has not started by then is
+//! withdrawn by its handler and runs in a fresh container of its own at once. A job starts
+//! when the lane begins waiting for its answer (the worker takes it as the previous one is
+//! answered); a withdrawn job that was already written to the worker is answered to nobody.
 //!
 //! Replacing a container costs an engine round trip to start one and another to remove one.
 //! Neither waits in line: once a container has served half its budget, the lane starts the
@@ -12,17 +21,18 @@
 //! background. Both are awaited before the lane ends, so nothing is left behind.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tasks::{Task, TaskResult};
-use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
 
-use crate::containers::{read_line, timeout_reason, Containers, Session};
-use crate::runner::{parse_answer, RunError};
+use crate::containers::Containers;
+use crate::error::RunError;
+use crate::session::{timeout_reason, Answer, Session};
 
 /// The most tasks written to a worker in one batch.
 const MAX_BATCH: usize = 256;
@@ -33,6 +43,29 @@ struct Job {
     task: Task,
     timeout: Duration,
     reply: oneshot::Sender<Result<TaskResult, RunError>>,
+    /// [`WAITING`], then [`STARTED`] (by the lane) or [`WITHDRAWN`] (by the handler).
+    state: Arc<AtomicU8>,
+}
+
+const WAITING: u8 = 0;
+const STARTED: u8 = 1;
+const WITHDRAWN: u8 = 2;
+
+impl Job {
+    /// Marks the job started, unless its handler withdrew it first.
+    fn start(&self) -> bool {
+        self.state
+            .compare_exchange(WAITING, STARTED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+}
+
+/// What became of a task sent to a lane.
+pub(crate) enum LaneOutcome {
+    /// The lane ran it.
+    Done(Result<TaskResult, RunError>),
+    /// It could not start in time: run it elsewhere, now.
+    Withdrawn,
 }
 
 struct Lane {
@@ -64,13 +97,24 @@ impl Lanes {
     }
 
     /// Runs `task` on one of its project's lanes: an idle one, else a new one while there are
-    /// fewer than one per core, else the least busy.
-    pub(crate) async fn run(&self, task: Task, timeout: Duration) -> Result<TaskResult, RunError> {
-        let (reply, answer) = oneshot::channel();
+    /// fewer than one per core, else the least busy. A task that has not started by
+    /// `latest_start` is withdrawn.
+    pub(crate) async fn run(
+        &self,
+        task: Task,
+        timeout: Duration,
+        latest_start: Instant,
+    ) -> LaneOutcome {
+        if Instant::now() >= latest_start {
+            return LaneOutcome::Withdrawn;
+        }
+        let (reply, mut answer) = oneshot::channel();
+        let state = Arc::new(AtomicU8::new(WAITING));
         let mut job = Job {
             task,
             timeout,
             reply,
+            state: state.clone(),
         };
         {
             let mut all = self.by_project.lock().await;
@@ -102,15 +146,60 @@ impl Lanes {
                 }
             }
         }
+        let stopped = |_| Err(RunError::Lost("the worker lane stopped".into()));
+        tokio::select! {
+            result = &mut answer => return LaneOutcome::Done(result.unwrap_or_else(stopped)),
+            _ = tokio::time::sleep_until(latest_start) => {}
+        }
+        let withdrawn = state
+            .compare_exchange(WAITING, WITHDRAWN, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if withdrawn {
+            tracing::info!("a task waited too long for its worker lane; running it apart");
+            return LaneOutcome::Withdrawn;
+        }
+        LaneOutcome::Done(answer.await.unwrap_or_else(stopped))
+    }
+
+    /// Runs `task` in a worker container of its own: a lane with a budget of one task, which
+    /// removes its container and ends once it has answered.
+    pub(crate) async fn run_once(
+        &self,
+        task: Task,
+        timeout: Duration,
+    ) -> Result<TaskResult, RunError> {
+        let (reply, answer) = oneshot::channel();
+        let lane = self.spawn_lane_with_budget(1);
+        lane.outstanding.fetch_add(1, Ordering::Relaxed);
+        let job = Job {
+            task,
+            timeout,
+            reply,
+            state: Arc::new(AtomicU8::new(WAITING)),
+        };
+        if lane.tx.send(job).is_err() {
+            return Err(RunError::Lost("the worker lane stopped".into()));
+        }
+        // The lane ends after this job: its channel is closed.
+        drop(lane);
         answer
             .await
             .unwrap_or_else(|_| Err(RunError::Lost("the worker lane stopped".into())))
     }
 
     fn spawn_lane(&self) -> Lane {
+        self.spawn_lane_with_budget(self.containers.config.reuse)
+    }
+
+    fn spawn_lane_with_budget(&self, budget: u32) -> Lane {
         let (tx, rx) = mpsc::unbounded_channel();
         let outstanding = Arc::new(AtomicUsize::new(0));
-        let handle = tokio::spawn(lane(self.containers.clone(), rx, outstanding.clone()));
+        let handle = tokio::spawn(lane(
+            self.containers.clone(),
+            budget,
+            rx,
+            outstanding.clone(),
+        ));
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         running.retain(|h| !h.is_finished());
         running.push(handle);
@@ -134,9 +223,14 @@ impl Lanes {
     }
 }
 
-/// One lane: owns at most one worker container at a time (and, briefly, the next one).
-async fn lane(c: Containers, mut rx: mpsc::UnboundedReceiver<Job>, outstanding: Arc<AtomicUsize>) {
-    let reuse = c.config.reuse;
+/// One lane: owns at most one worker container at a time (and, briefly, the next one),
+/// each serving up to `reuse` tasks.
+async fn lane(
+    c: Containers,
+    reuse: u32,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+    outstanding: Arc<AtomicUsize>,
+) {
     let mut session: Option<Session> = None;
     let mut spare: Option<JoinHandle<Result<Session, RunError>>> = None;
     let mut removals: JoinSet<()> = JoinSet::new();
@@ -188,7 +282,7 @@ async fn lane(c: Containers, mut rx: mpsc::UnboundedReceiver<Job>, outstanding: 
                     Some(handle) => handle
                         .await
                         .unwrap_or_else(|e| Err(RunError::Lost(format!("starting a worker: {e}")))),
-                    None => c.start_session().await,
+                    None => c.start_session(reuse).await,
                 };
                 match started {
                     Ok(s) => session.insert(s),
@@ -206,19 +300,15 @@ async fn lane(c: Containers, mut rx: mpsc::UnboundedReceiver<Job>, outstanding: 
         let budget = ((reuse - s.served) as usize).min(backlog.len());
         let batch: Vec<Job> = backlog.drain(..budget).collect();
         // Past half its budget, start the container's successor, so that it is up when
-        // this one is used up (a lane that goes idle instead removes it when it ends).
+        // this one is used up (a lane that goes idle instead removes it when it ends). A
+        // one-task lane has no successor.
         let half_used = s.served + batch.len() as u32 >= reuse.div_ceil(2);
-        if half_used && spare.is_none() {
+        if reuse > 1 && half_used && spare.is_none() {
             let c = c.clone();
-            spare = Some(tokio::spawn(async move { c.start_session().await }));
+            spare = Some(tokio::spawn(async move { c.start_session(reuse).await }));
         }
-        let mut lines = Vec::with_capacity(batch.len() * 96);
-        for job in &batch {
-            lines.extend_from_slice(&job.task.to_json());
-            lines.push(b'\n');
-        }
-        if let Err(e) = s.input.write_all(&lines).await {
-            let reason = format!("writing tasks to the worker: {e}");
+        if let Err(e) = s.send(batch.iter().map(|job| &job.task)).await {
+            let reason = e.to_string();
             for job in batch {
                 answer(job, Err(RunError::Lost(reason.clone())));
             }
@@ -227,29 +317,30 @@ async fn lane(c: Containers, mut rx: mpsc::UnboundedReceiver<Job>, outstanding: 
             }
             continue;
         }
-        let _ = s.input.flush().await;
         let mut jobs = batch.into_iter();
         let mut broken = false;
         for job in jobs.by_ref() {
-            match tokio::time::timeout(job.timeout, read_line(s)).await {
-                Ok(Ok(Some(line))) => {
-                    s.served += 1;
-                    let result = parse_answer(&job.task, &line);
+            // The worker takes this job now; if its handler withdrew it, the answer is read
+            // (the worker computes it anyway) and dropped.
+            job.start();
+            match s.answer(&job.task, job.timeout).await {
+                Answer::Result(result) => {
                     broken = result.is_err();
                     answer(job, result);
                 }
-                Err(_) => {
+                Answer::TimedOut => {
                     let result = TaskResult::failed(&job.task, timeout_reason(job.timeout));
                     answer(job, Ok(result));
                     broken = true;
                 }
-                Ok(Ok(None)) => {
+                Answer::Ended => {
+                    // The worker exited without answering: why decides whose fault it was.
                     let verdict = c.exit_verdict(&s.id, &s.stderr).await;
                     let result = verdict.map(|reason| TaskResult::failed(&job.task, reason));
                     answer(job, result);
                     broken = true;
                 }
-                Ok(Err(e)) => {
+                Answer::Failed(e) => {
                     answer(job, Err(e));
                     broken = true;
                 }

@@ -7,11 +7,14 @@
 pub mod config;
 mod containers;
 pub mod disposition;
+mod error;
 mod handle;
 mod lanes;
+mod publisher;
 pub mod runner;
 pub mod sandbox;
 pub mod script;
+mod session;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -65,20 +68,39 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             s = open_session(&config) => s,
             _ = &mut shutdown => break,
         };
-        let Ok((consume_conn, publish_conn, channel, publisher, mut consumer)) = session else {
+        let Ok((consume_conn, publisher, channel, mut consumer)) = session else {
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         };
+        // The publisher re-establishes its own connection; this notices a loss within a
+        // second even when nothing is being published.
+        let watcher = tokio::spawn({
+            let publisher = publisher.clone();
+            async move {
+                loop {
+                    tokio::time::sleep(HEALTH_CHECK).await;
+                    publisher.ensure().await;
+                }
+            }
+        });
         let ctx = Arc::new(handle::Context::new(
             config.clone(),
             runner.clone(),
-            publisher,
+            publisher.clone(),
         ));
         let mut inflight = JoinSet::new();
         let mut stopping = false;
+        let mut health = tokio::time::interval(HEALTH_CHECK);
         loop {
             tokio::select! {
                 _ = &mut shutdown, if !stopping => { stopping = true; break; }
+                // A consumer whose connection or channel died may end silently, or not at all.
+                _ = health.tick() => {
+                    if !consume_conn.status().connected() || !channel.status().connected() {
+                        tracing::warn!("consume connection or channel lost; reconnecting");
+                        break;
+                    }
+                }
                 next = consumer.next() => match next {
                     Some(Ok(delivery)) => {
                         let ctx = ctx.clone();
@@ -124,8 +146,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         // Unfinished deliveries return to the queue when the channel closes.
         inflight.abort_all();
         while inflight.join_next().await.is_some() {}
+        watcher.abort();
         let _ = consume_conn.close(200, "executant stopping".into()).await;
-        let _ = publish_conn.close(200, "executant stopping".into()).await;
+        publisher.close().await;
         runner.remove_leftovers().await;
         if stopping {
             break;
@@ -154,10 +177,12 @@ async fn connect_engine(config: Arc<Config>) -> Runner {
     }
 }
 
+/// How often the connections are checked.
+const HEALTH_CHECK: Duration = Duration::from_secs(1);
+
 type Session = (
     lapin::Connection,
-    lapin::Connection,
-    lapin::Channel,
+    Arc<publisher::Publisher>,
     lapin::Channel,
     lapin::Consumer,
 );
@@ -165,19 +190,39 @@ type Session = (
 /// Connects (consumer and publisher on separate connections: a blocked publisher must not
 /// stop acks), declares the topology and starts consuming with prefetch = concurrency.
 async fn open_session(config: &Config) -> Result<Session, amqp::BrokerError> {
-    let op = |op| move |source| amqp::BrokerError::Operation { op, source };
     let consume_conn = amqp::connect_with_backoff(
         &config.amqp_url,
         &format!("executant {} consume", config.name),
         None,
     )
     .await?;
-    let publish_conn = amqp::connect_with_backoff(
+    let publisher = Arc::new(publisher::Publisher::new(
         &config.amqp_url,
-        &format!("executant {} publish", config.name),
-        None,
-    )
-    .await?;
+        format!("executant {} publish", config.name),
+        config.confirm_timeout,
+    ));
+    publisher.ensure().await;
+    let consuming = start_consuming(config, &consume_conn).await;
+    match consuming {
+        Ok((channel, consumer)) => {
+            tracing::info!(url = %amqp::redact_url(&config.amqp_url), "consuming todo");
+            Ok((consume_conn, publisher, channel, consumer))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "starting the consumer failed; retrying");
+            let _ = consume_conn.close(200, "retrying".into()).await;
+            publisher.close().await;
+            Err(e)
+        }
+    }
+}
+
+/// Declares the topology and starts consuming `todo` with prefetch = concurrency.
+async fn start_consuming(
+    config: &Config,
+    consume_conn: &lapin::Connection,
+) -> Result<(lapin::Channel, lapin::Consumer), amqp::BrokerError> {
+    let op = |op| move |source| amqp::BrokerError::Operation { op, source };
     let channel = consume_conn
         .create_channel()
         .await
@@ -187,7 +232,6 @@ async fn open_session(config: &Config) -> Result<Session, amqp::BrokerError> {
         .basic_qos(config.concurrency, BasicQosOptions::default())
         .await
         .map_err(op("set prefetch"))?;
-    let publisher = amqp::confirm_channel(&publish_conn).await?;
     let consumer = channel
         .basic_consume(
             amqp::TODO_QUEUE.into(),
@@ -197,6 +241,5 @@ async fn open_session(config: &Config) -> Result<Session, amqp::BrokerError> {
         )
         .await
         .map_err(op("consume todo"))?;
-    tracing::info!(url = %amqp::redact_url(&config.amqp_url), "consuming todo");
-    Ok((consume_conn, publish_conn, channel, publisher, consumer))
+    Ok((channel, consumer))
 }

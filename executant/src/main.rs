@@ -35,6 +35,14 @@ struct Cli {
     /// The largest limit a task may ask for, in seconds (below RabbitMQ's consumer_timeout).
     #[arg(long, env = "EXECUTANT_MAX_TASK_TIMEOUT", default_value_t = 1500)]
     max_task_timeout: u64,
+    /// The broker's consumer_timeout, in seconds (RabbitMQ's default: 30 min). No delivery is
+    /// held longer than this less a margin; a --max-task-timeout that does not fit is refused.
+    #[arg(long, env = "EXECUTANT_CONSUMER_TIMEOUT", default_value_t = 1800)]
+    consumer_timeout: u64,
+    /// Seconds a publish waits for the broker's confirm before its connection is replaced
+    /// and the outcome published again.
+    #[arg(long, env = "EXECUTANT_CONFIRM_TIMEOUT", default_value_t = 15)]
+    confirm_timeout: u64,
     /// How many tasks of one project a worker container serves before it is replaced.
     #[arg(long, env = "EXECUTANT_REUSE", default_value_t = 1)]
     reuse: u32,
@@ -47,6 +55,13 @@ struct Cli {
     /// Process/thread limit of a task container.
     #[arg(long, env = "EXECUTANT_PIDS", default_value_t = 64)]
     pids: i64,
+    /// Open files per task process (the `nofile` ulimit).
+    #[arg(long, env = "EXECUTANT_NOFILE", default_value_t = 1024)]
+    nofile: i64,
+    /// Processes of the task user across the host (the `nproc` ulimit; --pids bounds one
+    /// container).
+    #[arg(long, env = "EXECUTANT_NPROC", default_value_t = 4096)]
+    nproc: i64,
     /// Seconds a shutdown waits for tasks in flight before returning them to the queue.
     #[arg(long, env = "EXECUTANT_SHUTDOWN_GRACE", default_value_t = 30)]
     shutdown_grace: u64,
@@ -87,11 +102,15 @@ fn main() -> ExitCode {
     config.default_timeout = Duration::from_secs(cli.task_timeout);
     config.max_timeout = Duration::from_secs(cli.max_task_timeout);
     config.reuse = cli.reuse;
+    config.consumer_timeout = Duration::from_secs(cli.consumer_timeout);
+    config.confirm_timeout = Duration::from_secs(cli.confirm_timeout);
     config.shutdown_grace = Duration::from_secs(cli.shutdown_grace);
     config.limits = Limits {
         memory_bytes: cli.memory_mib * 1024 * 1024,
         nano_cpus: (cli.cpus * 1e9) as i64,
         pids: cli.pids,
+        nofile: cli.nofile,
+        nproc: cli.nproc,
         ..Limits::default()
     };
     let runtime = tokio::runtime::Runtime::new().expect("starting the tokio runtime");

@@ -1,9 +1,10 @@
 //! Running one task in a sandboxed container, through the Docker Engine API.
 //!
 //! N-queens tasks go to a worker container that serves tasks on its standard input (one JSON
-//! line in, one out). By default each task gets a fresh container; with `--reuse N` the
-//! tasks of a project go to a few long-lived containers ([`crate::lanes`]) that serve up to
-//! N tasks each, in batches. `exec` tasks run their command in their own (allowlisted) image.
+//! line in, one out: [`crate::session`]), always through a lane ([`crate::lanes`]): by
+//! default each task gets a lane and a container of its own; with `--reuse N` the tasks of a
+//! project go to a few long-lived lanes whose containers serve up to N tasks each, in
+//! batches. `exec` tasks run their command in their own (allowlisted) image.
 //!
 //! What comes out is a [`TaskResult`] (the task's own outcome, failed or not) or a
 //! [`RunError`]: something outside the task went wrong and it should run again.
@@ -16,33 +17,16 @@ use bollard::Docker;
 use futures_util::StreamExt;
 use tasks::model::ExecSpec;
 use tasks::{Task, TaskOutput, TaskResult, TaskSpec};
-use tokio::io::AsyncWriteExt;
 
 use crate::config::Config;
-use crate::containers::{keep_tail, read_line, timeout_reason, Containers};
-use crate::lanes::Lanes;
-use crate::sandbox::{ContainerSpec, SandboxError};
+use crate::containers::Containers;
+use crate::lanes::{LaneOutcome, Lanes};
+use crate::sandbox::ContainerSpec;
 use crate::script::ScriptCache;
+use crate::session::{keep_tail, timeout_reason};
 
-/// The most standard output a task may produce (a result must stay a reasonable message).
-pub const MAX_OUTPUT_BYTES: usize = 1024 * 1024;
-
-/// Why a task must run again: nothing the task did.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    /// The Docker engine could not be reached or refused an operation.
-    #[error("Docker engine: {0}")]
-    Engine(#[from] bollard::errors::Error),
-    /// The container died for a reason outside the task (killed from outside, engine restart).
-    #[error("container lost: {0}")]
-    Lost(String),
-    /// The engine did not apply the sandbox: no task may run here.
-    #[error(transparent)]
-    Sandbox(#[from] SandboxError),
-    /// The task's script could not be fetched from its repository.
-    #[error("fetching the task's script: {0}")]
-    Script(String),
-}
+pub use crate::error::RunError;
+pub use crate::session::MAX_OUTPUT_BYTES;
 
 /// Runs tasks in containers; shared by every task in flight.
 pub struct Runner {
@@ -72,20 +56,26 @@ impl Runner {
         self.containers.docker.ping().await.is_ok()
     }
 
-    /// Runs `task` with its wall-clock limit.
-    pub async fn run(&self, task: &Task) -> Result<TaskResult, RunError> {
+    /// Runs `task` with its wall-clock limit, finishing before `deadline` (when its delivery
+    /// must be settled): a task that would wait for a reused worker past `deadline` less its
+    /// limit runs in a fresh container instead.
+    pub async fn run(
+        &self,
+        task: &Task,
+        deadline: tokio::time::Instant,
+    ) -> Result<TaskResult, RunError> {
         let config = &self.containers.config;
-        let timeout = task
-            .timeout_secs
-            .map(Duration::from_secs)
-            .unwrap_or(config.default_timeout)
-            .min(config.max_timeout);
+        let timeout = Self::timeout_of(task, config);
         let start = Instant::now();
         let mut result = match &task.spec {
             TaskSpec::Nqueens { .. } if config.reuse > 1 => {
-                self.lanes.run(task.clone(), timeout).await?
+                let latest_start = deadline.checked_sub(timeout).unwrap_or(deadline);
+                match self.lanes.run(task.clone(), timeout, latest_start).await {
+                    LaneOutcome::Done(result) => result?,
+                    LaneOutcome::Withdrawn => self.lanes.run_once(task.clone(), timeout).await?,
+                }
             }
-            TaskSpec::Nqueens { .. } => self.run_in_fresh_worker(task, timeout).await?,
+            TaskSpec::Nqueens { .. } => self.lanes.run_once(task.clone(), timeout).await?,
             TaskSpec::Exec(spec) => self.run_exec(task, spec, timeout).await?,
         };
         result.duration_ms = start.elapsed().as_millis() as u64;
@@ -93,38 +83,12 @@ impl Runner {
         Ok(result)
     }
 
-    /// One task, one worker container.
-    async fn run_in_fresh_worker(
-        &self,
-        task: &Task,
-        timeout: Duration,
-    ) -> Result<TaskResult, RunError> {
-        let c = &self.containers;
-        let mut session = c.start_session().await?;
-        let mut line = task.to_json();
-        line.push(b'\n');
-        let exchange = async {
-            session
-                .input
-                .write_all(&line)
-                .await
-                .map_err(|e| RunError::Lost(format!("writing the task to the worker: {e}")))?;
-            session.input.flush().await.ok();
-            read_line(&mut session).await
-        };
-        let outcome = tokio::time::timeout(timeout, exchange).await;
-        let result = match outcome {
-            Err(_) => Ok(TaskResult::failed(task, timeout_reason(timeout))),
-            Ok(Ok(Some(line))) => parse_answer(task, &line),
-            // The worker exited without answering: why decides whose fault it was.
-            Ok(Ok(None)) => c
-                .exit_verdict(&session.id, &session.stderr)
-                .await
-                .map(|reason| TaskResult::failed(task, reason)),
-            Ok(Err(e)) => Err(e),
-        };
-        c.discard(&session.id).await;
-        result
+    /// The wall-clock limit of `task` here.
+    pub fn timeout_of(task: &Task, config: &Config) -> Duration {
+        task.timeout_secs
+            .map(Duration::from_secs)
+            .unwrap_or(config.default_timeout)
+            .min(config.max_timeout)
     }
 
     /// Removes every task container this executant started (and stopped ones left behind by
@@ -189,7 +153,7 @@ impl Runner {
                 format!("standard output exceeds {} bytes", MAX_OUTPUT_BYTES),
             )),
             Ok(true) => match c.wait_exit(&id).await {
-                Ok((0, _)) => Ok(TaskResult::ok(
+                Ok(exit) if exit.code == 0 => Ok(TaskResult::ok(
                     task,
                     TaskOutput::Exec {
                         stdout: String::from_utf8_lossy(&stdout).into_owned(),
@@ -205,16 +169,4 @@ impl Runner {
         c.discard(&id).await;
         result
     }
-}
-
-/// Reads a worker's answer for `task`: a result for another task means the worker is broken.
-pub(crate) fn parse_answer(task: &Task, line: &[u8]) -> Result<TaskResult, RunError> {
-    let result = TaskResult::from_json(line)
-        .map_err(|e| RunError::Lost(format!("the worker answered something unreadable: {e}")))?;
-    if result.project != task.project || result.index != task.index {
-        return Err(RunError::Lost(
-            "the worker answered for another task".into(),
-        ));
-    }
-    Ok(result)
 }

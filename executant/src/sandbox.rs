@@ -5,7 +5,10 @@
 
 use std::collections::HashMap;
 
-use bollard::models::{ContainerCreateBody, ContainerInspectResponse, HostConfig};
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, HostConfig, HostConfigLogConfig,
+    ResourcesUlimits,
+};
 
 use crate::config::Limits;
 
@@ -15,6 +18,9 @@ pub const TASK_USER: &str = "65534:65534";
 pub const ROLE_LABEL: &str = "taskplatform.role";
 /// The label naming the executant that started a container.
 pub const EXECUTANT_LABEL: &str = "taskplatform.executant";
+/// The engine keeps no log of a task's output: the executant reads the attached streams
+/// itself (keeping a bounded tail of stderr), so a chatty task fills no disk.
+pub const LOG_DRIVER: &str = "none";
 
 /// A sandbox field the engine did not apply.
 #[derive(Debug, thiserror::Error)]
@@ -82,8 +88,44 @@ fn host_config(limits: &Limits, read_only_binds: &[String]) -> HostConfig {
         nano_cpus: Some(limits.nano_cpus),
         pids_limit: Some(limits.pids),
         binds: Some(read_only_binds.iter().map(|b| format!("{b}:ro")).collect()),
+        log_config: Some(HostConfigLogConfig {
+            typ: Some(LOG_DRIVER.into()),
+            config: None,
+        }),
+        ulimits: Some(ulimits(limits)),
+        // An init process reaps the task's orphans and passes signals on.
+        init: Some(true),
         ..Default::default()
     }
+}
+
+fn ulimits(limits: &Limits) -> Vec<ResourcesUlimits> {
+    let ulimit = |name: &str, value: i64| ResourcesUlimits {
+        name: Some(name.into()),
+        soft: Some(value),
+        hard: Some(value),
+    };
+    vec![
+        ulimit("nofile", limits.nofile),
+        ulimit("nproc", limits.nproc),
+    ]
+}
+
+/// Ulimits as `name=soft:hard`, sorted, comma-separated: how they are compared.
+fn ulimits_text(ulimits: &[ResourcesUlimits]) -> String {
+    let mut parts: Vec<String> = ulimits
+        .iter()
+        .map(|u| {
+            format!(
+                "{}={}:{}",
+                u.name.as_deref().unwrap_or(""),
+                u.soft.unwrap_or(-1),
+                u.hard.unwrap_or(-1)
+            )
+        })
+        .collect();
+    parts.sort();
+    parts.join(",")
 }
 
 /// Compares what the engine reports of a container with the sandbox it was asked for.
@@ -152,5 +194,69 @@ pub fn verify(inspect: &ContainerInspectResponse, limits: &Limits) -> Result<(),
             .join(","),
     )?;
     check("User", TASK_USER.into(), user)?;
+    check(
+        "LogConfig.Type",
+        LOG_DRIVER.into(),
+        host.log_config.and_then(|l| l.typ).unwrap_or_default(),
+    )?;
+    check(
+        "Ulimits",
+        ulimits_text(&ulimits(limits)),
+        ulimits_text(&host.ulimits.unwrap_or_default()),
+    )?;
+    check(
+        "Init",
+        "true".into(),
+        host.init.unwrap_or(false).to_string(),
+    )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What an engine that applied everything reports.
+    fn applied(limits: &Limits) -> ContainerInspectResponse {
+        let spec = ContainerSpec {
+            image: "img",
+            cmd: vec![],
+            stdin: false,
+            read_only_binds: vec![],
+            executant: "e",
+        };
+        let body = create_body(&spec, limits);
+        ContainerInspectResponse {
+            host_config: body.host_config,
+            config: Some(bollard::models::ContainerConfig {
+                user: body.user,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_setting_the_engine_dropped_is_caught() {
+        let limits = Limits::default();
+        assert!(verify(&applied(&limits), &limits).is_ok());
+        type Drop = fn(&mut HostConfig);
+        let table: &[(&str, Drop)] = &[
+            ("LogConfig.Type", |h| h.log_config = None),
+            ("Ulimits", |h| h.ulimits = None),
+            ("Ulimits", |h| {
+                if let Some(u) = h.ulimits.as_mut() {
+                    u[0].hard = Some(1 << 20);
+                }
+            }),
+            ("Init", |h| h.init = None),
+            ("PidsLimit", |h| h.pids_limit = None),
+        ];
+        for (field, drop) in table {
+            let mut inspect = applied(&limits);
+            drop(inspect.host_config.as_mut().unwrap());
+            let err = verify(&inspect, &limits).unwrap_err();
+            assert_eq!(err.field, *field);
+        }
+    }
 }

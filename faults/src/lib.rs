@@ -21,6 +21,9 @@ pub struct Size {
     pub depth: u8,
     /// Faults to inject where the scenario injects some.
     pub faults: usize,
+    /// How long a client may take to finish its project, faults included: past it, the
+    /// client is killed and counted as hung.
+    pub bound: Duration,
 }
 
 impl Size {
@@ -30,6 +33,7 @@ impl Size {
             n: 10,
             depth: 3,
             faults: 3,
+            bound: Duration::from_secs(600),
         }
     }
 
@@ -39,6 +43,7 @@ impl Size {
             n: 12,
             depth: 4,
             faults: 10,
+            bound: Duration::from_secs(1800),
         }
     }
 }
@@ -61,6 +66,8 @@ pub struct Row {
     /// after its ack was lost, counted once. Clients killed before the end take their own
     /// count with them; a task re-run because its first run died produces no duplicate.
     pub dups_ignored: usize,
+    /// Clients that did not finish within the size's bound (killed, then counted here).
+    pub hung: usize,
     /// Wall time of the scenario.
     pub wall: Duration,
     /// Processes or task containers left behind after the scenario.
@@ -75,25 +82,38 @@ pub struct Row {
 impl Row {
     /// Whether the scenario kept its promise.
     pub fn ok(&self) -> bool {
-        self.lost == 0 && self.duplicated == 0 && self.leftovers == 0 && self.problems.is_empty()
+        self.lost == 0
+            && self.duplicated == 0
+            && self.hung == 0
+            && self.leftovers == 0
+            && self.problems.is_empty()
     }
 }
 
 /// Prints the table, one line per scenario.
 pub fn print_table(rows: &[Row]) {
     println!(
-        "{:<22} {:>6} {:>7} {:>5} {:>11} {:>12} {:>9} {:>10}  note",
-        "scenario", "tasks", "faults", "lost", "duplicated", "dups ignored", "wall s", "leftovers"
+        "{:<22} {:>6} {:>7} {:>5} {:>11} {:>12} {:>5} {:>9} {:>10}  note",
+        "scenario",
+        "tasks",
+        "faults",
+        "lost",
+        "duplicated",
+        "dups ignored",
+        "hung",
+        "wall s",
+        "leftovers"
     );
     for r in rows {
         println!(
-            "{:<22} {:>6} {:>7} {:>5} {:>11} {:>12} {:>9.1} {:>10}  {}",
+            "{:<22} {:>6} {:>7} {:>5} {:>11} {:>12} {:>5} {:>9.1} {:>10}  {}",
             r.scenario,
             r.tasks,
             r.faults,
             r.lost,
             r.duplicated,
             r.dups_ignored,
+            r.hung,
             r.wall.as_secs_f64(),
             r.leftovers,
             r.note

@@ -23,7 +23,9 @@ pub const DEAD_LETTER_EXCHANGE: &str = "todo.dlx";
 pub const DEAD_QUEUE: &str = "todo.dead";
 /// The exchange results are published to, routed by project id.
 pub const RESULTS_EXCHANGE: &str = "results";
-/// How many times `todo` delivers a message before dead-lettering it.
+/// How many times `todo` takes a message back (a nack, or a channel lost with it in hand)
+/// before dead-lettering it: a message is delivered at most `DELIVERY_LIMIT + 1` times, its
+/// `x-delivery-count` going from 0 to `DELIVERY_LIMIT` (measured on RabbitMQ 3.10).
 ///
 /// RabbitMQ 3.10 quorum queues have no default limit, so a poison task would loop forever.
 pub const DELIVERY_LIMIT: i64 = 5;
@@ -564,6 +566,12 @@ pub fn dead_letter_reason(props: &BasicProperties) -> Option<String> {
     }
     text(headers.get("x-first-death-reason"))
         .map(|reason| format!("dead-lettered by the broker: {reason}"))
+}
+
+/// Whether this delivery is the message's last: taken back once more, the broker
+/// dead-letters it (reason `delivery_limit`).
+pub fn is_last_delivery(props: &BasicProperties) -> bool {
+    delivery_count(props) >= DELIVERY_LIMIT
 }
 
 /// How many times the broker has delivered a message before (quorum queues count it).

@@ -9,24 +9,9 @@ pub fn amqp_url() -> String {
     std::env::var("AMQP_URL").unwrap_or_else(|_| tasks::amqp::DEFAULT_AMQP_URL.to_string())
 }
 
-/// The OEIS A000170 counts from `../shared/data/nqueens-counts.tsv`.
+/// The OEIS A000170 count for `n`.
 pub fn oeis(n: u8) -> u64 {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/data/nqueens-counts.tsv"
-    );
-    let text = std::fs::read_to_string(path).unwrap();
-    text.lines()
-        .filter_map(|l| {
-            let mut f = l.split('\t');
-            Some((
-                f.next()?.parse::<u8>().ok()?,
-                f.next()?.parse::<u64>().ok()?,
-            ))
-        })
-        .find(|(k, _)| *k == n)
-        .map(|(_, c)| c)
-        .unwrap()
+    tasks::nqueens::known_count(n).expect("N in the OEIS table")
 }
 
 /// A real executant, running in a thread of its own until dropped.

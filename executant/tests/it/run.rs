@@ -261,3 +261,168 @@ async fn sigterm_mid_project_loses_nothing() {
     assert!(result.complete, "{result:?}");
     assert_eq!(result.solutions, Some(2680));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn task_containers_keep_no_log_and_have_ulimits_and_an_init() {
+    let id = unique_project("exec-logs");
+    let flood = "head -c 20000000 /dev/zero | tr '\\0' x >&2";
+    let specs = vec![
+        // 20 MB on stderr, then the limits and PID 1 on stdout; it stays a while to be seen.
+        exec(&[
+            "sh",
+            "-c",
+            &format!("{flood}; grep -E 'open files|processes' /proc/self/limits; cat /proc/1/comm; sleep 4"),
+        ]),
+        // A failure after a flood: the reason carries only a bounded tail of stderr.
+        exec(&["sh", "-c", &format!("{flood}; exit 3")]),
+    ];
+    let project = Project::from_specs(&id, specs).unwrap();
+    let config = test_config();
+    let name = config.name.clone();
+    let executant = InProcess::start(config);
+    publish_tasks(&id, &project.tasks).await;
+    // While the first task sleeps, the engine reports its log driver and keeps no log file.
+    let inspected = tokio::time::timeout(Duration::from_secs(120), async {
+        loop {
+            let ps = std::process::Command::new("docker")
+                .args(["ps", "-q", "--filter"])
+                .arg(format!(
+                    "label={}={name}",
+                    executant::sandbox::EXECUTANT_LABEL
+                ))
+                .output()
+                .unwrap();
+            let ids = String::from_utf8_lossy(&ps.stdout).trim().to_string();
+            if let Some(container) = ids.lines().next() {
+                let inspect = std::process::Command::new("docker")
+                    .args([
+                        "inspect",
+                        "-f",
+                        "{{.HostConfig.LogConfig.Type}}|{{.LogPath}}|{{.HostConfig.Init}}",
+                        container,
+                    ])
+                    .output()
+                    .unwrap();
+                if inspect.status.success() {
+                    return String::from_utf8_lossy(&inspect.stdout).trim().to_string();
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("no task container seen");
+    assert_eq!(inspected, "none||true");
+    let (results, _) = collect_results(&id, 2, Duration::from_secs(120)).await;
+    executant.stop().await;
+    drop_results(&id).await;
+
+    let out = outcome(&results[&0]).unwrap();
+    let limit = |what: &str| -> Vec<String> {
+        let line = out.lines().find(|l| l.contains(what)).unwrap_or_default();
+        line.split_whitespace()
+            .filter(|w| w.chars().all(|c| c.is_ascii_digit()))
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(limit("open files"), ["1024", "1024"], "{out}");
+    assert_eq!(limit("processes"), ["4096", "4096"], "{out}");
+    assert!(out.ends_with("docker-init\n"), "{out}");
+    let reason = outcome(&results[&1]).unwrap_err();
+    assert!(reason.starts_with("exited with code 3: xxx"), "{reason}");
+    assert!(reason.len() < 1024, "{} bytes of reason", reason.len());
+}
+
+/// Finds a running task container of executant `name` and kills it through the engine.
+async fn docker_kill_one(name: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let ps = std::process::Command::new("docker")
+            .args(["ps", "-q", "--filter"])
+            .arg(format!(
+                "label={}={name}",
+                executant::sandbox::EXECUTANT_LABEL
+            ))
+            .output()
+            .unwrap();
+        let ids = String::from_utf8_lossy(&ps.stdout).trim().to_string();
+        if let Some(id) = ids.lines().next() {
+            let killed = std::process::Command::new("docker")
+                .args(["kill", id])
+                .status()
+                .unwrap();
+            if killed.success() {
+                return;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "no container to kill");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_a_kill_from_outside_the_task_is_retried() {
+    let id = unique_project("exec-kill");
+    let specs = vec![
+        exec(&["sh", "-c", "exit 137"]),
+        exec(&["sh", "-c", "kill -9 $$"]),
+        exec(&["sh", "-c", "sleep 4; echo survived"]),
+    ];
+    let project = Project::from_specs(&id, specs).unwrap();
+    let mut config = test_config();
+    config.concurrency = 1;
+    let name = config.name.clone();
+    let executant = InProcess::start(config);
+    publish_tasks(&id, &project.tasks[..2]).await;
+    let (first, _) = collect_results(&id, 2, Duration::from_secs(120)).await;
+    // The third task is killed through the engine once: it runs again and succeeds.
+    publish_tasks(&id, &project.tasks[2..]).await;
+    docker_kill_one(&name).await;
+    let (last, _) = collect_results(&id, 1, Duration::from_secs(120)).await;
+    executant.stop().await;
+    drop_results(&id).await;
+
+    for index in [0, 1] {
+        let reason = outcome(&first[&index]).unwrap_err();
+        assert!(
+            reason.starts_with("exited with code 137 (signal 9"),
+            "task {index}: {reason}"
+        );
+    }
+    assert_eq!(outcome(&last[&2]).unwrap(), "survived\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_exiting_without_an_answer_is_the_tasks_failure() {
+    // A worker image of this test's own that reads its task and exits 0 without answering.
+    let image = "taskplatform-test/silent-worker:exec-robust";
+    let mut build = std::process::Command::new("docker")
+        .args(["build", "-q", "-t", image, "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    build
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"FROM debian:bookworm-slim\nENTRYPOINT [\"sh\", \"-c\", \"read task; exit 0\", \"worker\"]\n")
+        .unwrap();
+    assert!(build.wait().unwrap().success(), "docker build failed");
+
+    let id = unique_project("exec-silent");
+    let project = tasks::split::nqueens_project(&id, 6, 1).unwrap();
+    let mut config = test_config();
+    config.worker_image = image.into();
+    let executant = InProcess::start(config);
+    publish_tasks(&id, &project.tasks[..1]).await;
+    let (results, _) = collect_results(&id, 1, Duration::from_secs(120)).await;
+    executant.stop().await;
+    drop_results(&id).await;
+    let reason = outcome(&results[&0]).unwrap_err();
+    assert!(
+        reason.starts_with("exited with code 0 without answering"),
+        "{reason}"
+    );
+}

@@ -62,7 +62,12 @@ impl InProcess {
 
 /// Declares the topology and the project's results queue, then publishes every task.
 pub async fn publish_tasks(project: &str, tasks: &[Task]) {
-    let conn = amqp::connect(&amqp_url(), "executant tests").await.unwrap();
+    publish_tasks_to(&amqp_url(), project, tasks).await
+}
+
+/// [`publish_tasks`] on the broker at `url`.
+pub async fn publish_tasks_to(url: &str, project: &str, tasks: &[Task]) {
+    let conn = amqp::connect(url, "executant tests").await.unwrap();
     let channel = amqp::confirm_channel(&conn).await.unwrap();
     amqp::declare_todo(&channel).await.unwrap();
     amqp::declare_results(&channel, project).await.unwrap();
@@ -97,7 +102,19 @@ pub async fn collect_results(
     count: u32,
     timeout: Duration,
 ) -> (BTreeMap<u32, TaskResult>, usize) {
-    let conn = amqp::connect(&amqp_url(), "executant tests").await.unwrap();
+    collect_results_from(&amqp_url(), project, count, timeout)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`collect_results`] on the broker at `url`; an error says how many results came.
+pub async fn collect_results_from(
+    url: &str,
+    project: &str,
+    count: u32,
+    timeout: Duration,
+) -> Result<(BTreeMap<u32, TaskResult>, usize), String> {
+    let conn = amqp::connect(url, "executant tests").await.unwrap();
     let channel = conn.create_channel().await.unwrap();
     let queue = amqp::declare_results(&channel, project).await.unwrap();
     let mut consumer = channel
@@ -114,9 +131,12 @@ pub async fn collect_results(
     let deadline = Instant::now() + timeout;
     while (results.len() as u32) < count {
         let left = deadline.saturating_duration_since(Instant::now());
-        let next = tokio::time::timeout(left, consumer.next())
-            .await
-            .unwrap_or_else(|_| panic!("{project}: only {} of {count} results", results.len()));
+        let Ok(next) = tokio::time::timeout(left, consumer.next()).await else {
+            return Err(format!(
+                "{project}: only {} of {count} results",
+                results.len()
+            ));
+        };
         let delivery = next.expect("results consumer ended").unwrap();
         let result = TaskResult::from_json(&delivery.data).unwrap();
         assert_eq!(result.project, project);
@@ -126,5 +146,88 @@ pub async fn collect_results(
         delivery.ack(BasicAckOptions::default()).await.unwrap();
     }
     let _ = conn.close(200, "done".into()).await;
-    (results, duplicates)
+    Ok((results, duplicates))
+}
+
+/// The vhost of the tests' broker URL (`/` when it names none).
+pub fn vhost() -> String {
+    let url = amqp_url();
+    let after_host = url.splitn(4, '/').nth(3).unwrap_or("");
+    let raw = after_host.split('?').next().unwrap_or("");
+    match raw {
+        "" | "%2f" | "%2F" => "/".to_string(),
+        v => v.replace("%2f", "/").replace("%2F", "/"),
+    }
+}
+
+/// The broker's pid of every connection named `name` in the tests' vhost.
+pub fn connections_named(name: &str) -> Vec<String> {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(["-q", "--no-table-headers", "list_connections", "-p"])
+        .arg(vhost())
+        .args(["pid", "client_properties"])
+        .output()
+        .expect("running rabbitmqctl");
+    assert!(out.status.success(), "rabbitmqctl list_connections failed");
+    // The name a client gives its connection is its `connection_name` client property.
+    let wanted = format!("{{\"connection_name\",\"{name}\"}}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| line.split_once('\t'))
+        .filter(|(_, properties)| properties.contains(&wanted))
+        .map(|(pid, _)| pid.trim().to_string())
+        .collect()
+}
+
+/// Closes a connection by its broker pid, as an operator (or a missed heartbeat) would.
+pub fn close_connection(pid: &str) {
+    let status = std::process::Command::new("rabbitmqctl")
+        .args(["-q", "close_connection", pid, "closed by a test"])
+        .status()
+        .expect("running rabbitmqctl");
+    assert!(
+        status.success(),
+        "rabbitmqctl close_connection {pid} failed"
+    );
+}
+
+/// Waits until a connection named `name` other than `old` exists; returns its pid.
+pub async fn wait_for_connection(name: &str, old: Option<&str>, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let pids = connections_named(name);
+        if let Some(pid) = pids.into_iter().find(|p| Some(p.as_str()) != old) {
+            return pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no connection `{name}` (other than {old:?}) within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The message ids in `queue` that start with `prefix` (messages are looked at, not taken).
+pub async fn ids_in_queue(queue: &str, prefix: &str) -> Vec<String> {
+    let conn = amqp::connect(&amqp_url(), "executant tests").await.unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    let mut ids = Vec::new();
+    // Unacked gets return to the queue when the connection closes.
+    while let Some(message) = channel
+        .basic_get(queue.into(), lapin::options::BasicGetOptions::default())
+        .await
+        .unwrap()
+    {
+        let id = message
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        if id.starts_with(prefix) {
+            ids.push(id);
+        }
+    }
+    let _ = conn.close(200, "done".into()).await;
+    ids
 }

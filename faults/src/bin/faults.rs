@@ -3,17 +3,21 @@
 //!   cargo run --release -p faults            (CI size)
 //!   cargo run --release -p faults -- --large (2,040 tasks and 10 faults per scenario)
 //!   cargo run --release -p faults -- --large worker-kill disk-full   (some scenarios)
+//!   cargo run --release -p faults -- --bound=120 junk-results       (a client's bound, s)
 
 use faults::harness::Env;
 use faults::{scenarios, Size};
 
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let size = if args.iter().any(|a| a == "--large") {
+    let mut size = if args.iter().any(|a| a == "--large") {
         Size::large()
     } else {
         Size::ci()
     };
+    if let Some(secs) = args.iter().find_map(|a| a.strip_prefix("--bound=")) {
+        size.bound = std::time::Duration::from_secs(secs.parse().expect("--bound=SECONDS"));
+    }
     let only: Vec<&str> = args
         .iter()
         .filter(|a| !a.starts_with("--"))

@@ -103,3 +103,21 @@ fn boards_of_32_columns_work() {
         assert!(fast >= 1, "{placed} queens placed");
     }
 }
+
+#[test]
+fn known_counts_match_the_published_sequence() {
+    // The table is checked against the engine for every board it can count quickly, and
+    // its last entries against the published values as printed in OEIS A000170.
+    for n in 0..=13u8 {
+        let expected = tasks::nqueens::known_count(n).unwrap();
+        if n > 0 {
+            assert_eq!(count_all(n).unwrap(), expected, "N = {n}");
+        }
+    }
+    assert_eq!(tasks::nqueens::known_count(0), Some(1));
+    assert_eq!(
+        tasks::nqueens::known_count(27),
+        Some(234_907_967_154_122_528)
+    );
+    assert_eq!(tasks::nqueens::known_count(28), None);
+}

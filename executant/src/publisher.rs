@@ -1,0 +1,196 @@
+//! The publishing side of the executant: one connection and one confirm channel, re-established
+//! whenever either is lost (closed by an operator, a missed heartbeat, a broker restart).
+//!
+//! A handler that cannot publish an outcome keeps its delivery unacked and publishes again on
+//! the new channel: a quorum queue counts every returned delivery as an attempt, so returning
+//! it would spend one for a fault outside the task. Only the broker refusing the message
+//! (nack, unroutable, an access or argument error), or the delivery's deadline, ends the
+//! retries.
+
+use std::future::Future;
+use std::time::Duration;
+
+use lapin::{Channel, Connection};
+use tasks::amqp::{self, BrokerError, Message};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+/// Why an outcome was not published.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PublishError {
+    /// The broker refused it: retrying on another channel would not help.
+    #[error("the broker refused it: {0}")]
+    Refused(BrokerError),
+    /// The broker stayed unreachable until its consumer timeout had taken the delivery back.
+    #[error("the broker could not be reached before its consumer timeout")]
+    Deadline,
+}
+
+/// A publishing connection that reconnects itself.
+pub(crate) struct Publisher {
+    url: String,
+    connection_name: String,
+    confirm_timeout: Duration,
+    state: Mutex<State>,
+}
+
+/// The current link, and a generation number that tells a broken link from its replacement.
+#[derive(Default)]
+struct State {
+    generation: u64,
+    link: Option<(Connection, Channel)>,
+}
+
+/// How long to wait before trying again when the broker is reachable but a publish failed.
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+impl Publisher {
+    /// A publisher for `url`; connects on first use (and in [`Publisher::ensure`]).
+    pub(crate) fn new(url: &str, connection_name: String, confirm_timeout: Duration) -> Self {
+        Publisher {
+            url: url.to_string(),
+            connection_name,
+            confirm_timeout,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// Returns a healthy channel and its generation, connecting again (with backoff, for as
+    /// long as it takes) if the connection or the channel was lost.
+    pub(crate) async fn ensure(&self) -> (u64, Channel) {
+        let mut state = self.state.lock().await;
+        if let Some((connection, channel)) = &state.link {
+            if connection.status().connected() && channel.status().connected() {
+                return (state.generation, channel.clone());
+            }
+        }
+        if let Some((connection, _)) = state.link.take() {
+            tracing::warn!("publish connection or channel lost; reconnecting");
+            close_in_background(connection);
+        }
+        let mut delay = Duration::from_millis(200);
+        loop {
+            let opened = async {
+                let connection =
+                    amqp::connect_with_backoff(&self.url, &self.connection_name, None).await?;
+                let channel = amqp::confirm_channel(&connection).await?;
+                Ok::<_, BrokerError>((connection, channel))
+            };
+            match opened.await {
+                Ok((connection, channel)) => {
+                    state.generation += 1;
+                    if state.generation > 1 {
+                        tracing::info!(
+                            generation = state.generation,
+                            "publish connection re-established"
+                        );
+                    }
+                    state.link = Some((connection, channel.clone()));
+                    return (state.generation, channel);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "opening the publish channel failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(RETRY_MAX);
+                }
+            }
+        }
+    }
+
+    /// Drops the link of `generation` if it is still the current one, so that the next use
+    /// reconnects.
+    async fn invalidate(&self, generation: u64) {
+        let mut state = self.state.lock().await;
+        if state.generation == generation {
+            if let Some((connection, _)) = state.link.take() {
+                close_in_background(connection);
+            }
+        }
+    }
+
+    /// Publishes `message` and waits (at most the confirm timeout) for the broker's confirm;
+    /// a lost connection or a late confirm is retried on a new connection until `deadline`.
+    pub(crate) async fn publish(
+        &self,
+        message: Message<'_>,
+        deadline: Instant,
+    ) -> Result<(), PublishError> {
+        self.retry(deadline, "publish", |channel| async move {
+            amqp::publish(&channel, message).await
+        })
+        .await
+    }
+
+    /// Declares `project`'s results queue, retried like [`Publisher::publish`].
+    pub(crate) async fn declare_results(
+        &self,
+        project: &str,
+        deadline: Instant,
+    ) -> Result<(), PublishError> {
+        self.retry(deadline, "declare results", |channel| async move {
+            amqp::declare_results(&channel, project).await.map(|_| ())
+        })
+        .await
+    }
+
+    /// Closes the connection (at shutdown or when its session ends).
+    pub(crate) async fn close(&self) {
+        if let Some((connection, _)) = self.state.lock().await.link.take() {
+            let _ = connection.close(200, "executant stopping".into()).await;
+        }
+    }
+
+    async fn retry<F, Fut>(
+        &self,
+        deadline: Instant,
+        what: &'static str,
+        op: F,
+    ) -> Result<(), PublishError>
+    where
+        F: Fn(Channel) -> Fut,
+        Fut: Future<Output = Result<(), BrokerError>>,
+    {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            let Ok((generation, channel)) = tokio::time::timeout_at(deadline, self.ensure()).await
+            else {
+                return Err(PublishError::Deadline);
+            };
+            let wait = deadline.min(Instant::now() + self.confirm_timeout);
+            let failure = match tokio::time::timeout_at(wait, op(channel)).await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(e)) if refused(&e) => {
+                    // A channel-level refusal closed the channel: the next user gets a new one.
+                    self.invalidate(generation).await;
+                    return Err(PublishError::Refused(e));
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "no confirm in time".to_string(),
+            };
+            tracing::warn!(op = what, error = %failure, "publishing failed; reconnecting and trying again");
+            self.invalidate(generation).await;
+            if Instant::now() + delay >= deadline {
+                return Err(PublishError::Deadline);
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(RETRY_MAX);
+        }
+    }
+}
+
+/// Whether the broker refused an operation (as opposed to the connection being lost).
+fn refused(e: &BrokerError) -> bool {
+    match e {
+        BrokerError::NotConfirmed { .. } => true,
+        // ACCESS_REFUSED, NOT_FOUND, PRECONDITION_FAILED: the broker said no.
+        _ => matches!(e.reply_code(), Some(403 | 404 | 406)),
+    }
+}
+
+/// Closes a connection that is being replaced without waiting for a broker that may not
+/// answer.
+fn close_in_background(connection: Connection) {
+    tokio::spawn(async move {
+        let _ = connection.close(200, "replaced".into()).await;
+    });
+}
