@@ -20,9 +20,9 @@ pub fn repository_name(prefix: &str, repo: &str) -> String {
 /// Makes sure the four repositories exist on GitHub and returns where to push them.
 pub async fn ensure_repositories(gh: &GitHubOptions) -> Result<Vec<Target>, RemoteError> {
     let fail = |what: String, reason: String| RemoteError::GitHub {
-        api: gh.api_url.clone(),
+        api: crate::remote::redact(&gh.api_url),
         what,
-        reason,
+        reason: tasks::amqp::redact_urls_in(&reason),
     };
     let crab = Octocrab::builder()
         .base_uri(gh.api_url.as_str())

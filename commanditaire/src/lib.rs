@@ -2,8 +2,11 @@
 //! follows their results and reassembles the exact answer.
 
 pub mod broker;
+pub mod follow;
 pub mod github;
+pub mod inbox;
 pub mod local;
+pub mod project_lock;
 pub mod remote;
 pub mod tracking;
 pub mod workspace;
@@ -30,6 +33,8 @@ pub struct RunOptions {
     pub batch: BatchPolicy,
     /// Where the repositories are pushed (`None`: nowhere).
     pub remote: Option<remote::RemoteOptions>,
+    /// On resume: give the failed tasks another run (`resume --retry-failed`).
+    pub retry_failed: bool,
 }
 
 /// What a run did.
@@ -37,13 +42,16 @@ pub struct RunOptions {
 pub struct RunReport {
     /// The project id.
     pub project: String,
-    /// Tasks published by this run (a resumed run publishes only what never was).
+    /// Tasks published by this run (a resumed run publishes only what never was, what was
+    /// lost, and the failed tasks it was asked to retry).
     pub published: usize,
     /// The reassembled result; `None` when detached.
     pub result: Option<ProjectResult>,
     /// Results this run received for tasks that already had one, and ignored (a task run
     /// twice after a fault is counted once).
     pub duplicates: usize,
+    /// Messages of the results queue that were not for this project, dropped.
+    pub junk: usize,
 }
 
 /// Why a project could not run.
@@ -58,6 +66,12 @@ pub enum ClientError {
     /// A project that is not in the workspace or cannot be read back.
     #[error("{0}")]
     Project(String),
+    /// A new project was given the id of one the workspace already has.
+    #[error(transparent)]
+    Exists(#[from] ProjectExists),
+    /// Another client holds the project.
+    #[error(transparent)]
+    Locked(#[from] project_lock::LockError),
     /// The remotes could not be prepared (looked up, created): nothing was recorded yet.
     #[error("preparing the remote repositories")]
     RemoteSetup(#[source] remote::RemoteError),
@@ -89,10 +103,33 @@ pub async fn submit(
             _ => None,
         }).collect::<std::collections::BTreeSet<_>>(),
     });
+    let _lock = project_lock::ProjectLock::acquire(ws.root(), &project.id)?;
+    ensure_new(&ws, &project.id)?;
     let targets = resolve_remotes(options).await?;
     tracking::record_project(&ws, &project, &config)?;
     let tracker = Tracker::load(&ws, project, options.batch);
-    drive(options, tracker, targets, watcher).await
+    drive(options, tracker, targets, watcher, follow::Start::Fresh).await
+}
+
+/// A new project was given the id of one the workspace already has (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("project {project} already exists in {workspace}: choose another --id (or `commanditaire resume {project}` to finish that one)")]
+pub struct ProjectExists {
+    /// The project id.
+    pub project: String,
+    /// The workspace folder.
+    pub workspace: String,
+}
+
+/// Refuses an id the workspace already has: a new project never mixes with an old one.
+pub fn ensure_new(ws: &Workspace, id: &str) -> Result<(), ProjectExists> {
+    if tracking::project_exists(ws, id) {
+        return Err(ProjectExists {
+            project: id.to_string(),
+            workspace: ws.root().display().to_string(),
+        });
+    }
+    Ok(())
 }
 
 /// Picks a recorded project up where it stopped: publishes what was never published (not
@@ -103,10 +140,13 @@ pub async fn resume(
     watcher: &dyn broker::Watcher,
 ) -> Result<RunReport, ClientError> {
     let ws = Workspace::open_or_init(&options.workspace)?;
+    // Held until the project is followed to its end: one follower at a time, and the
+    // record is read only once no other client can write to it.
+    let _lock = project_lock::ProjectLock::acquire(ws.root(), id)?;
     let project = tracking::load_project(&ws, id).map_err(ClientError::Project)?;
     let targets = resolve_remotes(options).await?;
     let tracker = Tracker::load(&ws, project, options.batch);
-    drive(options, tracker, targets, watcher).await
+    drive(options, tracker, targets, watcher, follow::Start::Resumed).await
 }
 
 /// Looks the remotes up (creating missing GitHub repositories) before anything is pushed.
@@ -151,6 +191,7 @@ async fn drive(
     mut tracker: Tracker,
     targets: Option<Vec<remote::Target>>,
     watcher: &dyn broker::Watcher,
+    start: follow::Start,
 ) -> Result<RunReport, ClientError> {
     // The project is recorded: push it before any work is spent on it, then in the
     // background as results are committed, and once more when it is complete.
@@ -167,6 +208,7 @@ async fn drive(
     }
     watcher.progress(tracker.done());
     let mut published = 0;
+    let mut junk = 0;
     if options.local {
         let todo: Vec<_> = tracker.remaining();
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -187,6 +229,17 @@ async fn drive(
         if !tracker.published() {
             published = broker::publish_missing(&options.amqp_url, &mut tracker).await?;
         }
+        if options.retry_failed {
+            let again = tracker.retry_failed()?;
+            if !again.is_empty() {
+                let id = tracker.project().id.clone();
+                broker::publish(&options.amqp_url, &id, &again)
+                    .await
+                    .map_err(broker::FollowError::from)?;
+                published += again.len();
+                watcher.progress(tracker.done());
+            }
+        }
         if options.detach {
             push_now(&pusher, &tracker).await?;
             return Ok(RunReport {
@@ -194,9 +247,18 @@ async fn drive(
                 published,
                 result: None,
                 duplicates: 0,
+                junk: 0,
             });
         }
-        broker::follow(&options.amqp_url, &mut tracker, watcher).await?;
+        // Tasks this run just published are in `todo`: not lost.
+        let start = if published > 0 {
+            follow::Start::Fresh
+        } else {
+            start
+        };
+        let seen = follow::follow(&options.amqp_url, &mut tracker, watcher, start).await?;
+        published += seen.republished;
+        junk = seen.junk;
     }
     let result = tracker.finish()?;
     push_now(&pusher, &tracker).await?;
@@ -205,5 +267,6 @@ async fn drive(
         published,
         result: Some(result),
         duplicates: tracker.duplicates(),
+        junk,
     })
 }

@@ -15,7 +15,8 @@ mod output;
 /// the exact result, recording everything in git repositories.
 ///
 /// Exit codes: 0 the project completed and its result is exact; 1 an error stopped it;
-/// 2 bad usage; 3 some tasks failed for good (their reasons are printed).
+/// 2 bad usage (also: a new project given an id that exists); 3 some tasks failed for good
+/// (their reasons are printed).
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Cli {
@@ -104,10 +105,14 @@ enum Command {
         /// Only this project.
         project: Option<String>,
     },
-    /// Finish a project after the client was stopped, without republishing finished tasks.
+    /// Finish a project after the client was stopped, without republishing finished tasks
+    /// (tasks with no outcome that are in no queue are published again).
     Resume {
         /// The project id.
         project: String,
+        /// Run the project's failed tasks again; a new outcome replaces a failed one.
+        #[arg(long)]
+        retry_failed: bool,
     },
 }
 
@@ -126,7 +131,16 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("commanditaire: error: {e:#}");
-            ExitCode::FAILURE
+            let exists = e.downcast_ref::<commanditaire::ProjectExists>().is_some()
+                || matches!(
+                    e.downcast_ref::<commanditaire::ClientError>(),
+                    Some(commanditaire::ClientError::Exists(_))
+                );
+            if exists {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -147,6 +161,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         detach: flags.detach,
         batch: BatchPolicy::default(),
         remote: remote.clone(),
+        retry_failed: false,
     };
     let (options, project) = match &cli.command {
         Command::Nqueens { n, depth, run } => {
@@ -167,6 +182,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let id = run.id.clone().unwrap_or_else(|| generated_id("exec"));
             tasks::model::validate_project_id(&id)?;
+            // Before the script is committed under the id: an id that exists is refused.
+            let ws = commanditaire::Workspace::open_or_init(&cli.workspace)?;
+            commanditaire::ensure_new(&ws, &id)?;
             let script = match script {
                 Some(path) => Some(commit_script(&cli.workspace, &id, path)?),
                 None => None,
@@ -221,13 +239,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             output::status(&shown, json);
             return Ok(ExitCode::SUCCESS);
         }
-        Command::Resume { project } => {
+        Command::Resume {
+            project,
+            retry_failed,
+        } => {
             let flags = RunFlags {
                 local: false,
                 detach: false,
                 id: None,
             };
-            let opts = options(&flags);
+            let opts = RunOptions {
+                retry_failed: *retry_failed,
+                ..options(&flags)
+            };
             let watcher = output::Bar::new(0, json);
             let ws = commanditaire::Workspace::open_or_init(&opts.workspace)?;
             let loaded =
@@ -257,13 +281,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn report(run: commanditaire::RunReport, json: bool) -> ExitCode {
-    match run.result {
+    match &run.result {
         None => {
             output::detached(&run, json);
             ExitCode::SUCCESS
         }
         Some(result) => {
-            output::result(&result, run.published, run.duplicates, json);
+            output::result(result, &run, json);
             if result.complete {
                 ExitCode::SUCCESS
             } else {

@@ -44,17 +44,19 @@ impl commanditaire::broker::Watcher for Bar {
 
     fn warn(&self, message: &str) {
         self.bar
-            .suspend(|| eprintln!("commanditaire: warning: {message}"));
+            .suspend(|| eprintln!("commanditaire: warning: {}", printable(message)));
     }
 }
 
-/// Prints a finished project's result; `duplicates` results came for tasks that already
-/// had one, and were ignored.
-pub fn result(result: &ProjectResult, published: usize, duplicates: usize, json: bool) {
+/// Prints a finished project's result and what the run saw on the way (results that came
+/// again for tasks that already had one, messages dropped from the results queue).
+pub fn result(result: &ProjectResult, run: &commanditaire::RunReport, json: bool) {
+    let duplicates = run.duplicates;
     if json {
         let mut value = serde_json::to_value(result).expect("serializable");
-        value["published"] = published.into();
+        value["published"] = run.published.into();
         value["duplicate_results"] = duplicates.into();
+        value["junk_results"] = run.junk.into();
         if let tasks::ProjectSpec::Nqueens { n, depth } = result.spec {
             value["n"] = n.into();
             value["depth"] = depth.into();
@@ -63,7 +65,20 @@ pub fn result(result: &ProjectResult, published: usize, duplicates: usize, json:
         return;
     }
     for failed in &result.failed {
-        eprintln!("task {} failed: {}", failed.index, failed.reason);
+        // A reason may carry the task's own stderr: never let it drive the terminal.
+        let reason = printable(&failed.reason);
+        if failed.index == u32::MAX {
+            // Not one task's failure: the reassembly's (an overflow, mismatched kinds).
+            eprintln!("project {}: {reason}", result.project);
+        } else {
+            eprintln!("task {} failed: {reason}", failed.index);
+        }
+    }
+    if run.junk > 0 {
+        eprintln!(
+            "{} messages on the results queue were not results of this project and were dropped",
+            run.junk
+        );
     }
     if duplicates > 0 {
         eprintln!(
@@ -76,8 +91,14 @@ pub fn result(result: &ProjectResult, published: usize, duplicates: usize, json:
             println!("{solutions}");
         }
         _ => {
+            let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
             for output in &result.outputs {
-                print!("{}", output.as_deref().unwrap_or("<no output>\n"));
+                let output = output.as_deref().unwrap_or("<no output>\n");
+                if terminal {
+                    print!("{}", printable(output));
+                } else {
+                    print!("{output}");
+                }
             }
         }
     }
@@ -128,5 +149,37 @@ pub fn detached(run: &commanditaire::RunReport, json: bool) {
             run.published,
             p = run.project
         );
+    }
+}
+
+/// `text` with its control characters (escape sequences, carriage returns, bells, C1
+/// codes) shown as `\u{..}` escapes, so that what a task wrote cannot drive the terminal;
+/// line feeds and tabs are kept.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn control_characters_are_neutralised() {
+        assert_eq!(printable("plain\tline\n"), "plain\tline\n");
+        let shown = printable("\x1b[31mred\x1b]0;title\x07\r\u{9b}2J");
+        assert!(!shown.chars().any(|c| c.is_control()), "{shown:?}");
+        assert!(shown.contains("\\u{1b}[31mred"), "{shown:?}");
     }
 }

@@ -284,7 +284,7 @@ pub fn push_one(ws: &Workspace, target: &Target) -> Result<(), RemoteError> {
         .map_err(|e| RemoteError::Push {
             repo: repo_name,
             url: shown.clone(),
-            reason: e.message().to_string(),
+            reason: tasks::amqp::redact_urls_in(e.message()),
         })?;
 
     let auth = Auth::new(target.token.as_ref());
@@ -319,13 +319,13 @@ pub fn push_one(ws: &Workspace, target: &Target) -> Result<(), RemoteError> {
                 repo: repo_name,
                 url: shown,
                 refname,
-                reason: source.message().to_string(),
+                reason: tasks::amqp::redact_urls_in(source.message()),
             });
         }
         return Err(RemoteError::Push {
             repo: repo_name,
             url: shown,
-            reason: source.message().to_string(),
+            reason: tasks::amqp::redact_urls_in(source.message()),
         });
     }
     if let Some((refname, reason)) = rejected.into_inner().into_iter().next() {

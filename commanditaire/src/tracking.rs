@@ -77,6 +77,13 @@ pub fn record_project(
     Ok(())
 }
 
+/// Whether project `id` is already recorded in the workspace (its tasks or its progress).
+pub fn project_exists(ws: &Workspace, id: &str) -> bool {
+    ws.read_at_head("tasks", &format!("{id}/project.json"))
+        .is_some()
+        || ws.read_at_head("tracking", &progress_path(id)).is_some()
+}
+
 /// Reads a recorded project back from the tasks repository.
 pub fn load_project(ws: &Workspace, id: &str) -> Result<Project, String> {
     let header = ws
@@ -121,7 +128,6 @@ pub struct Tracker {
     ws: Workspace,
     reassembly: Reassembly,
     pending: Vec<TaskResult>,
-    batches: usize,
     oldest_pending: Option<Instant>,
     policy: BatchPolicy,
     published: bool,
@@ -130,16 +136,37 @@ pub struct Tracker {
 }
 
 impl Tracker {
-    /// Starts tracking `project`, with the results already committed by an earlier run.
+    /// Starts tracking `project`, with the results already committed by an earlier run:
+    /// the batches of `<project>/results/` and the retry records of `<project>/retries/`,
+    /// replayed in their shared numbering.
     pub fn load(ws: &Workspace, project: Project, policy: BatchPolicy) -> Tracker {
         let id = project.id.clone();
         let mut reassembly = Reassembly::new(project);
-        let folder = format!("{id}/results");
-        let batches = ws.list_at_head("tracking", &folder);
-        for batch in &batches {
-            let Some(bytes) = ws.read_at_head("tracking", &format!("{folder}/{batch}")) else {
+        // Batches and retry records share one numbering: replay them in its order.
+        let mut records: Vec<(String, bool)> = Vec::new();
+        for (folder, retry) in [(results_folder(&id), false), (retries_folder(&id), true)] {
+            for entry in ws.list_at_head("tracking", &folder) {
+                records.push((format!("{folder}/{entry}"), retry));
+            }
+        }
+        records.sort_by(|a, b| file_name(&a.0).cmp(file_name(&b.0)));
+        for (path, retry) in records {
+            let Some(bytes) = ws.read_at_head("tracking", &path) else {
                 continue;
             };
+            if retry {
+                let retry: RetryRecord = match serde_json::from_slice(&bytes) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(file = %path, error = %e, "unreadable retry record");
+                        continue;
+                    }
+                };
+                for index in retry.retry {
+                    reassembly.retry(index);
+                }
+                continue;
+            }
             for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
                 if let Ok(result) = TaskResult::from_json(line) {
                     reassembly.record(&result);
@@ -153,7 +180,6 @@ impl Tracker {
             ws: ws.clone(),
             reassembly,
             pending: Vec::new(),
-            batches: batches.len(),
             oldest_pending: None,
             policy,
             published,
@@ -284,19 +310,83 @@ impl Tracker {
             self.project().tasks.len(),
             self.pending.len(),
         );
-        self.ws.commit(
+        // The batch number is taken from the repository at commit time, under the workspace
+        // lock: a batch is never written over another.
+        self.ws.commit_numbered(
             "tracking",
-            &[
-                (format!("{id}/results/{:06}.jsonl", self.batches + 1), lines),
-                (progress_path(&id), pretty(&progress)),
-            ],
+            &[&results_folder(&id), &retries_folder(&id)],
+            &results_folder(&id),
+            BATCH_SUFFIX,
+            lines,
+            &[(progress_path(&id), pretty(&progress))],
             &message,
         )?;
-        self.batches += 1;
         self.pending.clear();
         self.oldest_pending = None;
         self.committed();
         Ok(())
+    }
+
+    /// Gives every failed task of the project another chance (`resume --retry-failed`):
+    /// commits a retry record (`<project>/retries/NNNNNN.json`, numbered in the batches'
+    /// sequence) after which those tasks have no outcome, so the next outcome of each counts.
+    /// Returns the tasks to publish again.
+    pub fn retry_failed(&mut self) -> Result<Vec<tasks::Task>, WorkspaceError> {
+        self.flush()?;
+        let indexes = self.reassembly.failed_indexes();
+        if indexes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let id = self.project().id.clone();
+        let result = self.reassembly.result();
+        let reasons: Vec<_> = result
+            .failed
+            .iter()
+            .filter(|f| indexes.contains(&f.index))
+            .cloned()
+            .collect();
+        let record = RetryRecord {
+            retry: indexes.clone(),
+            failed: reasons,
+        };
+        let progress = progress_of(
+            self.project(),
+            (self.done() - indexes.len()) as u32,
+            (self.reassembly.failed() - indexes.len()) as u32,
+            false,
+        );
+        let shown: Vec<String> = indexes.iter().take(20).map(|i| i.to_string()).collect();
+        let message = format!(
+            "Project {id}: retrying {} failed tasks ({}{})",
+            indexes.len(),
+            shown.join(", "),
+            if indexes.len() > shown.len() {
+                ", ..."
+            } else {
+                ""
+            }
+        );
+        self.ws.commit_numbered(
+            "tracking",
+            &[&results_folder(&id), &retries_folder(&id)],
+            &retries_folder(&id),
+            RETRY_SUFFIX,
+            pretty(&record),
+            &[(progress_path(&id), pretty(&progress))],
+            &message,
+        )?;
+        // Recorded: only now do the failures stop counting.
+        for &index in &indexes {
+            self.reassembly.retry(index);
+        }
+        self.committed();
+        Ok(self
+            .project()
+            .tasks
+            .iter()
+            .filter(|t| indexes.contains(&t.index))
+            .cloned()
+            .collect())
     }
 
     /// Commits what waits, writes the reassembled result to the results repository, and
@@ -332,6 +422,34 @@ impl Tracker {
     }
 }
 
+/// The extension of a batch of results in `<project>/results/`.
+const BATCH_SUFFIX: &str = "jsonl";
+/// The extension of a retry record in `<project>/retries/`.
+const RETRY_SUFFIX: &str = "json";
+
+fn results_folder(id: &str) -> String {
+    format!("{id}/results")
+}
+
+/// Retry records live apart from the batches, which readers take as lines of results.
+fn retries_folder(id: &str) -> String {
+    format!("{id}/retries")
+}
+
+fn file_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// A retry record: the failed outcomes it voids, with their reasons for the record.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct RetryRecord {
+    /// The task indexes whose failed outcome no longer counts.
+    retry: Vec<u32>,
+    /// What they had failed with.
+    #[serde(default)]
+    failed: Vec<tasks::reassemble::FailedTask>,
+}
+
 /// One line saying what a project's result is.
 pub fn summary(result: &ProjectResult) -> String {
     let done = result.tasks as usize - result.missing.len();
@@ -365,7 +483,7 @@ fn progress_of(project: &Project, done: u32, failed: u32, complete: bool) -> Pro
     }
 }
 
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()

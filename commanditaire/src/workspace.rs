@@ -5,7 +5,8 @@
 //! - `tasks/P/project.json` (what was asked) and `tasks/P/tasks.jsonl` (one task per line);
 //! - `config/P/config.json` (images and limits the project ran with);
 //! - `tracking/P/progress.json` and `tracking/P/results/NNNNNN.jsonl` (one file per batch of
-//!   results, so each commit adds a small file and history grows linearly);
+//!   results, so each commit adds a small file and history grows linearly), and
+//!   `tracking/P/retries/NNNNNN.json` (`resume --retry-failed`, numbered in the same sequence);
 //! - `results/P/result.json` (the reassembled outcome).
 //!
 //! Each repository is created on branch `main`; [`crate::remote`] pushes that branch.
@@ -33,6 +34,14 @@ pub enum WorkspaceError {
         /// What git2 said.
         source: git2::Error,
     },
+    /// A file that must be new (a batch of results) is already in the repository.
+    #[error("{path} already exists in {repo}: a recorded file is never replaced")]
+    Exists {
+        /// The repository.
+        repo: PathBuf,
+        /// The file, relative to the repository.
+        path: String,
+    },
     /// A file could not be written (a full disk lands here).
     #[error("writing {path}: {source}")]
     Io {
@@ -52,6 +61,7 @@ pub struct Workspace {
 impl Workspace {
     /// Opens the workspace at `root`, creating the folder and any missing repository.
     pub fn open_or_init(root: &Path) -> Result<Workspace, WorkspaceError> {
+        durable_git();
         std::fs::create_dir_all(root).map_err(|source| WorkspaceError::Io {
             path: root.to_path_buf(),
             source,
@@ -125,6 +135,44 @@ impl Workspace {
         self.locked(|| self.commit_locked(name, files, message))
     }
 
+    /// Commits `content` as a new file `folder/NNNNNN.suffix` (with `files`), numbered one
+    /// past the highest number in the `sequence` folders (which include `folder`) at HEAD,
+    /// read under the workspace lock: two writers never pick the same number, and a
+    /// recorded file is never replaced. Returns the commit id and the file's path.
+    #[allow(clippy::too_many_arguments)]
+    pub fn commit_numbered(
+        &self,
+        name: &str,
+        sequence: &[&str],
+        folder: &str,
+        suffix: &str,
+        content: Vec<u8>,
+        files: &[(String, Vec<u8>)],
+        message: &str,
+    ) -> Result<(git2::Oid, String), WorkspaceError> {
+        self.locked(|| {
+            let next = sequence
+                .iter()
+                .flat_map(|f| self.list_at_head(name, f))
+                .filter_map(|entry| entry.get(..6)?.parse::<u64>().ok())
+                .max()
+                .unwrap_or(0)
+                + 1;
+            let rel = format!("{folder}/{next:06}.{suffix}");
+            if self.read_at_head(name, &rel).is_some() {
+                return Err(WorkspaceError::Exists {
+                    repo: self.repo_path(name),
+                    path: rel,
+                });
+            }
+            let mut all = Vec::with_capacity(files.len() + 1);
+            all.push((rel.clone(), content));
+            all.extend(files.iter().cloned());
+            let oid = self.commit_locked(name, &all, message)?;
+            Ok((oid, rel))
+        })
+    }
+
     fn commit_locked(
         &self,
         name: &str,
@@ -132,12 +180,9 @@ impl Workspace {
         message: &str,
     ) -> Result<git2::Oid, WorkspaceError> {
         let path = self.repo_path(name);
-        // Holding the workspace lock, an index lock can only be left by a client that died
-        // mid-commit.
-        let stale = path.join(".git").join("index.lock");
-        if stale.exists() {
-            let _ = std::fs::remove_file(&stale);
-        }
+        // Holding the workspace lock, any git lock file can only be left by a client that
+        // died mid-commit.
+        clear_stale_locks(&path.join(".git"));
         let repo = Repository::open(&path).map_err(git("open", &path))?;
         let mut index = repo.index().map_err(git("index", &path))?;
         for (rel, content) in files {
@@ -197,6 +242,52 @@ impl Workspace {
         })
         .unwrap_or_default()
     }
+}
+
+/// Removes the lock files git leaves when it dies mid-write (`index.lock`, `HEAD.lock`,
+/// `refs/heads/main.lock`, `packed-refs.lock`, `logs/...lock`, ...). Only to be called
+/// under the workspace lock, when no live writer can own one.
+fn clear_stale_locks(git_dir: &Path) {
+    fn walk(dir: &Path, depth: usize) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                // Objects are written to temporary files, never locked: skip them (large).
+                if depth < 6 && entry.file_name() != "objects" {
+                    walk(&path, depth + 1);
+                }
+            } else if path.extension().is_some_and(|e| e == "lock") {
+                tracing::warn!(file = %path.display(), "removing a stale git lock");
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+    walk(git_dir, 0);
+}
+
+/// Makes libgit2 fsync what it writes in a repository (objects, index, refs) before a
+/// commit returns, so that a result acked after its commit survives a power cut. Global to
+/// the process; set once.
+fn durable_git() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        libgit2_sys::init();
+        // SAFETY: a documented libgit2 option taking one int; called once, before this
+        // process opens any repository.
+        let rc = unsafe {
+            libgit2_sys::git_libgit2_opts(
+                libgit2_sys::GIT_OPT_ENABLE_FSYNC_GITDIR as std::ffi::c_int,
+                1 as std::ffi::c_int,
+            )
+        };
+        debug_assert!(rc >= 0, "GIT_OPT_ENABLE_FSYNC_GITDIR refused");
+    });
 }
 
 fn git(op: &'static str, repo: &Path) -> impl FnOnce(git2::Error) -> WorkspaceError {

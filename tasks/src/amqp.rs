@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions,
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeBindOptions, ExchangeDeclareOptions,
+    QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
@@ -31,6 +31,13 @@ pub const RESULTS_EXCHANGE: &str = "results";
 pub const DELIVERY_LIMIT: i64 = 5;
 /// Header carrying why a message was dead-lettered by a client (not by the broker).
 pub const REASON_HEADER: &str = "x-platform-reason";
+/// Header carrying a task's project id, so that a dead-lettered task also reaches its
+/// project's results queue (through [`DEAD_PROJECTS_EXCHANGE`]).
+pub const PROJECT_HEADER: &str = "x-project";
+/// The headers exchange bound to [`DEAD_LETTER_EXCHANGE`]: it routes each dead-lettered task
+/// by its [`PROJECT_HEADER`] to its project's results queue, where the client turns it into
+/// a failed outcome. `todo.dead` keeps its own copy.
+pub const DEAD_PROJECTS_EXCHANGE: &str = "todo.dead.projects";
 /// The JSON content type every message carries.
 pub const CONTENT_TYPE: &str = "application/json";
 
@@ -72,22 +79,52 @@ fn op(op: &'static str) -> impl FnOnce(lapin::Error) -> BrokerError {
     move |source| BrokerError::Operation { op, source }
 }
 
-/// Hides the password of an AMQP URL, for messages and logs.
+/// Hides the user info (user and password, or a token standing alone as the user) of
+/// every URL in `url` (one URL, or several separated by commas), for messages, logs and
+/// records: `https://TOKEN@host/x` -> `https://***@host/x`, `git@host:x` -> `***@host:x`.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let creds = &url[scheme + 3..at];
-            match creds.find(':') {
-                Some(colon) => format!(
-                    "{}{}:***{}",
-                    &url[..scheme + 3],
-                    &creds[..colon],
-                    &url[at..]
-                ),
-                None => url.to_string(),
+    url.split(',').map(redact_one).collect::<Vec<_>>().join(",")
+}
+
+/// [`redact_url`] applied to every `scheme://` URL found in free text (a library's error
+/// message that quotes the URL it failed on, say).
+pub fn redact_urls_in(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let start = i + 3;
+        let end = rest[start..]
+            .find(|c: char| c == '/' || c.is_whitespace() || "?#\"'()<>,;".contains(c))
+            .map_or(rest.len(), |e| start + e);
+        let authority = &rest[start..end];
+        out.push_str(&rest[..start]);
+        match authority.rfind('@') {
+            Some(at) => {
+                out.push_str("***");
+                out.push_str(&authority[at..]);
             }
+            None => out.push_str(authority),
         }
-        _ => url.to_string(),
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn redact_one(url: &str) -> String {
+    let (head, rest) = match url.find("://") {
+        Some(i) => url.split_at(i + 3),
+        // scp-like `user@host:path`: the user info ends before the first `:` or `/`.
+        None => ("", url),
+    };
+    let authority_end = if head.is_empty() {
+        rest.find([':', '/']).unwrap_or(rest.len())
+    } else {
+        rest.find(['/', '?', '#']).unwrap_or(rest.len())
+    };
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{head}***{}", &rest[at..]),
+        None => url.to_string(),
     }
 }
 
@@ -158,20 +195,51 @@ fn durable() -> QueueDeclareOptions {
     }
 }
 
-/// Declares `todo`, its dead-letter exchange and `todo.dead` (idempotent).
-pub async fn declare_todo(channel: &Channel) -> Result<(), BrokerError> {
+fn durable_exchange() -> ExchangeDeclareOptions {
+    ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    }
+}
+
+/// Declares the dead-letter exchange `todo.dlx` (fanout) and [`DEAD_PROJECTS_EXCHANGE`]
+/// (headers), bound to it exchange-to-exchange (idempotent). `todo`'s arguments do not
+/// change, so queues declared before this routing existed keep working.
+async fn declare_dead_letter_routing(channel: &Channel) -> Result<(), BrokerError> {
     channel
         .exchange_declare(
             DEAD_LETTER_EXCHANGE.into(),
             ExchangeKind::Fanout,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..ExchangeDeclareOptions::default()
-            },
+            durable_exchange(),
             FieldTable::default(),
         )
         .await
         .map_err(op("declare exchange todo.dlx"))?;
+    channel
+        .exchange_declare(
+            DEAD_PROJECTS_EXCHANGE.into(),
+            ExchangeKind::Headers,
+            durable_exchange(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(op("declare exchange todo.dead.projects"))?;
+    channel
+        .exchange_bind(
+            DEAD_PROJECTS_EXCHANGE.into(),
+            DEAD_LETTER_EXCHANGE.into(),
+            "".into(),
+            ExchangeBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(op("bind todo.dead.projects to todo.dlx"))?;
+    Ok(())
+}
+
+/// Declares `todo`, its dead-letter exchange and `todo.dead` (idempotent).
+pub async fn declare_todo(channel: &Channel) -> Result<(), BrokerError> {
+    declare_dead_letter_routing(channel).await?;
     let mut dead_args = FieldTable::default();
     dead_args.insert(
         "x-queue-type".into(),
@@ -198,8 +266,11 @@ pub async fn declare_todo(channel: &Channel) -> Result<(), BrokerError> {
     Ok(())
 }
 
-/// Declares the results exchange and the durable results queue of `project` (idempotent).
+/// Declares the results exchange and the durable results queue of `project` (idempotent),
+/// bound to the results exchange by the project id and to [`DEAD_PROJECTS_EXCHANGE`] by the
+/// [`PROJECT_HEADER`], so that the project's dead-lettered tasks reach it too.
 pub async fn declare_results(channel: &Channel, project: &str) -> Result<String, BrokerError> {
+    declare_dead_letter_routing(channel).await?;
     channel
         .exchange_declare(
             RESULTS_EXCHANGE.into(),
@@ -227,6 +298,24 @@ pub async fn declare_results(channel: &Channel, project: &str) -> Result<String,
         )
         .await
         .map_err(op("bind results queue"))?;
+    // `all-with-x` (RabbitMQ 3.10+): a plain `all` ignores headers starting with `x-`, so
+    // the binding would match every dead-lettered task of every project.
+    let mut by_project = FieldTable::default();
+    by_project.insert("x-match".into(), AMQPValue::LongString("all-with-x".into()));
+    by_project.insert(
+        PROJECT_HEADER.into(),
+        AMQPValue::LongString(LongString::from(project)),
+    );
+    channel
+        .queue_bind(
+            queue.as_str().into(),
+            DEAD_PROJECTS_EXCHANGE.into(),
+            "".into(),
+            QueueBindOptions::default(),
+            by_project,
+        )
+        .await
+        .map_err(op("bind results queue to dead-lettered tasks"))?;
     Ok(queue)
 }
 
@@ -255,7 +344,10 @@ pub struct Message<'a> {
     pub reason: Option<&'a str>,
 }
 
-/// The properties every message of the platform carries.
+/// The properties every message of the platform carries. A message dead-lettered by a
+/// client (`reason` set) whose id names a task (`<project>/<index>`) also carries that
+/// project in [`PROJECT_HEADER`], so that it reaches the project's client even when its
+/// body cannot be read.
 pub fn properties(message_id: &str, reason: Option<&str>) -> BasicProperties {
     let mut props = BasicProperties::default()
         .with_content_type(ShortString::from(CONTENT_TYPE))
@@ -267,9 +359,34 @@ pub fn properties(message_id: &str, reason: Option<&str>) -> BasicProperties {
             REASON_HEADER.into(),
             AMQPValue::LongString(LongString::from(reason)),
         );
+        if let Some((project, _)) = task_of_message_id(message_id) {
+            headers.insert(
+                PROJECT_HEADER.into(),
+                AMQPValue::LongString(LongString::from(project)),
+            );
+        }
         props = props.with_headers(headers);
     }
     props
+}
+
+/// The project and index a task's message id (`<project>/<index>`, see
+/// [`crate::Task::id`]) names, if it names one.
+pub fn task_of_message_id(message_id: &str) -> Option<(&str, u32)> {
+    let (project, index) = message_id.split_once('/')?;
+    crate::model::validate_project_id(project).ok()?;
+    Some((project, index.parse().ok()?))
+}
+
+/// The properties of a task published to `todo`: the platform's, and the task's project in
+/// [`PROJECT_HEADER`] (so that the task reaches its project if it is dead-lettered).
+pub fn task_properties(task: &crate::Task) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    headers.insert(
+        PROJECT_HEADER.into(),
+        AMQPValue::LongString(LongString::from(task.project.as_str())),
+    );
+    properties(&task.id(), None).with_headers(headers)
 }
 
 /// Publishes `message` as mandatory on a confirm channel and waits for the broker's ack;
@@ -327,8 +444,7 @@ pub async fn publish_tasks(channel: &Channel, tasks: &[crate::Task]) -> Result<(
     for window in tasks.chunks(PUBLISH_WINDOW) {
         let mut pending = Vec::with_capacity(window.len());
         for task in window {
-            let id = task.id();
-            let props = properties(&id, None);
+            let props = task_properties(task);
             pending.push(send(channel, "", TODO_QUEUE, &task.to_json(), props).await?);
         }
         for confirm in pending {
@@ -424,6 +540,34 @@ pub fn reason_of(props: &BasicProperties) -> Option<String> {
     }
 }
 
+/// Why a message was dead-lettered: the reason a client gave ([`REASON_HEADER`]) or, for
+/// the broker's own dead-lettering, the reason and queue of its latest `x-death` entry
+/// (`delivery_limit`, `rejected`, `expired`, ...). `None` for a message never dead-lettered.
+pub fn dead_letter_reason(props: &BasicProperties) -> Option<String> {
+    if let Some(reason) = reason_of(props) {
+        return Some(reason);
+    }
+    let headers = props.headers().as_ref()?.inner();
+    let text = |v: Option<&AMQPValue>| match v {
+        Some(AMQPValue::LongString(s)) => Some(s.to_string()),
+        Some(AMQPValue::ShortString(s)) => Some(s.to_string()),
+        _ => None,
+    };
+    if let Some(AMQPValue::FieldArray(deaths)) = headers.get("x-death") {
+        if let Some(AMQPValue::FieldTable(death)) = deaths.as_slice().first() {
+            let death = death.inner();
+            if let Some(reason) = text(death.get("reason")) {
+                let queue = text(death.get("queue")).unwrap_or_else(|| TODO_QUEUE.into());
+                return Some(format!(
+                    "dead-lettered by the broker from `{queue}`: {reason}"
+                ));
+            }
+        }
+    }
+    text(headers.get("x-first-death-reason"))
+        .map(|reason| format!("dead-lettered by the broker: {reason}"))
+}
+
 /// Whether this delivery is the message's last: taken back once more, the broker
 /// dead-letters it (reason `delivery_limit`).
 pub fn is_last_delivery(props: &BasicProperties) -> bool {
@@ -507,11 +651,31 @@ mod tests {
 
     #[test]
     fn passwords_are_hidden() {
+        let table = [
+            (
+                "amqp://guest:secret@127.0.0.1:5672/%2f",
+                "amqp://***@127.0.0.1:5672/%2f",
+            ),
+            ("amqp://127.0.0.1", "amqp://127.0.0.1"),
+            ("https://TOKEN@host/team", "https://***@host/team"),
+            ("https://u:p@w@host/team", "https://***@host/team"),
+            ("https://host/a@b", "https://host/a@b"),
+            ("git@github.com:me/x.git", "***@github.com:me/x.git"),
+            ("/srv/git/a@b", "/srv/git/a@b"),
+            (
+                "amqp://a:s1@n1:5672/v,amqp://b:s2@n2:5672/v",
+                "amqp://***@n1:5672/v,amqp://***@n2:5672/v",
+            ),
+        ];
+        for (url, shown) in table {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
         assert_eq!(
-            redact_url("amqp://guest:secret@127.0.0.1:5672/%2f"),
-            "amqp://guest:***@127.0.0.1:5672/%2f"
+            super::redact_urls_in(
+                "error sending request for url (https://me:ghp_x@api.example/user): refused; see http://host/a@b"
+            ),
+            "error sending request for url (https://***@api.example/user): refused; see http://host/a@b"
         );
-        assert_eq!(redact_url("amqp://127.0.0.1"), "amqp://127.0.0.1");
     }
 
     #[test]

@@ -91,6 +91,26 @@ impl Reassembly {
         Recorded::New
     }
 
+    /// Forgets task `index`'s outcome if it is a failure, so that the task can be run again
+    /// and its next outcome counts (`resume --retry-failed`); returns whether it was one.
+    pub fn retry(&mut self, index: u32) -> bool {
+        if !matches!(self.results.get(&index), Some(Outcome::Failed { .. })) {
+            return false;
+        }
+        self.results.remove(&index);
+        self.failed -= 1;
+        true
+    }
+
+    /// The indexes of the tasks whose outcome is a failure, in order.
+    pub fn failed_indexes(&self) -> Vec<u32> {
+        self.results
+            .iter()
+            .filter(|(_, o)| matches!(o, Outcome::Failed { .. }))
+            .map(|(i, _)| *i)
+            .collect()
+    }
+
     /// Whether task `index` already has an outcome.
     pub fn has(&self, index: u32) -> bool {
         self.results.contains_key(&index)
@@ -122,6 +142,7 @@ impl Reassembly {
         let mut failed = Vec::new();
         let mut missing = Vec::new();
         let mut inconsistent = false;
+        let mut overflow = false;
         for task in &self.project.tasks {
             let outcome = self.results.get(&task.index);
             match outcome {
@@ -140,7 +161,14 @@ impl Reassembly {
                 (TaskSpec::Nqueens { weight, .. }, output) => {
                     let total = solutions.get_or_insert(0u64);
                     match output {
-                        Some(TaskOutput::Nqueens { solutions: s }) => *total += weight * s,
+                        // Checked: a total that does not fit is an error, never a wrong
+                        // number.
+                        Some(TaskOutput::Nqueens { solutions: s }) => {
+                            match weight.checked_mul(*s).and_then(|w| total.checked_add(w)) {
+                                Some(sum) => *total = sum,
+                                None => overflow = true,
+                            }
+                        }
                         Some(_) => inconsistent = true,
                         None => {}
                     }
@@ -159,6 +187,15 @@ impl Reassembly {
             failed.push(FailedTask {
                 index: u32::MAX,
                 reason: "a result's output kind does not match its task's kind".into(),
+            });
+        }
+        if overflow {
+            solutions = None;
+            failed.push(FailedTask {
+                index: u32::MAX,
+                reason: "the weighted total of the solutions overflows 64 bits: no exact \
+                         result can be given"
+                    .into(),
             });
         }
         ProjectResult {

@@ -90,11 +90,14 @@ pub fn client_json(workspace: &Path, args: &[&str]) -> (i32, serde_json::Value, 
     (output.status.code().unwrap_or(-1), value, output)
 }
 
-/// The one-line subjects of a repository's history, newest first.
+/// The one-line subjects of a repository's history, newest first (none before the first
+/// commit: a client polled mid-start may have created the repository only).
 pub fn git_log(repo: &Path) -> Vec<String> {
     let repo = git2::Repository::open(repo).unwrap();
     let mut walk = repo.revwalk().unwrap();
-    walk.push_head().unwrap();
+    if walk.push_head().is_err() {
+        return Vec::new();
+    }
     walk.map(|oid| {
         repo.find_commit(oid.unwrap())
             .unwrap()

@@ -114,3 +114,45 @@ impl Weight for tasks::Task {
         }
     }
 }
+
+#[test]
+fn a_total_that_overflows_is_an_error_not_a_wrong_number() {
+    let mut project = nqueens_project("p", 6, 1).unwrap();
+    for task in &mut project.tasks {
+        if let TaskSpec::Nqueens { weight, .. } = &mut task.spec {
+            *weight = u64::MAX / 2;
+        }
+    }
+    let tasks = project.tasks.clone();
+    let mut reassembly = Reassembly::new(project);
+    for task in &tasks {
+        reassembly.record(&TaskResult::ok(task, TaskOutput::Nqueens { solutions: 3 }));
+    }
+    let result = reassembly.result();
+    assert!(!result.complete, "{result:?}");
+    assert_eq!(result.solutions, None, "a wrapped total was given");
+    assert!(
+        result.failed.iter().any(|f| f.reason.contains("overflows")),
+        "{result:?}"
+    );
+}
+
+#[test]
+fn a_retried_failure_is_replaced_by_the_next_outcome() {
+    let project = nqueens_project("p", 6, 1).unwrap();
+    let tasks = project.tasks.clone();
+    let mut reassembly = Reassembly::new(project);
+    reassembly.record(&TaskResult::failed(&tasks[0], "dead-lettered"));
+    reassembly.record(&TaskResult::ok(
+        &tasks[1],
+        TaskOutput::Nqueens { solutions: 1 },
+    ));
+    assert_eq!(reassembly.failed_indexes(), vec![0]);
+    assert!(!reassembly.retry(1), "a success is never forgotten");
+    assert!(reassembly.retry(0));
+    assert_eq!(reassembly.failed(), 0);
+    assert!(!reassembly.has(0));
+    let ok = TaskResult::ok(&tasks[0], TaskOutput::Nqueens { solutions: 2 });
+    assert_eq!(reassembly.record(&ok), Recorded::New);
+    assert!(reassembly.failed_indexes().is_empty());
+}

@@ -1,0 +1,379 @@
+//! Following a project's results queue until every task has an outcome.
+//!
+//! The consumer is exclusive (one follower per project, wherever it runs). Results and the
+//! project's dead-lettered tasks are recorded and acked only after their commit; anything
+//! else is dropped (acked) at once and counted, so it never fills the prefetch window.
+//! Tasks with no outcome that are in no queue are published again ([`LostTasks`]).
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::FieldTable;
+use lapin::Channel;
+use tasks::amqp::{self, BrokerError};
+use tasks::reassemble::Recorded;
+
+use crate::broker::{FollowError, Watcher, CONNECT_PATIENCE};
+use crate::inbox::{self, Incoming};
+use crate::tracking::Tracker;
+
+/// How long the results queue must stay silent before the follower looks for lost tasks.
+pub const QUIET: Duration = Duration::from_secs(3);
+/// How often the follower looks at the queues' depths.
+const PROBE_EVERY: Duration = Duration::from_secs(2);
+/// The task timeout assumed for a task that names none (the executant's default).
+pub const ASSUMED_TASK_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// How a follower starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Right after this client published every task.
+    Fresh,
+    /// Picking up a project an earlier client published (`resume`).
+    Resumed,
+}
+
+/// What a follower saw besides results.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Followed {
+    /// Messages on the results queue that were neither a result nor a dead-lettered task of
+    /// the project, dropped.
+    pub junk: usize,
+    /// Tasks published again because they had no outcome and were in no queue.
+    pub republished: usize,
+}
+
+/// Consumes the project's results queue until every task has an outcome, recording results
+/// in the tracking repository and acking each delivery only after its result was committed.
+/// Reconnects with backoff when the broker goes away.
+pub async fn follow(
+    url: &str,
+    tracker: &mut Tracker,
+    watcher: &dyn Watcher,
+    start: Start,
+) -> Result<Followed, FollowError> {
+    let project = tracker.project().id.clone();
+    let mut seen = Followed::default();
+    let mut lost = LostTasks::new(start, tracker);
+    let mut first = true;
+    while !tracker.finished() {
+        let patience = if first { Some(CONNECT_PATIENCE) } else { None };
+        let conn = amqp::connect_with_backoff(url, "commanditaire follow", patience).await?;
+        let channel = open_channel(&conn).await?;
+        let probe = open_channel(&conn).await?;
+        amqp::declare_todo(&channel).await?;
+        let queue = amqp::declare_results(&channel, &project).await?;
+        channel
+            .basic_qos(1000, BasicQosOptions::default())
+            .await
+            .map_err(|source| BrokerError::Operation {
+                op: "set prefetch",
+                source,
+            })?;
+        let exclusive = BasicConsumeOptions {
+            exclusive: true,
+            ..BasicConsumeOptions::default()
+        };
+        let consumed = channel
+            .basic_consume(
+                queue.as_str().into(),
+                "".into(),
+                exclusive,
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|source| BrokerError::Operation {
+                op: "consume results",
+                source,
+            });
+        let mut consumer = match consumed {
+            Ok(consumer) => consumer,
+            Err(e) if e.reply_code() == Some(403) => {
+                let _ = conn.close(200, "refused".into()).await;
+                if first {
+                    return Err(FollowError::Followed { project });
+                }
+                // After a reconnect, the broker may not have noticed yet that our previous
+                // connection is gone.
+                watcher.warn(&format!(
+                    "{queue} still has another consumer (our previous connection?); retrying"
+                ));
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        first = false;
+        let mut unacked: Vec<Delivery> = Vec::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let mut last_progress = Instant::now();
+        let mut last_delivery = Instant::now();
+        let mut warned_idle = false;
+        loop {
+            tokio::select! {
+                next = consumer.next() => match next {
+                    Some(Ok(delivery)) => {
+                        last_delivery = Instant::now();
+                        let incoming =
+                            inbox::classify(&project, &delivery.data, &delivery.properties);
+                        let offered = match incoming {
+                            Incoming::Result(r) | Incoming::DeadLettered(r) => tracker.record(r),
+                            Incoming::Junk(why) => {
+                                drop_junk(&delivery, &why, &mut seen, watcher).await;
+                                continue;
+                            }
+                        };
+                        match offered {
+                            Recorded::New => {
+                                last_progress = Instant::now();
+                                lost.progress();
+                                watcher.progress(tracker.done());
+                                unacked.push(delivery);
+                            }
+                            Recorded::Duplicate => unacked.push(delivery),
+                            Recorded::Unknown => {
+                                let why = "a result for a task the project does not have";
+                                drop_junk(&delivery, why, &mut seen, watcher).await;
+                            }
+                        }
+                        if tracker.due() || tracker.finished() {
+                            commit_and_ack(tracker, &mut unacked, watcher).await;
+                        }
+                        if tracker.finished() && tracker.pending() == 0 {
+                            break;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        watcher.warn(&format!("results consumer failed ({e}); reconnecting"));
+                        break;
+                    }
+                    None => {
+                        watcher.warn("results consumer ended (broker restarted?); reconnecting");
+                        break;
+                    }
+                },
+                _ = tick.tick() => {
+                    if tracker.due() {
+                        commit_and_ack(tracker, &mut unacked, watcher).await;
+                    }
+                    if !warned_idle && last_progress.elapsed() > Duration::from_secs(15) {
+                        if let Ok(0) = todo_consumers(&channel).await {
+                            watcher.warn("no executant is consuming the todo queue: start one (`executant`); the project waits");
+                            warned_idle = true;
+                        }
+                    }
+                    if lost.due(&probe, &queue, last_delivery, tracker).await {
+                        let tasks = tracker.remaining();
+                        match crate::broker::publish(url, &project, &tasks).await {
+                            Ok(()) => {
+                                seen.republished += tasks.len();
+                                watcher.warn(&format!(
+                                    "{} tasks had no outcome and were in no queue: published them again (a task run twice counts once)",
+                                    tasks.len()
+                                ));
+                            }
+                            Err(e) => {
+                                watcher.warn(&format!(
+                                    "cannot publish the {} lost tasks again yet ({e}); will retry",
+                                    tasks.len()
+                                ));
+                                lost.retry_soon();
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if tracker.finished() {
+            // Commit whatever is left before acking (the disk may need a few tries).
+            while tracker.pending() > 0 {
+                commit_and_ack(tracker, &mut unacked, watcher).await;
+                if tracker.pending() > 0 {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+            commit_and_ack(tracker, &mut unacked, watcher).await;
+            let _ = channel
+                .queue_delete(
+                    queue.as_str().into(),
+                    QueueDeleteOptions {
+                        if_empty: true,
+                        ..Default::default()
+                    },
+                )
+                .await;
+        }
+        let _ = conn.close(200, "done".into()).await;
+    }
+    if seen.junk > 0 {
+        watcher.warn(&format!(
+            "dropped {} messages of results.{project} that were not results of this project",
+            seen.junk
+        ));
+    }
+    Ok(seen)
+}
+
+/// The rule for tasks that have no outcome and are in no queue (their results lost, say):
+/// they are published again when
+/// - the results queue is drained and has been silent for [`QUIET`],
+/// - `todo` has no message ready, and
+/// - either the follower was resumed and no new result came since (checked once `todo`
+///   is found empty), or `todo` has stayed empty for longer than the longest timeout of
+///   the outstanding tasks plus a minute (by then any of them that an executant had taken
+///   would have produced an outcome).
+///
+/// A task running at that moment may run twice; its outcome is counted once.
+struct LostTasks {
+    quick: bool,
+    todo_empty_since: Option<Instant>,
+    next_probe: Instant,
+    window: Duration,
+    warned: bool,
+}
+
+impl LostTasks {
+    fn new(start: Start, tracker: &Tracker) -> LostTasks {
+        let longest = tracker
+            .remaining()
+            .iter()
+            .map(|t| {
+                t.timeout_secs
+                    .map_or(ASSUMED_TASK_TIMEOUT, Duration::from_secs)
+            })
+            .max()
+            .unwrap_or(ASSUMED_TASK_TIMEOUT);
+        LostTasks {
+            quick: start == Start::Resumed,
+            todo_empty_since: None,
+            next_probe: Instant::now() + QUIET,
+            window: longest + Duration::from_secs(60),
+            warned: false,
+        }
+    }
+
+    /// A new outcome came: tasks are flowing.
+    fn progress(&mut self) {
+        self.quick = false;
+    }
+
+    /// Publishing the lost tasks failed: look again at the next probe.
+    fn retry_soon(&mut self) {
+        self.quick = true;
+    }
+
+    /// Whether the outstanding tasks should be published again now.
+    async fn due(
+        &mut self,
+        probe: &Channel,
+        results_queue: &str,
+        last_delivery: Instant,
+        tracker: &Tracker,
+    ) -> bool {
+        if tracker.finished() || Instant::now() < self.next_probe {
+            return false;
+        }
+        self.next_probe = Instant::now() + PROBE_EVERY;
+        let depths = match (
+            ready(probe, amqp::TODO_QUEUE).await,
+            ready(probe, results_queue).await,
+        ) {
+            (Ok(todo), Ok(results)) => (todo, results),
+            (Err(e), _) | (_, Err(e)) => {
+                if !self.warned {
+                    tracing::warn!(error = %e, "cannot read the queues' depths");
+                    self.warned = true;
+                }
+                return false;
+            }
+        };
+        let (todo, results) = depths;
+        if todo > 0 {
+            self.todo_empty_since = None;
+            return false;
+        }
+        let empty_since = *self.todo_empty_since.get_or_insert_with(Instant::now);
+        if results > 0 || last_delivery.elapsed() < QUIET {
+            return false;
+        }
+        if self.quick || empty_since.elapsed() >= self.window {
+            self.quick = false;
+            self.todo_empty_since = None;
+            return true;
+        }
+        false
+    }
+}
+
+/// Messages ready in `queue` (a passive declaration: the queue must exist).
+async fn ready(channel: &Channel, queue: &str) -> Result<u32, lapin::Error> {
+    let q = channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(q.message_count())
+}
+
+async fn open_channel(conn: &lapin::Connection) -> Result<Channel, BrokerError> {
+    conn.create_channel()
+        .await
+        .map_err(|source| BrokerError::Operation {
+            op: "open channel",
+            source,
+        })
+}
+
+/// Acks a message that is not for this project at once (it must never hold a prefetch
+/// slot), counts it, and tells the person about the first one.
+async fn drop_junk(delivery: &Delivery, why: &str, seen: &mut Followed, watcher: &dyn Watcher) {
+    seen.junk += 1;
+    tracing::debug!(reason = why, "dropping a message of the results queue");
+    if seen.junk == 1 {
+        watcher.warn(&format!(
+            "dropping a message of the results queue ({why}); further ones are counted"
+        ));
+    }
+    if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+        tracing::warn!(error = %e, "ack of a dropped message failed");
+    }
+}
+
+/// Commits the waiting results, then acks their deliveries. If the commit fails (a full
+/// disk), nothing is acked: the results stay in memory and on the broker.
+async fn commit_and_ack(tracker: &mut Tracker, unacked: &mut Vec<Delivery>, watcher: &dyn Watcher) {
+    if let Err(e) = tracker.flush() {
+        watcher.warn(&format!("cannot record results yet ({e}); will retry"));
+        return;
+    }
+    if let Some(last) = unacked.last() {
+        let multiple = BasicAckOptions { multiple: true };
+        if let Err(e) = last.ack(multiple).await {
+            watcher.warn(&format!("ack failed ({e}); duplicates will be ignored"));
+        }
+    }
+    unacked.clear();
+}
+
+async fn todo_consumers(channel: &Channel) -> Result<u32, lapin::Error> {
+    let q = channel
+        .queue_declare(
+            amqp::TODO_QUEUE.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(q.consumer_count())
+}
