@@ -274,6 +274,7 @@ fn clear_stale_locks(git_dir: &Path) {
 /// Makes libgit2 fsync what it writes in a repository (objects, index, refs) before a
 /// commit returns, so that a result acked after its commit survives a power cut. Global to
 /// the process; set once.
+#[allow(unsafe_code)] // one FFI call, see SAFETY below
 fn durable_git() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {

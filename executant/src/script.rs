@@ -73,6 +73,7 @@ impl ScriptCache {
     /// An empty cache in a temporary folder of `dir` (created if missing); task script
     /// folders are created in `dir` too. Only `allowlist`'s repositories are fetched
     /// ([`repo_allowed`]), within `limits`.
+    #[allow(unsafe_code)] // libgit2's global timeouts, see SAFETY below
     pub fn in_dir(dir: impl Into<PathBuf>, allowlist: Vec<String>, limits: FetchLimits) -> Self {
         let dir = dir.into();
         std::fs::create_dir_all(&dir)
