@@ -391,7 +391,8 @@ pub struct Verdict {
     /// Tasks with no outcome, or an N-queens total that is not the expected one (then every
     /// task counts as lost: the answer is wrong).
     pub lost: usize,
-    /// Task indexes recorded more than once in the tracking repository.
+    /// Task indexes recorded more than once in the tracking repository (beyond the one more
+    /// outcome that each retry record naming them allows).
     pub duplicated: usize,
     /// Failed tasks with their reasons.
     pub failed: Vec<(u64, String)>,
@@ -441,7 +442,22 @@ pub fn verify(workspace: &Path, project: &str, expected: Option<u64>) -> Verdict
             *seen.entry(v["index"].as_u64().expect("index")).or_default() += 1;
         }
     }
-    let duplicated = seen.values().filter(|&&c| c > 1).count();
+    // A retry record (`resume --retry-failed`) gives each task it names one more outcome.
+    let mut allowed: HashMap<u64, usize> = HashMap::new();
+    let retries = workspace.join("tracking").join(project).join("retries");
+    for entry in std::fs::read_dir(&retries).into_iter().flatten().flatten() {
+        let record: serde_json::Value = std::fs::read(entry.path())
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .expect("a retry record");
+        for index in record["retry"].as_array().into_iter().flatten() {
+            *allowed.entry(index.as_u64().expect("index")).or_default() += 1;
+        }
+    }
+    let duplicated = seen
+        .iter()
+        .filter(|(index, &c)| c > 1 + allowed.get(index).copied().unwrap_or(0))
+        .count();
     if result.is_null() {
         lost = tasks.saturating_sub(seen.len());
     }
