@@ -1,0 +1,238 @@
+#!/usr/bin/env bash
+# A local N-node RabbitMQ cluster on this machine, for tests and for trying the platform
+# against a cluster. It never touches another node (the shared one on 5672 included).
+#
+#   scripts/rabbitmq-cluster.sh start N     # fresh cluster (or the running one if it has N nodes)
+#   scripts/rabbitmq-cluster.sh status [N]  # each node's state, the cluster's members
+#   scripts/rabbitmq-cluster.sh stop [N]    # stops every node of the cluster
+#
+# `start` prints the comma-separated AMQP_URL of its nodes on stdout (progress goes to
+# stderr), so `export AMQP_URL=$(scripts/rabbitmq-cluster.sh start 3)` works.
+#
+# Node K (1..N) is cluster-K@<short hostname>: AMQP on 127.0.0.1:$((BASE + K)) (BASE =
+# RABBITMQ_CLUSTER_PORT_BASE, 5700: ports 5701, 5702, ...), Erlang distribution on
+# AMQP port + 20000, guest/guest (loopback only), vhost /. Everything lives under
+# ${RABBITMQ_NODES_DIR:-/tmp/rabbitmq-nodes}/cluster-K (mnesia, logs, pid file, rabbitmq.conf,
+# enabled_plugins), owned by the `rabbitmq` user that Debian's server runs as; `start`
+# wipes it, `stop` leaves it for its logs. The nodes share an Erlang cookie of their own
+# (cluster-home/.erlang.cookie there, new at each start), not the shared node's, so nothing
+# else can join or drive them. No plugins by default (so no management ports collide);
+# RABBITMQ_CLUSTER_MANAGEMENT=1 enables the management plugin on 127.0.0.1:$((BASE + 10000 + K)).
+# Nodes 2..N join node 1 with `join_cluster`. Needs root (or the rabbitmq user).
+set -euo pipefail
+
+usage() {
+  echo "usage: $0 start N | status [N] | stop [N]    (N: number of nodes, 1-9)" >&2
+  exit 2
+}
+log() { printf '[rabbitmq-cluster] %s\n' "$*" >&2; }
+die() { printf '[rabbitmq-cluster] error: %s\n' "$*" >&2; exit 1; }
+
+[ $# -ge 1 ] && [ $# -le 2 ] || usage
+action=$1
+n=${2:-}
+case "$action" in
+  start) [ -n "$n" ] || usage ;;
+  stop | status) ;;
+  *) usage ;;
+esac
+case "$n" in '' | [1-9]) ;; *) usage ;; esac
+
+command -v rabbitmqctl >/dev/null || die "RabbitMQ is not installed (apt-get install rabbitmq-server)"
+id -u rabbitmq >/dev/null 2>&1 || die "no rabbitmq user (apt-get install rabbitmq-server)"
+
+nodes_dir=${RABBITMQ_NODES_DIR:-/tmp/rabbitmq-nodes}
+port_base=${RABBITMQ_CLUSTER_PORT_BASE:-5700}
+case "$port_base" in '' | *[!0-9]*) die "RABBITMQ_CLUSTER_PORT_BASE must be a number" ;; esac
+host=$(hostname -s)
+# The cluster's own HOME for the rabbitmq user: its .erlang.cookie is the shared cookie.
+cluster_home=$nodes_dir/cluster-home
+wait_secs=${RABBITMQ_CLUSTER_WAIT:-90}
+
+node_name() { echo "cluster-$1@$host"; }
+node_dir() { echo "$nodes_dir/cluster-$1"; }
+amqp_port() { echo $((port_base + $1)); }
+
+as_rabbitmq() {
+  if [ "$(id -u)" = "$(id -u rabbitmq)" ]; then
+    env HOME="$cluster_home" "$@"
+  else
+    runuser -u rabbitmq -- env HOME="$cluster_home" "$@"
+  fi
+}
+
+# The node's environment (the same variables scripts/rabbitmq-node.sh sets), then CMD.
+with_node() {
+  local k=$1 dir
+  shift
+  dir=$(node_dir "$k")
+  as_rabbitmq env \
+    RABBITMQ_NODENAME="$(node_name "$k")" \
+    RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 \
+    RABBITMQ_NODE_PORT="$(amqp_port "$k")" \
+    RABBITMQ_DIST_PORT=$(($(amqp_port "$k") + 20000)) \
+    RABBITMQ_MNESIA_BASE="$dir/mnesia" \
+    RABBITMQ_LOG_BASE="$dir/log" \
+    RABBITMQ_PID_FILE="$dir/rabbitmq.pid" \
+    RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins" \
+    RABBITMQ_CONFIG_FILE="$dir/rabbitmq.conf" \
+    RABBITMQ_ADVANCED_CONFIG_FILE="$dir/advanced.config" \
+    RABBITMQ_CONF_ENV_FILE="$dir/rabbitmq-env.conf" \
+    "$@"
+}
+
+# rabbitmqctl against node K (bounded: a node that does not answer fails the call).
+ctl() {
+  local k=$1
+  shift
+  with_node "$k" timeout 60 /usr/lib/rabbitmq/bin/rabbitmqctl -n "$(node_name "$k")" "$@" </dev/null
+}
+
+running() { [ -f "$cluster_home/.erlang.cookie" ] && ctl "$1" -q status >/dev/null 2>&1; }
+
+# The node numbers that have a folder here (a cluster started before), ascending.
+known_nodes() {
+  local d
+  for d in "$nodes_dir"/cluster-[0-9]; do
+    [ -d "$d" ] && echo "${d##*-}"
+  done
+}
+
+# The running members of the cluster as node K sees them, one per line.
+members() {
+  ctl "$1" -q eval 'io:format("~s~n", [string:join([atom_to_list(N) || N <- rabbit_nodes:all_running()], "\n")]).' \
+    2>/dev/null | grep '@' || true
+}
+
+urls() {
+  local k out=
+  for k in $(seq "$1"); do
+    out+="${out:+,}amqp://guest:guest@127.0.0.1:$(amqp_port "$k")/%2f"
+  done
+  echo "$out"
+}
+
+# The node's OS pid, if its pid file names a live process.
+node_pid() {
+  local pid
+  pid=$(cat "$(node_dir "$1")/rabbitmq.pid" 2>/dev/null) || return 1
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && echo "$pid"
+}
+
+stop_node() {
+  local k=$1 pid
+  if running "$k"; then
+    ctl "$k" stop "$(node_dir "$k")/rabbitmq.pid" </dev/null >/dev/null 2>&1 || true
+  fi
+  # A node rabbitmqctl cannot reach (its cookie gone, say) is stopped through its pid file.
+  if pid=$(node_pid "$k"); then
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 30); do node_pid "$k" >/dev/null || break; sleep 1; done
+    if node_pid "$k" >/dev/null; then die "$(node_name "$k") (pid $pid) did not stop within 30 s"; fi
+  fi
+  log "$(node_name "$k") stopped"
+}
+
+stop_all() {
+  local k
+  # Not `| while read`: rabbitmqctl would read the rest of the list from stdin.
+  for k in $(for k in $(known_nodes) ${n:+$(seq "$n")}; do echo "$k"; done | sort -u); do
+    stop_node "$k"
+  done
+}
+
+# Waits (bounded) until node 1 reports $1 running members.
+wait_members() {
+  local want=$1 got=0
+  for _ in $(seq "$wait_secs"); do
+    got=$(members 1 | wc -l)
+    [ "$got" = "$want" ] && return 0
+    sleep 1
+  done
+  die "the cluster has $got running nodes, not $want, after ${wait_secs} s; see $nodes_dir/cluster-*/log"
+}
+
+case "$action" in
+  start)
+    # Idempotent: a running cluster of exactly these N nodes is kept as it is.
+    if running 1 && [ "$(members 1 | sort | tr '\n' ' ')" = "$(for k in $(seq "$n"); do node_name "$k"; done | sort | tr '\n' ' ')" ]; then
+      log "the $n-node cluster is already running"
+      urls "$n"
+      exit 0
+    fi
+    stop_all
+    for k in $(seq "$n"); do
+      port=$(amqp_port "$k")
+      for p in "$port" $((port + 20000)); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+          die "port $p (node $(node_name "$k")) is taken by another process; set RABBITMQ_CLUSTER_PORT_BASE"
+        fi
+      done
+    done
+    began=$(date +%s)
+    rm -rf "$cluster_home"
+    mkdir -p "$cluster_home"
+    # A fresh cookie shared by the nodes and by rabbitmqctl (all use this HOME).
+    od -An -tx1 -N20 /dev/urandom | tr -d ' \n' | tr 'a-f' 'A-F' >"$cluster_home/.erlang.cookie"
+    chmod 400 "$cluster_home/.erlang.cookie"
+    chown -R rabbitmq:rabbitmq "$cluster_home"
+    for k in $(seq "$n"); do
+      dir=$(node_dir "$k")
+      rm -rf "$dir"
+      mkdir -p "$dir/mnesia" "$dir/log"
+      {
+        echo "listeners.tcp.default = 127.0.0.1:$(amqp_port "$k")"
+        if [ "${RABBITMQ_CLUSTER_MANAGEMENT:-0}" = 1 ]; then
+          echo "management.tcp.ip = 127.0.0.1"
+          echo "management.tcp.port = $((port_base + 10000 + k))"
+        fi
+      } >"$dir/rabbitmq.conf"
+      if [ "${RABBITMQ_CLUSTER_MANAGEMENT:-0}" = 1 ]; then
+        echo '[rabbitmq_management].' >"$dir/enabled_plugins"
+      else
+        echo '[].' >"$dir/enabled_plugins"
+      fi
+      echo '[].' >"$dir/advanced.config"
+      : >"$dir/rabbitmq-env.conf"
+      chown -R rabbitmq:rabbitmq "$dir"
+      # The nodes boot in parallel; node 1 is the seed the others join.
+      with_node "$k" /usr/lib/rabbitmq/bin/rabbitmq-server -detached >"$dir/log/startup.out" 2>&1
+    done
+    for k in $(seq "$n"); do
+      ctl "$k" wait --timeout "$wait_secs" "$(node_dir "$k")/rabbitmq.pid" >/dev/null 2>&1 \
+        || die "node $(node_name "$k") did not start within ${wait_secs} s; see $(node_dir "$k")/log"
+    done
+    log "$n nodes up after $(($(date +%s) - began)) s"
+    for k in $(seq 2 "$n"); do
+      ctl "$k" stop_app >/dev/null
+      ctl "$k" join_cluster "$(node_name 1)" >/dev/null 2>&1 \
+        || die "$(node_name "$k") could not join $(node_name 1); see $(node_dir "$k")/log"
+      ctl "$k" start_app >/dev/null
+    done
+    wait_members "$n"
+    log "cluster of $n nodes formed after $(($(date +%s) - began)) s: $(members 1 | tr '\n' ' ')"
+    urls "$n"
+    ;;
+  status)
+    nodes=$(if [ -n "$n" ]; then seq "$n"; else known_nodes; fi)
+    [ -n "$nodes" ] || { echo "no cluster node under $nodes_dir"; exit 3; }
+    up=0 total=0
+    for k in $nodes; do
+      total=$((total + 1))
+      if running "$k"; then
+        up=$((up + 1))
+        echo "$(node_name "$k") running amqp://guest:guest@127.0.0.1:$(amqp_port "$k")/%2f members: $(members "$k" | tr '\n' ' ')"
+      elif pid=$(node_pid "$k"); then
+        echo "$(node_name "$k") unreachable (pid $pid): stop it with $0 stop"
+      else
+        echo "$(node_name "$k") stopped"
+      fi
+    done
+    # Exit 0 only when every node asked about runs.
+    [ "$up" = "$total" ] || exit 3
+    ;;
+  stop)
+    stop_all
+    rm -rf "$cluster_home"
+    ;;
+esac
