@@ -11,7 +11,8 @@
 #   unix:///run/docker-engine-1.sock
 # so `DOCKER_HOST=$(scripts/docker-engines.sh start 2 | sed -n 1p) executant ...` works.
 #
-# Engine K runs `dockerd` with --config-file holding {} (dockerd refuses flags that
+# Engine K runs `dockerd`, in a network namespace of its own (see start_engine: with
+# --bridge=none, dockerd deletes the interface docker0 of its namespace), with --config-file holding {} (dockerd refuses flags that
 # /etc/docker/daemon.json also sets), its own --data-root ($DIR/K/data), --exec-root
 # (/run/docker-engine-K), --pidfile (/run/docker-engine-K.pid), socket
 # -H unix:///run/docker-engine-K.sock, --bridge=none, --iptables=false, and its own
@@ -43,6 +44,7 @@ esac
 case "$n" in '' | [1-9]) ;; *) usage ;; esac
 
 command -v dockerd >/dev/null || die "dockerd is not installed (apt-get install docker.io)"
+command -v unshare >/dev/null && command -v ip >/dev/null || die "needs unshare (util-linux) and ip (iproute2)"
 [ "$(id -u)" = 0 ] || die "needs root (dockerd)"
 
 dir=${DOCKER_ENGINES_DIR:-/var/lib/docker-engines}
@@ -96,8 +98,15 @@ start_engine() {
     --containerd-plugins-namespace "engine-$k-plugins"
   )
   [ -z "$driver" ] || args+=(--storage-driver "$driver")
-  # setsid: the daemon outlives this script and ignores the terminal's Ctrl-C.
-  setsid dockerd "${args[@]}" >>"$dir/$k/dockerd.log" 2>&1 </dev/null &
+  # Its own network namespace (unshare --net, loopback up): dockerd started with
+  # --bridge=none deletes any interface named docker0 in its namespace at start (moby's
+  # removeDefaultBridgeInterface), which in the host's namespace is the host engine's default
+  # bridge. The socket is a file, so the host reaches the engine all the same; task
+  # containers use network mode none. setsid: the daemon outlives this script and ignores
+  # the terminal's Ctrl-C. `exec` keeps one pid: the pid file's.
+  # shellcheck disable=SC2016 # expanded by the inner shell
+  setsid unshare --net -- sh -c 'ip link set lo up && exec dockerd "$@"' dockerd "${args[@]}" \
+    >>"$dir/$k/dockerd.log" 2>&1 </dev/null &
   for _ in $(seq "$wait_secs"); do
     up "$k" && break
     sleep 1
