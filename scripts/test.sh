@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: starts the services the tests need (installing what is missing), then
-# checks formatting and lints, runs every test against the real RabbitMQ and Docker, and
+# checks formatting and lints, runs every test against the real RabbitMQ and Docker, validates
+# the Kubernetes manifests offline (scripts/validate-manifests.sh), and
 # finally runs the compose stack end to end (scripts/compose-e2e.sh).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -17,6 +18,8 @@ echo "== cargo test"
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT
 cargo test --workspace --all-features 2>&1 | tee "$results"
+echo "== Kubernetes manifests, validated offline (scripts/validate-manifests.sh)"
+scripts/validate-manifests.sh
 echo "== compose stack end to end (scripts/compose-e2e.sh)"
 BUILD_PROFILE=debug scripts/compose-e2e.sh
 # One closing line for the whole run (cargo's last line is the doc-tests', often 0 tests).
