@@ -120,17 +120,19 @@ node_pid() {
 }
 
 stop_node() {
-  local k=$1 pid
+  local k=$1 pid was=
   if running "$k"; then
+    was=1
     ctl "$k" stop "$(node_dir "$k")/rabbitmq.pid" </dev/null >/dev/null 2>&1 || true
   fi
   # A node rabbitmqctl cannot reach (its cookie gone, say) is stopped through its pid file.
   if pid=$(node_pid "$k"); then
+    was=1
     kill "$pid" 2>/dev/null || true
     for _ in $(seq 30); do node_pid "$k" >/dev/null || break; sleep 1; done
     if node_pid "$k" >/dev/null; then die "$(node_name "$k") (pid $pid) did not stop within 30 s"; fi
   fi
-  log "$(node_name "$k") stopped"
+  [ -z "$was" ] || log "$(node_name "$k") stopped"
 }
 
 stop_all() {
@@ -161,6 +163,10 @@ case "$action" in
       exit 0
     fi
     stop_all
+    # Nodes of a larger cluster before: gone, so that `status` shows this one.
+    for k in $(known_nodes); do
+      [ "$k" -le "$n" ] || rm -rf "$(node_dir "$k")"
+    done
     for k in $(seq "$n"); do
       port=$(amqp_port "$k")
       for p in "$port" $((port + 20000)); do
