@@ -44,7 +44,9 @@ esac
 case "$n" in '' | [1-9]) ;; *) usage ;; esac
 
 command -v dockerd >/dev/null || die "dockerd is not installed (apt-get install docker.io)"
-command -v unshare >/dev/null && command -v ip >/dev/null || die "needs unshare (util-linux) and ip (iproute2)"
+if ! command -v unshare >/dev/null || ! command -v ip >/dev/null; then
+  die "needs unshare (util-linux) and ip (iproute2)"
+fi
 [ "$(id -u)" = 0 ] || die "needs root (dockerd)"
 
 dir=${DOCKER_ENGINES_DIR:-/var/lib/docker-engines}

@@ -138,7 +138,7 @@ stop_node() {
 stop_all() {
   local k
   # Not `| while read`: rabbitmqctl would read the rest of the list from stdin.
-  for k in $(for k in $(known_nodes) ${n:+$(seq "$n")}; do echo "$k"; done | sort -u); do
+  for k in $( (known_nodes; [ -z "$n" ] || seq "$n") | sort -u); do
     stop_node "$k"
   done
 }
