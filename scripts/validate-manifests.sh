@@ -26,7 +26,7 @@ packages=(kubernetes-validate==1.34.1 jsonschema==4.26.0 PyYAML==6.0.4)
 # Their dependencies, pinned too (the versions pip chose for the three above).
 dependencies=(attrs==26.1.0 importlib_resources==7.1.0 jsonschema-specifications==2025.9.1
   packaging==26.4 referencing==0.37.0 rpds-py==2026.9.1 typing_extensions==4.16.0)
-venv=${VALIDATE_MANIFESTS_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/taskplatform/validate-manifests-venv}
+venv=${VALIDATE_MANIFESTS_VENV:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/taskplatform/validate-manifests-venv}
 manifests_dir=deploy/kubernetes
 schemas_dir=$manifests_dir/schemas
 
