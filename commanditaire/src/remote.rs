@@ -220,15 +220,6 @@ pub struct Target {
     pub token: Option<Token>,
 }
 
-/// The four targets, resolved: for GitHub, after looking each repository up and creating
-/// the missing ones.
-pub async fn resolve(options: &RemoteOptions) -> Result<Vec<Target>, RemoteError> {
-    match options {
-        RemoteOptions::Base { base, token } => Ok(base_targets(base, token.clone())),
-        RemoteOptions::GitHub(gh) => crate::github::ensure_repositories(gh).await,
-    }
-}
-
 /// The targets under a base: `{base}/{repo}.git`.
 pub fn base_targets(base: &str, token: Option<Token>) -> Vec<Target> {
     let base = base.trim_end_matches('/');
@@ -362,7 +353,8 @@ struct State {
 }
 
 impl Pusher {
-    /// A pusher of `ws` to `targets` (resolved with [`resolve`]).
+    /// A pusher of `ws` to `targets` ([`base_targets`], or GitHub's after
+    /// `github::ensure_repositories`).
     pub fn new(ws: &Workspace, targets: Vec<Target>, interval: Duration) -> Pusher {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),

@@ -3,11 +3,12 @@
 //! Results are committed to the tracking repository in batches (by count and by age), never
 //! one commit per result; the last commit of a project says it is complete.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use tasks::progress::{progress_path, Progress};
 use tasks::reassemble::Recorded;
-use tasks::{Project, ProjectResult, Reassembly, TaskResult, SCHEMA_VERSION};
+use tasks::{Project, ProjectResult, Reassembly, TaskError, TaskResult, SCHEMA_VERSION};
 
 use crate::workspace::{Workspace, WorkspaceError};
 
@@ -84,22 +85,97 @@ pub fn project_exists(ws: &Workspace, id: &str) -> bool {
         || ws.read_at_head("tracking", &progress_path(id)).is_some()
 }
 
+/// A new project was given the id of one the workspace already has (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("project {project} already exists in {workspace}: choose another --id (or `commanditaire resume {project}` to finish that one)")]
+pub struct ProjectExists {
+    /// The project id.
+    pub project: String,
+    /// The workspace folder.
+    pub workspace: String,
+}
+
+/// Refuses an id the workspace already has: a new project never mixes with an old one.
+pub fn ensure_new(ws: &Workspace, id: &str) -> Result<(), ProjectExists> {
+    if project_exists(ws, id) {
+        return Err(ProjectExists {
+            project: id.to_string(),
+            workspace: ws.root().display().to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Why a recorded project could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The project is not recorded in that repository.
+    #[error("project {project} is not in {}", repo.display())]
+    Missing {
+        /// The project id.
+        project: String,
+        /// The repository looked in.
+        repo: PathBuf,
+    },
+    /// A recorded file is missing.
+    #[error("{0} is missing")]
+    MissingFile(String),
+    /// `project.json` is not JSON, or its spec is not one.
+    #[error("{file}")]
+    Header {
+        /// The file (and field), relative to the tasks repository.
+        file: String,
+        /// What the parser said.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A recorded task is invalid.
+    #[error("{file}")]
+    Task {
+        /// The file, relative to the tasks repository.
+        file: String,
+        /// What is wrong.
+        #[source]
+        source: TaskError,
+    },
+    /// The project read back is invalid.
+    #[error(transparent)]
+    Invalid(#[from] TaskError),
+    /// The workspace could not be opened.
+    #[error(transparent)]
+    Workspace(#[from] WorkspaceError),
+}
+
 /// Reads a recorded project back from the tasks repository.
-pub fn load_project(ws: &Workspace, id: &str) -> Result<Project, String> {
+pub fn load_project(ws: &Workspace, id: &str) -> Result<Project, LoadError> {
     let header = ws
         .read_at_head("tasks", &format!("{id}/project.json"))
-        .ok_or_else(|| format!("project {id} is not in {}", ws.repo_path("tasks").display()))?;
+        .ok_or_else(|| LoadError::Missing {
+            project: id.to_string(),
+            repo: ws.repo_path("tasks"),
+        })?;
     let header: serde_json::Value =
-        serde_json::from_slice(&header).map_err(|e| format!("{id}/project.json: {e}"))?;
-    let spec = serde_json::from_value(header["spec"].clone())
-        .map_err(|e| format!("{id}/project.json: spec: {e}"))?;
+        serde_json::from_slice(&header).map_err(|source| LoadError::Header {
+            file: format!("{id}/project.json"),
+            source,
+        })?;
+    let spec =
+        serde_json::from_value(header["spec"].clone()).map_err(|source| LoadError::Header {
+            file: format!("{id}/project.json: spec"),
+            source,
+        })?;
     let lines = ws
         .read_at_head("tasks", &format!("{id}/tasks.jsonl"))
-        .ok_or_else(|| format!("{id}/tasks.jsonl is missing"))?;
+        .ok_or_else(|| LoadError::MissingFile(format!("{id}/tasks.jsonl")))?;
     let tasks = lines
         .split(|&b| b == b'\n')
         .filter(|l| !l.is_empty())
-        .map(|l| tasks::Task::from_json(l).map_err(|e| format!("{id}/tasks.jsonl: {e}")))
+        .map(|l| {
+            tasks::Task::from_json(l).map_err(|source| LoadError::Task {
+                file: format!("{id}/tasks.jsonl"),
+                source,
+            })
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let project = Project {
         schema: SCHEMA_VERSION,
@@ -107,8 +183,23 @@ pub fn load_project(ws: &Workspace, id: &str) -> Result<Project, String> {
         spec,
         tasks,
     };
-    project.validate().map_err(|e| e.to_string())?;
+    project.validate()?;
     Ok(project)
+}
+
+/// The progress of project `id`, or of every project (`None`), oldest update first.
+pub fn progress(ws: &Workspace, id: Option<&str>) -> Result<Vec<Progress>, LoadError> {
+    let shown: Vec<Progress> = all_progress(ws)
+        .into_iter()
+        .filter(|p| id.is_none_or(|id| id == p.project))
+        .collect();
+    match id {
+        Some(id) if shown.is_empty() => Err(LoadError::Missing {
+            project: id.to_string(),
+            repo: ws.repo_path("tracking"),
+        }),
+        _ => Ok(shown),
+    }
 }
 
 /// Reads every recorded project's progress from the tracking repository.
