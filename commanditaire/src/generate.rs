@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use tasks::layout;
 use tasks::model::{ExecSpec, ScriptRef, TaskError};
 use tasks::{Project, TaskSpec};
 
@@ -200,13 +201,13 @@ pub fn commit_script(ws: &Workspace, id: &str, path: &Path) -> Result<ScriptRef,
         .file_name()
         .and_then(|n| n.to_str())
         .ok_or_else(|| GenerateError::ScriptName(path.to_path_buf()))?;
-    let rel = format!("{id}/scripts/{name}");
+    let rel = layout::script(id, name);
     let commit = ws.commit(
-        "tasks",
+        layout::TASKS,
         &[(rel.clone(), content)],
         &format!("Project {id}: script {name}"),
     )?;
-    let tasks_repo = ws.repo_path("tasks");
+    let tasks_repo = ws.repo_path(layout::TASKS);
     let repo = std::fs::canonicalize(&tasks_repo).map_err(read(&tasks_repo))?;
     Ok(ScriptRef {
         repo: repo.display().to_string(),

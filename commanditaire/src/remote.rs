@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 
 use git2::{Cred, CredentialType, PushOptions, RemoteCallbacks, Repository};
 
-use crate::workspace::{Workspace, REPOSITORIES};
+use tasks::layout::REPOSITORIES;
+
+use crate::workspace::Workspace;
 
 /// The environment variable holding the GitHub token (never a flag).
 pub const GITHUB_TOKEN_ENV: &str = "GITHUB_TOKEN";

@@ -6,7 +6,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use tasks::progress::{progress_path, Progress};
+use tasks::layout::{self, CONFIG, RESULTS, TASKS, TRACKING};
+use tasks::progress::Progress;
 use tasks::reassemble::Recorded;
 use tasks::{Project, ProjectResult, Reassembly, TaskError, TaskResult, SCHEMA_VERSION};
 
@@ -50,10 +51,10 @@ pub fn record_project(
         lines.push(b'\n');
     }
     ws.commit(
-        "tasks",
+        TASKS,
         &[
-            (format!("{id}/project.json"), pretty(&header)),
-            (format!("{id}/tasks.jsonl"), lines),
+            (layout::project_header(id), pretty(&header)),
+            (layout::task_list(id), lines),
         ],
         &format!(
             "Project {id}: {}, {} tasks",
@@ -62,14 +63,14 @@ pub fn record_project(
         ),
     )?;
     ws.commit(
-        "config",
-        &[(format!("{id}/config.json"), pretty(config))],
+        CONFIG,
+        &[(layout::config(id), pretty(config))],
         &format!("Project {id}: images and limits"),
     )?;
     let progress = progress_of(project, 0, 0, false);
     ws.commit(
-        "tracking",
-        &[(progress_path(id), pretty(&progress))],
+        TRACKING,
+        &[(layout::progress(id), pretty(&progress))],
         &format!(
             "Project {id}: started, 0/{} tasks done",
             project.tasks.len()
@@ -80,9 +81,9 @@ pub fn record_project(
 
 /// Whether project `id` is already recorded in the workspace (its tasks or its progress).
 pub fn project_exists(ws: &Workspace, id: &str) -> bool {
-    ws.read_at_head("tasks", &format!("{id}/project.json"))
+    ws.read_at_head(TASKS, &layout::project_header(id))
         .is_some()
-        || ws.read_at_head("tracking", &progress_path(id)).is_some()
+        || ws.read_at_head(TRACKING, &layout::progress(id)).is_some()
 }
 
 /// A new project was given the id of one the workspace already has (exit code 2).
@@ -149,30 +150,30 @@ pub enum LoadError {
 /// Reads a recorded project back from the tasks repository.
 pub fn load_project(ws: &Workspace, id: &str) -> Result<Project, LoadError> {
     let header = ws
-        .read_at_head("tasks", &format!("{id}/project.json"))
+        .read_at_head(TASKS, &layout::project_header(id))
         .ok_or_else(|| LoadError::Missing {
             project: id.to_string(),
-            repo: ws.repo_path("tasks"),
+            repo: ws.repo_path(TASKS),
         })?;
     let header: serde_json::Value =
         serde_json::from_slice(&header).map_err(|source| LoadError::Header {
-            file: format!("{id}/project.json"),
+            file: layout::project_header(id),
             source,
         })?;
     let spec =
         serde_json::from_value(header["spec"].clone()).map_err(|source| LoadError::Header {
-            file: format!("{id}/project.json: spec"),
+            file: format!("{}: spec", layout::project_header(id)),
             source,
         })?;
     let lines = ws
-        .read_at_head("tasks", &format!("{id}/tasks.jsonl"))
-        .ok_or_else(|| LoadError::MissingFile(format!("{id}/tasks.jsonl")))?;
+        .read_at_head(TASKS, &layout::task_list(id))
+        .ok_or_else(|| LoadError::MissingFile(layout::task_list(id)))?;
     let tasks = lines
         .split(|&b| b == b'\n')
         .filter(|l| !l.is_empty())
         .map(|l| {
             tasks::Task::from_json(l).map_err(|source| LoadError::Task {
-                file: format!("{id}/tasks.jsonl"),
+                file: layout::task_list(id),
                 source,
             })
         })
@@ -196,7 +197,7 @@ pub fn progress(ws: &Workspace, id: Option<&str>) -> Result<Vec<Progress>, LoadE
     match id {
         Some(id) if shown.is_empty() => Err(LoadError::Missing {
             project: id.to_string(),
-            repo: ws.repo_path("tracking"),
+            repo: ws.repo_path(TRACKING),
         }),
         _ => Ok(shown),
     }
@@ -205,9 +206,9 @@ pub fn progress(ws: &Workspace, id: Option<&str>) -> Result<Vec<Progress>, LoadE
 /// Reads every recorded project's progress from the tracking repository.
 pub fn all_progress(ws: &Workspace) -> Vec<Progress> {
     let mut out: Vec<Progress> = ws
-        .list_at_head("tracking", "")
+        .list_at_head(TRACKING, "")
         .into_iter()
-        .filter_map(|p| ws.read_at_head("tracking", &progress_path(&p)))
+        .filter_map(|p| ws.read_at_head(TRACKING, &layout::progress(&p)))
         .filter_map(|bytes| serde_json::from_slice(&bytes).ok())
         .collect();
     out.sort_by(|a, b| a.updated.cmp(&b.updated));
@@ -235,14 +236,17 @@ impl Tracker {
         let mut reassembly = Reassembly::new(project);
         // Batches and retry records share one numbering: replay them in its order.
         let mut records: Vec<(String, bool)> = Vec::new();
-        for (folder, retry) in [(results_folder(&id), false), (retries_folder(&id), true)] {
-            for entry in ws.list_at_head("tracking", &folder) {
+        for (folder, retry) in [
+            (layout::results_folder(&id), false),
+            (layout::retries_folder(&id), true),
+        ] {
+            for entry in ws.list_at_head(TRACKING, &folder) {
                 records.push((format!("{folder}/{entry}"), retry));
             }
         }
         records.sort_by(|a, b| file_name(&a.0).cmp(file_name(&b.0)));
         for (path, retry) in records {
-            let Some(bytes) = ws.read_at_head("tracking", &path) else {
+            let Some(bytes) = ws.read_at_head(TRACKING, &path) else {
                 continue;
             };
             if retry {
@@ -265,7 +269,7 @@ impl Tracker {
             }
         }
         let published = ws
-            .read_at_head("tracking", &format!("{id}/published"))
+            .read_at_head(TRACKING, &layout::published_marker(&id))
             .is_some();
         Tracker {
             ws: ws.clone(),
@@ -335,8 +339,11 @@ impl Tracker {
     pub fn mark_published(&mut self) -> Result<(), WorkspaceError> {
         let id = self.project().id.clone();
         self.ws.commit(
-            "tracking",
-            &[(format!("{id}/published"), b"all tasks published\n".to_vec())],
+            TRACKING,
+            &[(
+                layout::published_marker(&id),
+                b"all tasks published\n".to_vec(),
+            )],
             &format!(
                 "Project {id}: {} tasks published",
                 self.project().tasks.len()
@@ -404,12 +411,12 @@ impl Tracker {
         // The batch number is taken from the repository at commit time, under the workspace
         // lock: a batch is never written over another.
         self.ws.commit_numbered(
-            "tracking",
-            &[&results_folder(&id), &retries_folder(&id)],
-            &results_folder(&id),
-            BATCH_SUFFIX,
+            TRACKING,
+            &[&layout::results_folder(&id), &layout::retries_folder(&id)],
+            &layout::results_folder(&id),
+            layout::BATCH_SUFFIX,
             lines,
-            &[(progress_path(&id), pretty(&progress))],
+            &[(layout::progress(&id), pretty(&progress))],
             &message,
         )?;
         self.pending.clear();
@@ -458,12 +465,12 @@ impl Tracker {
             }
         );
         self.ws.commit_numbered(
-            "tracking",
-            &[&results_folder(&id), &retries_folder(&id)],
-            &retries_folder(&id),
-            RETRY_SUFFIX,
+            TRACKING,
+            &[&layout::results_folder(&id), &layout::retries_folder(&id)],
+            &layout::retries_folder(&id),
+            layout::RETRY_SUFFIX,
             pretty(&record),
-            &[(progress_path(&id), pretty(&progress))],
+            &[(layout::progress(&id), pretty(&progress))],
             &message,
         )?;
         // Recorded: only now do the failures stop counting.
@@ -488,8 +495,8 @@ impl Tracker {
         let id = self.project().id.clone();
         let summary = summary(&result);
         self.ws.commit(
-            "results",
-            &[(format!("{id}/result.json"), pretty(&result))],
+            RESULTS,
+            &[(layout::result(&id), pretty(&result))],
             &format!("Project {id} result: {summary}"),
         )?;
         let progress = progress_of(
@@ -499,8 +506,8 @@ impl Tracker {
             true,
         );
         self.ws.commit(
-            "tracking",
-            &[(progress_path(&id), pretty(&progress))],
+            TRACKING,
+            &[(layout::progress(&id), pretty(&progress))],
             &format!("Project {id} complete: {summary}"),
         )?;
         self.committed();
@@ -511,20 +518,6 @@ impl Tracker {
     pub fn result(&self) -> ProjectResult {
         self.reassembly.result()
     }
-}
-
-/// The extension of a batch of results in `<project>/results/`.
-const BATCH_SUFFIX: &str = "jsonl";
-/// The extension of a retry record in `<project>/retries/`.
-const RETRY_SUFFIX: &str = "json";
-
-fn results_folder(id: &str) -> String {
-    format!("{id}/results")
-}
-
-/// Retry records live apart from the batches, which readers take as lines of results.
-fn retries_folder(id: &str) -> String {
-    format!("{id}/retries")
 }
 
 fn file_name(path: &str) -> &str {

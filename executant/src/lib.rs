@@ -24,6 +24,7 @@ use futures_util::StreamExt;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use tasks::amqp;
+use tasks::backoff::Backoff;
 use tokio::task::JoinSet;
 
 pub use config::{Config, Limits};
@@ -164,14 +165,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 }
 
 async fn connect_engine(config: Arc<Config>) -> Runner {
-    let mut delay = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
         match Runner::connect(config.clone()).await {
             Ok(r) => return r,
             Err(e) => {
                 tracing::warn!(error = %e, "Docker engine unreachable; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
+                tokio::time::sleep(backoff.next_delay()).await;
             }
         }
     }
@@ -222,7 +222,7 @@ async fn start_consuming(
     config: &Config,
     consume_conn: &lapin::Connection,
 ) -> Result<(lapin::Channel, lapin::Consumer), amqp::BrokerError> {
-    let op = |op| move |source| amqp::BrokerError::Operation { op, source };
+    let op = amqp::op;
     let channel = consume_conn
         .create_channel()
         .await
