@@ -27,7 +27,7 @@ use tasks::amqp;
 use tasks::backoff::Backoff;
 use tokio::task::JoinSet;
 
-pub use config::{Config, Limits};
+pub use config::{Config, ConfigError, Limits};
 pub use runner::Runner;
 
 /// Why the executant stopped with an error.
@@ -35,7 +35,7 @@ pub use runner::Runner;
 pub enum ExecutantError {
     /// The settings contradict each other or the broker's limits.
     #[error("invalid configuration: {0}")]
-    Config(String),
+    Config(ConfigError),
     /// The Docker engine refused to apply the sandbox.
     #[error(transparent)]
     Sandbox(#[from] sandbox::SandboxError),

@@ -84,8 +84,19 @@ pub enum BrokerError {
         /// Exchange and routing key.
         destination: String,
         /// Nack, or unroutable.
-        why: &'static str,
+        why: Unconfirmed,
     },
+}
+
+/// Why the broker did not take responsibility for a published message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unconfirmed {
+    /// The broker nacked it (a full queue, a resource alarm).
+    #[error("nack")]
+    Nack,
+    /// No queue was bound for it: the broker returned it.
+    #[error("unroutable: no queue is bound for it")]
+    Unroutable,
 }
 
 /// Names a failed broker operation: `.map_err(op("declare todo"))`.
@@ -514,21 +525,18 @@ impl Pending<'_> {
         if !confirm.is_ack() {
             return Err(BrokerError::NotConfirmed {
                 destination: destination(),
-                why: "nack",
+                why: Unconfirmed::Nack,
             });
         }
         if confirm.take_message().is_some() {
             return Err(BrokerError::NotConfirmed {
                 destination: destination(),
-                why: UNROUTABLE,
+                why: Unconfirmed::Unroutable,
             });
         }
         Ok(())
     }
 }
-
-/// The `why` of [`BrokerError::NotConfirmed`] for a message no queue was bound for.
-pub const UNROUTABLE: &str = "unroutable: no queue is bound for it";
 
 impl BrokerError {
     /// The AMQP reply code the broker answered with (404 not found, 406 precondition
