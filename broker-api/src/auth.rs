@@ -74,7 +74,7 @@ impl fmt::Display for Scope {
 pub fn is_platform_queue(queue: &str) -> bool {
     queue == tasks::amqp::TODO_QUEUE
         || queue == tasks::amqp::DEAD_QUEUE
-        || queue.starts_with("results.")
+        || queue.starts_with(tasks::amqp::RESULTS_QUEUE_PREFIX)
 }
 
 /// The scope a request needs: reading (`GET`) needs [`Scope::Read`]; any other method on a

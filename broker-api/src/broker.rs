@@ -34,7 +34,8 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection};
 use serde::{Deserialize, Serialize};
-use tasks::amqp::{self as platform, BrokerError};
+use tasks::amqp::{self as platform, op, BrokerError};
+use tasks::backoff::Backoff;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
 use utoipa::ToSchema;
@@ -142,10 +143,6 @@ impl Drop for Lease {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn op(op: &'static str) -> impl FnOnce(lapin::Error) -> BrokerError {
-    move |source| BrokerError::Operation { op, source }
 }
 
 impl Broker {
@@ -357,7 +354,7 @@ impl Broker {
             platform::declare_todo(&lease)
                 .await
                 .map_err(|e| self.fail(e, n))?;
-        } else if let Some(project) = n.strip_prefix("results.").filter(|p| !p.is_empty()) {
+        } else if let Some(project) = platform::project_of_results_queue(n) {
             if kind != QueueType::Classic {
                 return Err(ApiError::Conflict(format!(
                     "`{n}` is a platform results queue, always a classic queue: create it with type `classic`"
@@ -513,18 +510,18 @@ impl Broker {
     }
 
     async fn maintain(self: Arc<Self>) {
-        let mut delay = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), MAX_BACKOFF);
         loop {
             let live = match self.open().await {
                 Ok(live) => live,
                 Err(e) => {
+                    let delay = backoff.next_delay();
                     tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "broker unreachable");
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(MAX_BACKOFF);
                     continue;
                 }
             };
-            delay = Duration::from_millis(100);
+            backoff.reset();
             *self.live.write().unwrap_or_else(|e| e.into_inner()) = Some(live.clone());
             self.metrics.broker_up.set(1);
             tracing::info!(url = %platform::redact_url(&self.url), "connected to the broker");

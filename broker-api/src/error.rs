@@ -150,7 +150,10 @@ impl ApiError {
             )),
             Some(_) => ApiError::Refused(error.to_string()),
             None => match &error {
-                BrokerError::NotConfirmed { why, .. } if *why == tasks::amqp::UNROUTABLE => {
+                BrokerError::NotConfirmed {
+                    why: tasks::amqp::Unconfirmed::Unroutable,
+                    ..
+                } => {
                     ApiError::NotFound(format!(
                         "queue `{queue}` does not exist (the broker returned the message as unroutable)"
                     ))

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use tasks::progress::{progress_path, Progress};
+use tasks::layout;
+use tasks::progress::Progress;
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
@@ -54,7 +55,7 @@ impl From<Progress> for ProjectView {
 
 /// Every project of the workspace, sorted by id (off the async runtime).
 pub async fn read_all(workspace: Arc<PathBuf>) -> Result<Vec<ProjectView>, ApiError> {
-    tokio::task::spawn_blocking(move || read_tracking(&workspace.join("tracking")))
+    tokio::task::spawn_blocking(move || read_tracking(&workspace.join(layout::TRACKING)))
         .await
         .map_err(|e| ApiError::Internal(format!("reading the tracking repository panicked: {e}")))?
 }
@@ -90,7 +91,7 @@ pub fn read_tracking(repo: &Path) -> Result<Vec<ProjectView>, ApiError> {
             continue;
         }
         let Ok(name) = entry.name() else { continue };
-        let Ok(file) = tree.get_path(Path::new(&progress_path(name))) else {
+        let Ok(file) = tree.get_path(Path::new(&layout::progress(name))) else {
             continue;
         };
         let object = file.to_object(&repository).map_err(git)?;

@@ -30,6 +30,8 @@ pub enum FollowError {
 
 /// Reports progress to the person watching (a progress bar, or nothing).
 pub trait Watcher {
+    /// The project has `tasks` tasks (said once, before any progress).
+    fn total(&self, _tasks: usize) {}
     /// `done` of the project's tasks have an outcome.
     fn progress(&self, done: usize);
     /// Something the person should know.

@@ -70,10 +70,7 @@ pub async fn follow(
         channel
             .basic_qos(1000, BasicQosOptions::default())
             .await
-            .map_err(|source| BrokerError::Operation {
-                op: "set prefetch",
-                source,
-            })?;
+            .map_err(amqp::op("set prefetch"))?;
         let exclusive = BasicConsumeOptions {
             exclusive: true,
             ..BasicConsumeOptions::default()
@@ -86,10 +83,7 @@ pub async fn follow(
                 FieldTable::default(),
             )
             .await
-            .map_err(|source| BrokerError::Operation {
-                op: "consume results",
-                source,
-            });
+            .map_err(amqp::op("consume results"));
         let mut consumer = match consumed {
             Ok(consumer) => consumer,
             Err(e) if e.reply_code() == Some(403) => {
@@ -327,10 +321,7 @@ async fn ready(channel: &Channel, queue: &str) -> Result<u32, lapin::Error> {
 async fn open_channel(conn: &lapin::Connection) -> Result<Channel, BrokerError> {
     conn.create_channel()
         .await
-        .map_err(|source| BrokerError::Operation {
-            op: "open channel",
-            source,
-        })
+        .map_err(amqp::op("open channel"))
 }
 
 /// Acks a message that is not for this project at once (it must never hold a prefetch

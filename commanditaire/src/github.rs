@@ -8,9 +8,9 @@
 use std::time::Duration;
 
 use octocrab::Octocrab;
+use tasks::layout::REPOSITORIES;
 
 use crate::remote::{GitHubOptions, RemoteError, Target};
-use crate::workspace::REPOSITORIES;
 
 /// The name on GitHub of workspace repository `repo`: `<prefix>-<repo>`.
 pub fn repository_name(prefix: &str, repo: &str) -> String {

@@ -3,6 +3,7 @@
 
 pub mod broker;
 pub mod follow;
+pub mod generate;
 pub mod github;
 pub mod inbox;
 pub mod local;
@@ -11,12 +12,70 @@ pub mod remote;
 pub mod tracking;
 pub mod workspace;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use tasks::progress::Progress;
 use tasks::{Project, ProjectResult};
 
-pub use tracking::{BatchPolicy, Tracker};
+pub use tracking::{ensure_new, BatchPolicy, ProjectExists, Tracker};
 pub use workspace::Workspace;
+
+/// Where a project's tasks run, and whether this client follows them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// In this process on every core: no broker, no container (`--local`).
+    Local,
+    /// Published to the broker and followed to the end.
+    Broker,
+    /// Published to the broker, not followed (`--detach`).
+    Detached,
+}
+
+/// The exit codes of `commanditaire`: the one table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Exit {
+    /// The project completed and its result is exact (or there was nothing to judge).
+    Exact = 0,
+    /// An error stopped it.
+    Error = 1,
+    /// Bad usage, including a new project given an id that exists.
+    Usage = 2,
+    /// Some tasks failed for good.
+    TasksFailed = 3,
+    /// `verify` found a mismatch (reserved).
+    Mismatch = 4,
+    /// The project was cancelled (reserved).
+    Cancelled = 5,
+}
+
+impl Exit {
+    /// The exit code for what a command came to: `Ok(None)` when there is no result to
+    /// judge (`status`, a detached run), `Ok(Some(result))` when a project finished, or the
+    /// error that stopped it (its whole chain of sources is looked at).
+    pub fn of(outcome: Result<Option<&ProjectResult>, &(dyn std::error::Error + 'static)>) -> Exit {
+        match outcome {
+            Ok(None) => Exit::Exact,
+            Ok(Some(result)) if result.complete => Exit::Exact,
+            Ok(Some(_)) => Exit::TasksFailed,
+            Err(e) if std::iter::successors(Some(e), |e| e.source()).any(is_usage) => Exit::Usage,
+            Err(_) => Exit::Error,
+        }
+    }
+}
+
+fn is_usage(e: &(dyn std::error::Error + 'static)) -> bool {
+    e.is::<ProjectExists>()
+        || matches!(e.downcast_ref(), Some(ClientError::Exists(_)))
+        || matches!(e.downcast_ref(), Some(generate::GenerateError::Exists(_)))
+}
+
+/// The progress of project `id`, or of every project (`None`), as recorded in the tracking
+/// repository of the workspace at `root`.
+pub fn status(root: &Path, id: Option<&str>) -> Result<Vec<Progress>, tracking::LoadError> {
+    let ws = Workspace::open_or_init(root)?;
+    tracking::progress(&ws, id)
+}
 
 /// How a project runs.
 #[derive(Debug, Clone)]
@@ -25,10 +84,8 @@ pub struct RunOptions {
     pub amqp_url: String,
     /// The workspace folder.
     pub workspace: PathBuf,
-    /// Compute in-process instead of through the broker and containers.
-    pub local: bool,
-    /// Publish and return without following.
-    pub detach: bool,
+    /// Where the tasks run, and whether they are followed.
+    pub mode: Mode,
     /// When tracking commits happen.
     pub batch: BatchPolicy,
     /// Where the repositories are pushed (`None`: nowhere).
@@ -64,8 +121,8 @@ pub enum ClientError {
     #[error(transparent)]
     Follow(#[from] broker::FollowError),
     /// A project that is not in the workspace or cannot be read back.
-    #[error("{0}")]
-    Project(String),
+    #[error(transparent)]
+    Load(#[from] tracking::LoadError),
     /// A new project was given the id of one the workspace already has.
     #[error(transparent)]
     Exists(#[from] ProjectExists),
@@ -95,7 +152,7 @@ pub async fn submit(
 ) -> Result<RunReport, ClientError> {
     let ws = Workspace::open_or_init(&options.workspace)?;
     let config = serde_json::json!({
-        "mode": if options.local { "local" } else { "broker" },
+        "mode": if options.mode == Mode::Local { "local" } else { "broker" },
         "broker": tasks::amqp::redact_url(&options.amqp_url),
         "worker_image": "taskplatform/worker:latest",
         "exec_images": project.tasks.iter().filter_map(|t| match &t.spec {
@@ -111,27 +168,6 @@ pub async fn submit(
     drive(options, tracker, targets, watcher, follow::Start::Fresh).await
 }
 
-/// A new project was given the id of one the workspace already has (exit code 2).
-#[derive(Debug, thiserror::Error)]
-#[error("project {project} already exists in {workspace}: choose another --id (or `commanditaire resume {project}` to finish that one)")]
-pub struct ProjectExists {
-    /// The project id.
-    pub project: String,
-    /// The workspace folder.
-    pub workspace: String,
-}
-
-/// Refuses an id the workspace already has: a new project never mixes with an old one.
-pub fn ensure_new(ws: &Workspace, id: &str) -> Result<(), ProjectExists> {
-    if tracking::project_exists(ws, id) {
-        return Err(ProjectExists {
-            project: id.to_string(),
-            workspace: ws.root().display().to_string(),
-        });
-    }
-    Ok(())
-}
-
 /// Picks a recorded project up where it stopped: publishes what was never published (not
 /// what already has an outcome), then follows it to the end.
 pub async fn resume(
@@ -143,7 +179,7 @@ pub async fn resume(
     // Held until the project is followed to its end: one follower at a time, and the
     // record is read only once no other client can write to it.
     let _lock = project_lock::ProjectLock::acquire(ws.root(), id)?;
-    let project = tracking::load_project(&ws, id).map_err(ClientError::Project)?;
+    let project = tracking::load_project(&ws, id)?;
     let targets = resolve_remotes(options).await?;
     let tracker = Tracker::load(&ws, project, options.batch);
     drive(options, tracker, targets, watcher, follow::Start::Resumed).await
@@ -154,10 +190,13 @@ async fn resolve_remotes(options: &RunOptions) -> Result<Option<Vec<remote::Targ
     let Some(remote) = &options.remote else {
         return Ok(None);
     };
-    remote::resolve(remote)
-        .await
-        .map(Some)
-        .map_err(ClientError::RemoteSetup)
+    let targets = match remote {
+        remote::RemoteOptions::Base { base, token } => {
+            Ok(remote::base_targets(base, token.clone()))
+        }
+        remote::RemoteOptions::GitHub(gh) => github::ensure_repositories(gh).await,
+    };
+    targets.map(Some).map_err(ClientError::RemoteSetup)
 }
 
 fn remote_error(ws: &Workspace, project: &str, error: remote::RemoteError) -> ClientError {
@@ -206,10 +245,11 @@ async fn drive(
     if let Some(p) = &pusher {
         tracker.notify_commits(p.requester());
     }
+    watcher.total(tracker.project().tasks.len());
     watcher.progress(tracker.done());
     let mut published = 0;
     let mut junk = 0;
-    if options.local {
+    if options.mode == Mode::Local {
         let todo: Vec<_> = tracker.remaining();
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut error = None;
@@ -240,7 +280,7 @@ async fn drive(
                 watcher.progress(tracker.done());
             }
         }
-        if options.detach {
+        if options.mode == Mode::Detached {
             push_now(&pusher, &tracker).await?;
             return Ok(RunReport {
                 project: tracker.project().id.clone(),

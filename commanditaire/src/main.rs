@@ -3,11 +3,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
-use commanditaire::{BatchPolicy, RunOptions};
-use tasks::model::ExecSpec;
-use tasks::{Project, TaskSpec};
+use commanditaire::generate::{self, Request};
+use commanditaire::{BatchPolicy, Exit, Mode, RunOptions, RunReport};
 
 mod output;
 
@@ -59,6 +57,16 @@ struct RunFlags {
     /// Project id (default: generated).
     #[arg(long)]
     id: Option<String>,
+}
+
+impl RunFlags {
+    fn mode(&self) -> Mode {
+        match (self.local, self.detach) {
+            (true, _) => Mode::Local,
+            (false, true) => Mode::Detached,
+            (false, false) => Mode::Broker,
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -127,25 +135,18 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = tokio::runtime::Runtime::new().expect("starting the tokio runtime");
-    match runtime.block_on(run(cli)) {
-        Ok(code) => code,
+    let exit = match runtime.block_on(run(cli)) {
+        Ok(report) => Exit::of(Ok(report.as_ref().and_then(|r| r.result.as_ref()))),
         Err(e) => {
             eprintln!("commanditaire: error: {e:#}");
-            let exists = e.downcast_ref::<commanditaire::ProjectExists>().is_some()
-                || matches!(
-                    e.downcast_ref::<commanditaire::ClientError>(),
-                    Some(commanditaire::ClientError::Exists(_))
-                );
-            if exists {
-                ExitCode::from(2)
-            } else {
-                ExitCode::FAILURE
-            }
+            Exit::of(Err(e.as_ref()))
         }
-    }
+    };
+    ExitCode::from(exit as u8)
 }
 
-async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+/// Runs the command; the report of the project it ran, if any.
+async fn run(cli: Cli) -> anyhow::Result<Option<RunReport>> {
     let json = cli.json;
     let amqp_url = tasks::amqp::resolve_url(cli.amqp_url.clone(), cli.amqp_url_file.as_deref())?;
     let remote = commanditaire::remote::RemoteOptions::from_flags(
@@ -154,193 +155,56 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         cli.github_prefix.clone(),
         &cli.workspace,
     )?;
-    let options = |flags: &RunFlags| RunOptions {
+    let options = |mode, retry_failed| RunOptions {
         amqp_url: amqp_url.clone(),
         workspace: cli.workspace.clone(),
-        local: flags.local,
-        detach: flags.detach,
+        mode,
         batch: BatchPolicy::default(),
         remote: remote.clone(),
-        retry_failed: false,
+        retry_failed,
     };
-    let (options, project) = match &cli.command {
-        Command::Nqueens { n, depth, run } => {
-            let depth = depth.unwrap_or_else(|| default_depth(*n));
-            let id = run
-                .id
-                .clone()
-                .unwrap_or_else(|| generated_id(&format!("nq{n}-d{depth}")));
-            let project = tasks::split::nqueens_project(&id, *n, depth)?;
-            (options(run), project)
-        }
+    let (request, flags) = match cli.command {
+        Command::Nqueens { n, depth, run } => (Request::Nqueens { n, depth }, run),
         Command::Exec {
             image,
             count,
             script,
             run,
             command,
-        } => {
-            let id = run.id.clone().unwrap_or_else(|| generated_id("exec"));
-            tasks::model::validate_project_id(&id)?;
-            // Before the script is committed under the id: an id that exists is refused.
-            let ws = commanditaire::Workspace::open_or_init(&cli.workspace)?;
-            commanditaire::ensure_new(&ws, &id)?;
-            let script = match script {
-                Some(path) => Some(commit_script(&cli.workspace, &id, path)?),
-                None => None,
-            };
-            let in_container = script
-                .as_ref()
-                .map(|s| format!("/task/{}", s.path))
-                .unwrap_or_default();
-            let specs = (0..*count)
-                .map(|i| {
-                    TaskSpec::Exec(ExecSpec {
-                        image: image.clone(),
-                        command: command
-                            .iter()
-                            .map(|a| {
-                                a.replace("{project}", &id)
-                                    .replace("{index}", &i.to_string())
-                                    .replace("{script}", &in_container)
-                            })
-                            .collect(),
-                        script: script.clone(),
-                    })
-                })
-                .collect();
-            (options(run), Project::from_specs(&id, specs)?)
-        }
-        Command::Submit { file, run } => {
-            let text =
-                std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-            let specs: Vec<TaskSpec> = serde_json::from_slice(&text)
-                .with_context(|| format!("{} is not a JSON array of task specs", file.display()))?;
-            let id = run.id.clone().unwrap_or_else(|| generated_id("project"));
-            (
-                options(run),
-                Project::from_specs(&id, specs).with_context(|| file.display().to_string())?,
-            )
-        }
+        } => (
+            Request::Exec {
+                image,
+                count,
+                script,
+                command,
+            },
+            run,
+        ),
+        Command::Submit { file, run } => (Request::Submit { file }, run),
         Command::Status { project } => {
-            let ws = commanditaire::Workspace::open_or_init(&cli.workspace)?;
-            let all = commanditaire::tracking::all_progress(&ws);
-            let shown: Vec<_> = all
-                .into_iter()
-                .filter(|p| project.as_ref().is_none_or(|id| *id == p.project))
-                .collect();
-            if let Some(id) = project {
-                anyhow::ensure!(
-                    !shown.is_empty(),
-                    "project {id} is not in {}",
-                    ws.repo_path("tracking").display()
-                );
-            }
+            let shown = commanditaire::status(&cli.workspace, project.as_deref())?;
             output::status(&shown, json);
-            return Ok(ExitCode::SUCCESS);
+            return Ok(None);
         }
         Command::Resume {
             project,
             retry_failed,
         } => {
-            let flags = RunFlags {
-                local: false,
-                detach: false,
-                id: None,
-            };
-            let opts = RunOptions {
-                retry_failed: *retry_failed,
-                ..options(&flags)
-            };
             let watcher = output::Bar::new(0, json);
-            let ws = commanditaire::Workspace::open_or_init(&opts.workspace)?;
-            let loaded =
-                commanditaire::tracking::load_project(&ws, project).map_err(anyhow::Error::msg)?;
-            watcher.set_total(loaded.tasks.len() as u64);
-            let result = commanditaire::resume(&opts, project, &watcher).await?;
+            let report =
+                commanditaire::resume(&options(Mode::Broker, retry_failed), &project, &watcher)
+                    .await?;
             watcher.finish();
-            return Ok(report(result, json));
+            output::report(&report, json);
+            return Ok(Some(report));
         }
     };
+    let options = options(flags.mode(), false);
+    let project = generate::project(&cli.workspace, &request, flags.id.as_deref())?;
     let watcher = output::Bar::new(project.tasks.len() as u64, json);
-    if !json {
-        eprintln!(
-            "project {}: {} tasks ({})",
-            project.id,
-            project.tasks.len(),
-            if options.local {
-                "computed locally"
-            } else {
-                "through the broker"
-            }
-        );
-    }
-    let result = commanditaire::submit(&options, project, &watcher).await?;
+    output::started(&project, options.mode, json);
+    let report = commanditaire::submit(&options, project, &watcher).await?;
     watcher.finish();
-    Ok(report(result, json))
-}
-
-fn report(run: commanditaire::RunReport, json: bool) -> ExitCode {
-    match &run.result {
-        None => {
-            output::detached(&run, json);
-            ExitCode::SUCCESS
-        }
-        Some(result) => {
-            output::result(result, &run, json);
-            if result.complete {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(3)
-            }
-        }
-    }
-}
-
-/// Commits `path` to the tasks repository as `<project>/scripts/<name>` and returns the
-/// reference the executants fetch it by.
-fn commit_script(
-    workspace: &std::path::Path,
-    id: &str,
-    path: &std::path::Path,
-) -> anyhow::Result<tasks::model::ScriptRef> {
-    let content = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .with_context(|| format!("{} has no usable file name", path.display()))?;
-    let ws = commanditaire::Workspace::open_or_init(workspace)?;
-    let rel = format!("{id}/scripts/{name}");
-    let commit = ws.commit(
-        "tasks",
-        &[(rel.clone(), content)],
-        &format!("Project {id}: script {name}"),
-    )?;
-    let repo = std::fs::canonicalize(ws.repo_path("tasks"))?;
-    Ok(tasks::model::ScriptRef {
-        repo: repo.display().to_string(),
-        commit: commit.to_string(),
-        path: rel,
-    })
-}
-
-/// A depth that gives tasks neither tiny nor huge: a few hundred tasks for large boards.
-fn default_depth(n: u8) -> u8 {
-    match n {
-        0..=6 => 1,
-        7..=12 => 2,
-        13..=16 => 3,
-        _ => 4,
-    }
-}
-
-fn generated_id(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!(
-        "{prefix}-{:08x}",
-        (nanos ^ (std::process::id() as u128) << 32) as u32
-    )
+    output::report(&report, json);
+    Ok(Some(report))
 }

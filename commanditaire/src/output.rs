@@ -26,11 +26,6 @@ impl Bar {
         Bar { bar }
     }
 
-    /// Sets the number of tasks.
-    pub fn set_total(&self, total: u64) {
-        self.bar.set_length(total);
-    }
-
     /// Removes the bar.
     pub fn finish(&self) {
         self.bar.finish_and_clear();
@@ -38,6 +33,10 @@ impl Bar {
 }
 
 impl commanditaire::broker::Watcher for Bar {
+    fn total(&self, tasks: usize) {
+        self.bar.set_length(tasks as u64);
+    }
+
     fn progress(&self, done: usize) {
         self.bar.set_position(done as u64);
     }
@@ -45,6 +44,30 @@ impl commanditaire::broker::Watcher for Bar {
     fn warn(&self, message: &str) {
         self.bar
             .suspend(|| eprintln!("commanditaire: warning: {}", printable(message)));
+    }
+}
+
+/// Says what is about to run (not with `--json`).
+pub fn started(project: &tasks::Project, mode: commanditaire::Mode, json: bool) {
+    if json {
+        return;
+    }
+    let how = match mode {
+        commanditaire::Mode::Local => "computed locally",
+        commanditaire::Mode::Broker | commanditaire::Mode::Detached => "through the broker",
+    };
+    eprintln!(
+        "project {}: {} tasks ({how})",
+        project.id,
+        project.tasks.len()
+    );
+}
+
+/// Prints what a run came to: its result, or that it was published and not followed.
+pub fn report(run: &commanditaire::RunReport, json: bool) {
+    match &run.result {
+        None => detached(run, json),
+        Some(r) => result(r, run, json),
     }
 }
 

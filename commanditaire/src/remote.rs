@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 
 use git2::{Cred, CredentialType, PushOptions, RemoteCallbacks, Repository};
 
-use crate::workspace::{Workspace, REPOSITORIES};
+use tasks::layout::REPOSITORIES;
+
+use crate::workspace::Workspace;
 
 /// The environment variable holding the GitHub token (never a flag).
 pub const GITHUB_TOKEN_ENV: &str = "GITHUB_TOKEN";
@@ -220,15 +222,6 @@ pub struct Target {
     pub token: Option<Token>,
 }
 
-/// The four targets, resolved: for GitHub, after looking each repository up and creating
-/// the missing ones.
-pub async fn resolve(options: &RemoteOptions) -> Result<Vec<Target>, RemoteError> {
-    match options {
-        RemoteOptions::Base { base, token } => Ok(base_targets(base, token.clone())),
-        RemoteOptions::GitHub(gh) => crate::github::ensure_repositories(gh).await,
-    }
-}
-
 /// The targets under a base: `{base}/{repo}.git`.
 pub fn base_targets(base: &str, token: Option<Token>) -> Vec<Target> {
     let base = base.trim_end_matches('/');
@@ -362,7 +355,8 @@ struct State {
 }
 
 impl Pusher {
-    /// A pusher of `ws` to `targets` (resolved with [`resolve`]).
+    /// A pusher of `ws` to `targets` ([`base_targets`], or GitHub's after
+    /// `github::ensure_repositories`).
     pub fn new(ws: &Workspace, targets: Vec<Target>, interval: Duration) -> Pusher {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),

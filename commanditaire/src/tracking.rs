@@ -3,11 +3,13 @@
 //! Results are committed to the tracking repository in batches (by count and by age), never
 //! one commit per result; the last commit of a project says it is complete.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use tasks::progress::{progress_path, Progress};
+use tasks::layout::{self, CONFIG, RESULTS, TASKS, TRACKING};
+use tasks::progress::Progress;
 use tasks::reassemble::Recorded;
-use tasks::{Project, ProjectResult, Reassembly, TaskResult, SCHEMA_VERSION};
+use tasks::{Project, ProjectResult, Reassembly, TaskError, TaskResult, SCHEMA_VERSION};
 
 use crate::workspace::{Workspace, WorkspaceError};
 
@@ -49,10 +51,10 @@ pub fn record_project(
         lines.push(b'\n');
     }
     ws.commit(
-        "tasks",
+        TASKS,
         &[
-            (format!("{id}/project.json"), pretty(&header)),
-            (format!("{id}/tasks.jsonl"), lines),
+            (layout::project_header(id), pretty(&header)),
+            (layout::task_list(id), lines),
         ],
         &format!(
             "Project {id}: {}, {} tasks",
@@ -61,14 +63,14 @@ pub fn record_project(
         ),
     )?;
     ws.commit(
-        "config",
-        &[(format!("{id}/config.json"), pretty(config))],
+        CONFIG,
+        &[(layout::config(id), pretty(config))],
         &format!("Project {id}: images and limits"),
     )?;
     let progress = progress_of(project, 0, 0, false);
     ws.commit(
-        "tracking",
-        &[(progress_path(id), pretty(&progress))],
+        TRACKING,
+        &[(layout::progress(id), pretty(&progress))],
         &format!(
             "Project {id}: started, 0/{} tasks done",
             project.tasks.len()
@@ -79,27 +81,102 @@ pub fn record_project(
 
 /// Whether project `id` is already recorded in the workspace (its tasks or its progress).
 pub fn project_exists(ws: &Workspace, id: &str) -> bool {
-    ws.read_at_head("tasks", &format!("{id}/project.json"))
+    ws.read_at_head(TASKS, &layout::project_header(id))
         .is_some()
-        || ws.read_at_head("tracking", &progress_path(id)).is_some()
+        || ws.read_at_head(TRACKING, &layout::progress(id)).is_some()
+}
+
+/// A new project was given the id of one the workspace already has (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("project {project} already exists in {workspace}: choose another --id (or `commanditaire resume {project}` to finish that one)")]
+pub struct ProjectExists {
+    /// The project id.
+    pub project: String,
+    /// The workspace folder.
+    pub workspace: String,
+}
+
+/// Refuses an id the workspace already has: a new project never mixes with an old one.
+pub fn ensure_new(ws: &Workspace, id: &str) -> Result<(), ProjectExists> {
+    if project_exists(ws, id) {
+        return Err(ProjectExists {
+            project: id.to_string(),
+            workspace: ws.root().display().to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Why a recorded project could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The project is not recorded in that repository.
+    #[error("project {project} is not in {}", repo.display())]
+    Missing {
+        /// The project id.
+        project: String,
+        /// The repository looked in.
+        repo: PathBuf,
+    },
+    /// A recorded file is missing.
+    #[error("{0} is missing")]
+    MissingFile(String),
+    /// `project.json` is not JSON, or its spec is not one.
+    #[error("{file}")]
+    Header {
+        /// The file (and field), relative to the tasks repository.
+        file: String,
+        /// What the parser said.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A recorded task is invalid.
+    #[error("{file}")]
+    Task {
+        /// The file, relative to the tasks repository.
+        file: String,
+        /// What is wrong.
+        #[source]
+        source: TaskError,
+    },
+    /// The project read back is invalid.
+    #[error(transparent)]
+    Invalid(#[from] TaskError),
+    /// The workspace could not be opened.
+    #[error(transparent)]
+    Workspace(#[from] WorkspaceError),
 }
 
 /// Reads a recorded project back from the tasks repository.
-pub fn load_project(ws: &Workspace, id: &str) -> Result<Project, String> {
+pub fn load_project(ws: &Workspace, id: &str) -> Result<Project, LoadError> {
     let header = ws
-        .read_at_head("tasks", &format!("{id}/project.json"))
-        .ok_or_else(|| format!("project {id} is not in {}", ws.repo_path("tasks").display()))?;
+        .read_at_head(TASKS, &layout::project_header(id))
+        .ok_or_else(|| LoadError::Missing {
+            project: id.to_string(),
+            repo: ws.repo_path(TASKS),
+        })?;
     let header: serde_json::Value =
-        serde_json::from_slice(&header).map_err(|e| format!("{id}/project.json: {e}"))?;
-    let spec = serde_json::from_value(header["spec"].clone())
-        .map_err(|e| format!("{id}/project.json: spec: {e}"))?;
+        serde_json::from_slice(&header).map_err(|source| LoadError::Header {
+            file: layout::project_header(id),
+            source,
+        })?;
+    let spec =
+        serde_json::from_value(header["spec"].clone()).map_err(|source| LoadError::Header {
+            file: format!("{}: spec", layout::project_header(id)),
+            source,
+        })?;
     let lines = ws
-        .read_at_head("tasks", &format!("{id}/tasks.jsonl"))
-        .ok_or_else(|| format!("{id}/tasks.jsonl is missing"))?;
+        .read_at_head(TASKS, &layout::task_list(id))
+        .ok_or_else(|| LoadError::MissingFile(layout::task_list(id)))?;
     let tasks = lines
         .split(|&b| b == b'\n')
         .filter(|l| !l.is_empty())
-        .map(|l| tasks::Task::from_json(l).map_err(|e| format!("{id}/tasks.jsonl: {e}")))
+        .map(|l| {
+            tasks::Task::from_json(l).map_err(|source| LoadError::Task {
+                file: layout::task_list(id),
+                source,
+            })
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let project = Project {
         schema: SCHEMA_VERSION,
@@ -107,16 +184,31 @@ pub fn load_project(ws: &Workspace, id: &str) -> Result<Project, String> {
         spec,
         tasks,
     };
-    project.validate().map_err(|e| e.to_string())?;
+    project.validate()?;
     Ok(project)
+}
+
+/// The progress of project `id`, or of every project (`None`), oldest update first.
+pub fn progress(ws: &Workspace, id: Option<&str>) -> Result<Vec<Progress>, LoadError> {
+    let shown: Vec<Progress> = all_progress(ws)
+        .into_iter()
+        .filter(|p| id.is_none_or(|id| id == p.project))
+        .collect();
+    match id {
+        Some(id) if shown.is_empty() => Err(LoadError::Missing {
+            project: id.to_string(),
+            repo: ws.repo_path(TRACKING),
+        }),
+        _ => Ok(shown),
+    }
 }
 
 /// Reads every recorded project's progress from the tracking repository.
 pub fn all_progress(ws: &Workspace) -> Vec<Progress> {
     let mut out: Vec<Progress> = ws
-        .list_at_head("tracking", "")
+        .list_at_head(TRACKING, "")
         .into_iter()
-        .filter_map(|p| ws.read_at_head("tracking", &progress_path(&p)))
+        .filter_map(|p| ws.read_at_head(TRACKING, &layout::progress(&p)))
         .filter_map(|bytes| serde_json::from_slice(&bytes).ok())
         .collect();
     out.sort_by(|a, b| a.updated.cmp(&b.updated));
@@ -144,14 +236,17 @@ impl Tracker {
         let mut reassembly = Reassembly::new(project);
         // Batches and retry records share one numbering: replay them in its order.
         let mut records: Vec<(String, bool)> = Vec::new();
-        for (folder, retry) in [(results_folder(&id), false), (retries_folder(&id), true)] {
-            for entry in ws.list_at_head("tracking", &folder) {
+        for (folder, retry) in [
+            (layout::results_folder(&id), false),
+            (layout::retries_folder(&id), true),
+        ] {
+            for entry in ws.list_at_head(TRACKING, &folder) {
                 records.push((format!("{folder}/{entry}"), retry));
             }
         }
         records.sort_by(|a, b| file_name(&a.0).cmp(file_name(&b.0)));
         for (path, retry) in records {
-            let Some(bytes) = ws.read_at_head("tracking", &path) else {
+            let Some(bytes) = ws.read_at_head(TRACKING, &path) else {
                 continue;
             };
             if retry {
@@ -174,7 +269,7 @@ impl Tracker {
             }
         }
         let published = ws
-            .read_at_head("tracking", &format!("{id}/published"))
+            .read_at_head(TRACKING, &layout::published_marker(&id))
             .is_some();
         Tracker {
             ws: ws.clone(),
@@ -244,8 +339,11 @@ impl Tracker {
     pub fn mark_published(&mut self) -> Result<(), WorkspaceError> {
         let id = self.project().id.clone();
         self.ws.commit(
-            "tracking",
-            &[(format!("{id}/published"), b"all tasks published\n".to_vec())],
+            TRACKING,
+            &[(
+                layout::published_marker(&id),
+                b"all tasks published\n".to_vec(),
+            )],
             &format!(
                 "Project {id}: {} tasks published",
                 self.project().tasks.len()
@@ -313,12 +411,12 @@ impl Tracker {
         // The batch number is taken from the repository at commit time, under the workspace
         // lock: a batch is never written over another.
         self.ws.commit_numbered(
-            "tracking",
-            &[&results_folder(&id), &retries_folder(&id)],
-            &results_folder(&id),
-            BATCH_SUFFIX,
+            TRACKING,
+            &[&layout::results_folder(&id), &layout::retries_folder(&id)],
+            &layout::results_folder(&id),
+            layout::BATCH_SUFFIX,
             lines,
-            &[(progress_path(&id), pretty(&progress))],
+            &[(layout::progress(&id), pretty(&progress))],
             &message,
         )?;
         self.pending.clear();
@@ -367,12 +465,12 @@ impl Tracker {
             }
         );
         self.ws.commit_numbered(
-            "tracking",
-            &[&results_folder(&id), &retries_folder(&id)],
-            &retries_folder(&id),
-            RETRY_SUFFIX,
+            TRACKING,
+            &[&layout::results_folder(&id), &layout::retries_folder(&id)],
+            &layout::retries_folder(&id),
+            layout::RETRY_SUFFIX,
             pretty(&record),
-            &[(progress_path(&id), pretty(&progress))],
+            &[(layout::progress(&id), pretty(&progress))],
             &message,
         )?;
         // Recorded: only now do the failures stop counting.
@@ -397,8 +495,8 @@ impl Tracker {
         let id = self.project().id.clone();
         let summary = summary(&result);
         self.ws.commit(
-            "results",
-            &[(format!("{id}/result.json"), pretty(&result))],
+            RESULTS,
+            &[(layout::result(&id), pretty(&result))],
             &format!("Project {id} result: {summary}"),
         )?;
         let progress = progress_of(
@@ -408,8 +506,8 @@ impl Tracker {
             true,
         );
         self.ws.commit(
-            "tracking",
-            &[(progress_path(&id), pretty(&progress))],
+            TRACKING,
+            &[(layout::progress(&id), pretty(&progress))],
             &format!("Project {id} complete: {summary}"),
         )?;
         self.committed();
@@ -420,20 +518,6 @@ impl Tracker {
     pub fn result(&self) -> ProjectResult {
         self.reassembly.result()
     }
-}
-
-/// The extension of a batch of results in `<project>/results/`.
-const BATCH_SUFFIX: &str = "jsonl";
-/// The extension of a retry record in `<project>/retries/`.
-const RETRY_SUFFIX: &str = "json";
-
-fn results_folder(id: &str) -> String {
-    format!("{id}/results")
-}
-
-/// Retry records live apart from the batches, which readers take as lines of results.
-fn retries_folder(id: &str) -> String {
-    format!("{id}/retries")
 }
 
 fn file_name(path: &str) -> &str {

@@ -1,13 +1,8 @@
 //! The workspace: four git repositories (`tasks`, `tracking`, `results`, `config`) in one
 //! folder, each readable with plain git.
 //!
-//! Layout, per project `P`:
-//! - `tasks/P/project.json` (what was asked) and `tasks/P/tasks.jsonl` (one task per line);
-//! - `config/P/config.json` (images and limits the project ran with);
-//! - `tracking/P/progress.json` and `tracking/P/results/NNNNNN.jsonl` (one file per batch of
-//!   results, so each commit adds a small file and history grows linearly), and
-//!   `tracking/P/retries/NNNNNN.json` (`resume --retry-failed`, numbered in the same sequence);
-//! - `results/P/result.json` (the reassembled outcome).
+//! The layout of a project's records in them is [`tasks::layout`]; one file per batch of
+//! results, so each commit adds a small file and history grows linearly.
 //!
 //! Each repository is created on branch `main`; [`crate::remote`] pushes that branch.
 
@@ -15,8 +10,7 @@ use std::path::{Path, PathBuf};
 
 use git2::{Repository, Signature};
 
-/// The four repositories, by name.
-pub const REPOSITORIES: [&str; 4] = ["tasks", "tracking", "results", "config"];
+pub use tasks::layout::REPOSITORIES;
 
 /// What went wrong with the workspace.
 #[derive(Debug, thiserror::Error)]

@@ -14,6 +14,37 @@ pub const BROKER_CONSUMER_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// result (a quarter of it when the timeout is short).
 pub const CONSUMER_TIMEOUT_MARGIN: Duration = Duration::from_secs(60);
 
+/// Why a configuration cannot run: each names the flag to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// `--concurrency 0`.
+    #[error("--concurrency must be at least 1")]
+    NoConcurrency,
+    /// `--reuse 0`.
+    #[error("--reuse must be at least 1")]
+    NoReuse,
+    /// The default task timeout is above the largest allowed.
+    #[error("--task-timeout must not exceed --max-task-timeout")]
+    DefaultAboveMax,
+    /// `--confirm-timeout 0`.
+    #[error("--confirm-timeout must be at least 1 s")]
+    NoConfirmTimeout,
+    /// A task running as long as allowed would outlive its delivery.
+    #[error(
+        "--max-task-timeout {max_secs}s is too close to RabbitMQ's consumer_timeout \
+         ({consumer_secs}s): a task running that long would lose its delivery; lower it to \
+         {bound_secs}s or raise consumer_timeout (and --consumer-timeout)"
+    )]
+    MaxTimeoutTooLong {
+        /// `--max-task-timeout`, in seconds.
+        max_secs: u64,
+        /// `--consumer-timeout`, in seconds.
+        consumer_secs: u64,
+        /// The longest a delivery may be held ([`Config::holding_bound`]), in seconds.
+        bound_secs: u64,
+    },
+}
+
 /// Resource limits of every task container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -110,29 +141,26 @@ impl Config {
     }
 
     /// Checks the settings against each other and the broker's limits.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.concurrency == 0 {
-            return Err("--concurrency must be at least 1".into());
+            return Err(ConfigError::NoConcurrency);
         }
         if self.reuse == 0 {
-            return Err("--reuse must be at least 1".into());
+            return Err(ConfigError::NoReuse);
         }
         if self.default_timeout > self.max_timeout {
-            return Err("--task-timeout must not exceed --max-task-timeout".into());
+            return Err(ConfigError::DefaultAboveMax);
         }
         if self.confirm_timeout.is_zero() {
-            return Err("--confirm-timeout must be at least 1 s".into());
+            return Err(ConfigError::NoConfirmTimeout);
         }
         // Leave time for starting the container and publishing the result.
         if self.max_timeout > self.holding_bound() {
-            return Err(format!(
-                "--max-task-timeout {}s is too close to RabbitMQ's consumer_timeout ({}s): a task \
-                 running that long would lose its delivery; lower it to {}s or raise \
-                 consumer_timeout (and --consumer-timeout)",
-                self.max_timeout.as_secs(),
-                self.consumer_timeout.as_secs(),
-                self.holding_bound().as_secs(),
-            ));
+            return Err(ConfigError::MaxTimeoutTooLong {
+                max_secs: self.max_timeout.as_secs(),
+                consumer_secs: self.consumer_timeout.as_secs(),
+                bound_secs: self.holding_bound().as_secs(),
+            });
         }
         Ok(())
     }
@@ -168,4 +196,41 @@ fn default_name() -> String {
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "host".into());
     format!("{host}-{}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Change = fn(&mut Config);
+
+    #[test]
+    fn contradictions_are_typed() {
+        assert_eq!(Config::new("amqp://x").validate(), Ok(()));
+        let table: [(Change, ConfigError); 5] = [
+            (|c| c.concurrency = 0, ConfigError::NoConcurrency),
+            (|c| c.reuse = 0, ConfigError::NoReuse),
+            (
+                |c| c.default_timeout = c.max_timeout * 2,
+                ConfigError::DefaultAboveMax,
+            ),
+            (
+                |c| c.confirm_timeout = Duration::ZERO,
+                ConfigError::NoConfirmTimeout,
+            ),
+            (
+                |c| c.consumer_timeout = Duration::from_secs(600),
+                ConfigError::MaxTimeoutTooLong {
+                    max_secs: 1500,
+                    consumer_secs: 600,
+                    bound_secs: 540,
+                },
+            ),
+        ];
+        for (change, expected) in table {
+            let mut config = Config::new("amqp://x");
+            change(&mut config);
+            assert_eq!(config.validate(), Err(expected));
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! Why a task must run again: something outside the task went wrong.
 
 use crate::sandbox::SandboxError;
+use crate::script::ScriptError;
 
 /// Why a task must run again: nothing the task did.
 #[derive(Debug, thiserror::Error)]
@@ -16,5 +17,5 @@ pub enum RunError {
     Sandbox(#[from] SandboxError),
     /// The task's script could not be fetched from its repository.
     #[error("fetching the task's script: {0}")]
-    Script(String),
+    Script(ScriptError),
 }

@@ -16,6 +16,7 @@ use std::time::Duration;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use tasks::amqp::{self, Message};
+use tasks::backoff::Backoff;
 use tasks::{Task, TaskResult};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
@@ -94,7 +95,7 @@ impl Context {
         // Finishing by then leaves a margin below the consumer timeout to publish the result.
         let deadline = received + self.config.holding_bound();
         let attempt = amqp::delivery_count(&delivery.properties) + 1;
-        let mut engine_delay = Duration::from_millis(500);
+        let mut engine_wait = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
         loop {
             tracing::debug!(task = %task.id(), attempt, "running");
             match self.runner.run(&task, deadline).await {
@@ -110,14 +111,13 @@ impl Context {
                 // while the task can still finish before the delivery's deadline.
                 Err(RunError::Engine(e)) if !self.runner.ping().await => {
                     let timeout = Runner::timeout_of(&task, &self.config);
-                    if Instant::now() + engine_delay + timeout > deadline {
+                    if Instant::now() + engine_wait.peek() + timeout > deadline {
                         tracing::warn!(task = %task.id(), error = %e, "Docker engine unreachable for too long; returning the task before the broker's consumer timeout");
                         self.nack(delivery).await;
                         return Ok(());
                     }
                     tracing::warn!(task = %task.id(), error = %e, "Docker engine unreachable; waiting");
-                    tokio::time::sleep(engine_delay).await;
-                    engine_delay = (engine_delay * 2).min(Duration::from_secs(10));
+                    tokio::time::sleep(engine_wait.next_delay()).await;
                 }
                 Err(e) if amqp::is_last_delivery(&delivery.properties) => {
                     let reason = format!("gave up after {attempt} attempts, the last: {e}");

@@ -24,9 +24,10 @@ use futures_util::StreamExt;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use tasks::amqp;
+use tasks::backoff::Backoff;
 use tokio::task::JoinSet;
 
-pub use config::{Config, Limits};
+pub use config::{Config, ConfigError, Limits};
 pub use runner::Runner;
 
 /// Why the executant stopped with an error.
@@ -34,7 +35,7 @@ pub use runner::Runner;
 pub enum ExecutantError {
     /// The settings contradict each other or the broker's limits.
     #[error("invalid configuration: {0}")]
-    Config(String),
+    Config(ConfigError),
     /// The Docker engine refused to apply the sandbox.
     #[error(transparent)]
     Sandbox(#[from] sandbox::SandboxError),
@@ -164,14 +165,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 }
 
 async fn connect_engine(config: Arc<Config>) -> Runner {
-    let mut delay = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
         match Runner::connect(config.clone()).await {
             Ok(r) => return r,
             Err(e) => {
                 tracing::warn!(error = %e, "Docker engine unreachable; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
+                tokio::time::sleep(backoff.next_delay()).await;
             }
         }
     }
@@ -222,7 +222,7 @@ async fn start_consuming(
     config: &Config,
     consume_conn: &lapin::Connection,
 ) -> Result<(lapin::Channel, lapin::Consumer), amqp::BrokerError> {
-    let op = |op| move |source| amqp::BrokerError::Operation { op, source };
+    let op = amqp::op;
     let channel = consume_conn
         .create_channel()
         .await

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use lapin::{Channel, Connection};
 use tasks::amqp::{self, BrokerError, Message};
+use tasks::backoff::Backoff;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
@@ -68,7 +69,7 @@ impl Publisher {
             tracing::warn!("publish connection or channel lost; reconnecting");
             close_in_background(connection);
         }
-        let mut delay = Duration::from_millis(200);
+        let mut backoff = Backoff::new(Duration::from_millis(200), RETRY_MAX);
         loop {
             let opened = async {
                 let connection =
@@ -90,8 +91,7 @@ impl Publisher {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "opening the publish channel failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(RETRY_MAX);
+                    tokio::time::sleep(backoff.next_delay()).await;
                 }
             }
         }
@@ -150,7 +150,7 @@ impl Publisher {
         F: Fn(Channel) -> Fut,
         Fut: Future<Output = Result<(), BrokerError>>,
     {
-        let mut delay = Duration::from_millis(200);
+        let mut backoff = Backoff::new(Duration::from_millis(200), RETRY_MAX);
         loop {
             let Ok((generation, channel)) = tokio::time::timeout_at(deadline, self.ensure()).await
             else {
@@ -169,11 +169,11 @@ impl Publisher {
             };
             tracing::warn!(op = what, error = %failure, "publishing failed; reconnecting and trying again");
             self.invalidate(generation).await;
+            let delay = backoff.next_delay();
             if Instant::now() + delay >= deadline {
                 return Err(PublishError::Deadline);
             }
             tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(RETRY_MAX);
         }
     }
 }

@@ -117,7 +117,7 @@ impl Runner {
                     Err(ScriptError::Refused(reason)) => {
                         return Ok(TaskResult::failed(task, reason))
                     }
-                    Err(e) => return Err(RunError::Script(e.to_string())),
+                    Err(e) => return Err(RunError::Script(e)),
                 };
                 binds.push(format!("{}:/task", dir.path().display()));
                 Some(dir)

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use tasks::layout;
+
 /// The built binaries of the workspace and the broker URL.
 #[derive(Debug, Clone)]
 pub struct Env {
@@ -401,15 +403,20 @@ pub struct Verdict {
 /// Checks a project's record in the workspace: the result in `results`, every recorded
 /// outcome in `tracking` (each task index at most once), against `expected` solutions.
 pub fn verify(workspace: &Path, project: &str, expected: Option<u64>) -> Verdict {
-    let result_path = workspace.join("results").join(project).join("result.json");
+    let result_path = workspace
+        .join(layout::RESULTS)
+        .join(layout::result(project));
     // No result (a client that hung or died): every task without a recorded outcome is lost.
     let result: serde_json::Value = std::fs::read(&result_path)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or(serde_json::Value::Null);
-    let recorded_tasks =
-        std::fs::read_to_string(workspace.join("tasks").join(project).join("tasks.jsonl"))
-            .map_or(0, |t| t.lines().count());
+    let recorded_tasks = std::fs::read_to_string(
+        workspace
+            .join(layout::TASKS)
+            .join(layout::task_list(project)),
+    )
+    .map_or(0, |t| t.lines().count());
     let tasks = result["tasks"]
         .as_u64()
         .map_or(recorded_tasks, |t| t as usize);
@@ -434,7 +441,9 @@ pub fn verify(workspace: &Path, project: &str, expected: Option<u64>) -> Verdict
         })
         .unwrap_or_default();
     let mut seen: HashMap<u64, usize> = HashMap::new();
-    let folder = workspace.join("tracking").join(project).join("results");
+    let folder = workspace
+        .join(layout::TRACKING)
+        .join(layout::results_folder(project));
     for entry in std::fs::read_dir(&folder).into_iter().flatten().flatten() {
         let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
         for line in text.lines() {

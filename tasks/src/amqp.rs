@@ -13,6 +13,8 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 
+use crate::backoff::Backoff;
+
 /// The broker a binary talks to when nothing else is configured.
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// The work queue every executant consumes (quorum, competing consumers).
@@ -41,9 +43,20 @@ pub const DEAD_PROJECTS_EXCHANGE: &str = "todo.dead.projects";
 /// The JSON content type every message carries.
 pub const CONTENT_TYPE: &str = "application/json";
 
+/// The prefix of every project's results queue.
+pub const RESULTS_QUEUE_PREFIX: &str = "results.";
+
 /// The durable queue holding one project's results.
 pub fn results_queue(project: &str) -> String {
-    format!("results.{project}")
+    format!("{RESULTS_QUEUE_PREFIX}{project}")
+}
+
+/// The project whose results queue `queue` is (the inverse of [`results_queue`]); `None`
+/// for any other queue.
+pub fn project_of_results_queue(queue: &str) -> Option<&str> {
+    queue
+        .strip_prefix(RESULTS_QUEUE_PREFIX)
+        .filter(|p| !p.is_empty())
 }
 
 /// What went wrong talking to the broker.
@@ -71,11 +84,23 @@ pub enum BrokerError {
         /// Exchange and routing key.
         destination: String,
         /// Nack, or unroutable.
-        why: &'static str,
+        why: Unconfirmed,
     },
 }
 
-fn op(op: &'static str) -> impl FnOnce(lapin::Error) -> BrokerError {
+/// Why the broker did not take responsibility for a published message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unconfirmed {
+    /// The broker nacked it (a full queue, a resource alarm).
+    #[error("nack")]
+    Nack,
+    /// No queue was bound for it: the broker returned it.
+    #[error("unroutable: no queue is bound for it")]
+    Unroutable,
+}
+
+/// Names a failed broker operation: `.map_err(op("declare todo"))`.
+pub fn op(op: &'static str) -> impl FnOnce(lapin::Error) -> BrokerError {
     move |source| BrokerError::Operation { op, source }
 }
 
@@ -147,17 +172,17 @@ pub async fn connect_with_backoff(
     deadline: Option<Duration>,
 ) -> Result<Connection, BrokerError> {
     let start = std::time::Instant::now();
-    let mut delay = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
         match connect(url, name).await {
             Ok(conn) => return Ok(conn),
             Err(e) => {
+                let delay = backoff.next_delay();
                 if deadline.is_some_and(|d| start.elapsed() + delay > d) {
                     return Err(e);
                 }
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "broker unreachable");
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
     }
@@ -500,21 +525,18 @@ impl Pending<'_> {
         if !confirm.is_ack() {
             return Err(BrokerError::NotConfirmed {
                 destination: destination(),
-                why: "nack",
+                why: Unconfirmed::Nack,
             });
         }
         if confirm.take_message().is_some() {
             return Err(BrokerError::NotConfirmed {
                 destination: destination(),
-                why: UNROUTABLE,
+                why: Unconfirmed::Unroutable,
             });
         }
         Ok(())
     }
 }
-
-/// The `why` of [`BrokerError::NotConfirmed`] for a message no queue was bound for.
-pub const UNROUTABLE: &str = "unroutable: no queue is bound for it";
 
 impl BrokerError {
     /// The AMQP reply code the broker answered with (404 not found, 406 precondition
@@ -647,7 +669,21 @@ pub fn resolve_url(
 
 #[cfg(test)]
 mod tests {
-    use super::{redact_url, resolve_url, UrlSourceError, DEFAULT_AMQP_URL};
+    use super::{
+        project_of_results_queue, redact_url, resolve_url, results_queue, UrlSourceError,
+        DEFAULT_AMQP_URL,
+    };
+
+    #[test]
+    fn results_queue_names_and_their_inverse() {
+        for project in ["p", "nq8-d2-0abc", "a.b"] {
+            let queue = results_queue(project);
+            assert_eq!(project_of_results_queue(&queue), Some(project));
+        }
+        for other in ["results.", "results", "todo", "todo.dead", "xresults.p"] {
+            assert_eq!(project_of_results_queue(other), None, "{other}");
+        }
+    }
 
     #[test]
     fn passwords_are_hidden() {

@@ -4,7 +4,9 @@
 //! This crate does no I/O, except in the optional `amqp` module (feature `amqp`), which holds
 //! the one definition of the RabbitMQ topology that every binary uses.
 
+pub mod backoff;
 pub mod compute;
+pub mod layout;
 pub mod model;
 pub mod nqueens;
 pub mod progress;

@@ -1,14 +1,9 @@
 //! A project's progress as the client records it in the tracking repository
-//! (`<project>/progress.json`), read back by `commanditaire status` and broker-api.
+//! (`<project>/progress.json`, [`crate::layout::progress`]), read back by `commanditaire status` and broker-api.
 
 use serde::{Deserialize, Serialize};
 
 use crate::model::ProjectSpec;
-
-/// The file, relative to the tracking repository, holding `project`'s progress.
-pub fn progress_path(project: &str) -> String {
-    format!("{project}/progress.json")
-}
 
 /// A project's progress at the last tracking commit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -381,7 +381,7 @@ pub fn write_tracking(dir: &Path, projects: &[(&str, u32, u32, u32, bool)]) {
             complete: *complete,
             updated: "2026-01-01T00:00:00Z".into(),
         };
-        let rel = tasks::progress::progress_path(id);
+        let rel = tasks::layout::progress(id);
         let path = dir.join(&rel);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, serde_json::to_vec_pretty(&progress).unwrap()).unwrap();

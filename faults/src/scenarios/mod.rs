@@ -146,7 +146,7 @@ impl<'e> Run<'e> {
         // too): the executant fetches no script repository it was not told about.
         executant_args.push(format!(
             "--allow-script-repo={}",
-            ws.join("tasks").display()
+            ws.join(tasks::layout::TASKS).display()
         ));
         Run {
             env,
@@ -203,7 +203,7 @@ impl<'e> Run<'e> {
 
     /// Waits until every task was published (faults that must not hit publishing start after).
     fn wait_published(&self) {
-        let tracking = self.ws.join("tracking");
+        let tracking = self.ws.join(tasks::layout::TRACKING);
         harness::wait_until(Duration::from_secs(120), || {
             harness::git_log(&tracking)
                 .iter()
