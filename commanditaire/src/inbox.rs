@@ -33,12 +33,8 @@ pub fn classify(project: &str, body: &[u8], props: &BasicProperties) -> Incoming
             }
         }
         // A body an executant could not read: the message id still names the task.
-        let id = props
-            .message_id()
-            .as_ref()
-            .map(|s| s.as_str())
-            .unwrap_or("");
-        if let Some((p, index)) = amqp::task_of_message_id(id) {
+        let id = amqp::message_id_of(props);
+        if let Some((p, index)) = amqp::task_of_message_id(&id) {
             if p == project {
                 return Incoming::DeadLettered(TaskResult {
                     schema: tasks::SCHEMA_VERSION,

@@ -56,12 +56,7 @@ impl Context {
         match decide(&delivery.data, &self.config) {
             Disposition::DeadLetter(reason) => {
                 tracing::warn!(%reason, bytes = delivery.data.len(), "dead-lettering a message");
-                let id = delivery
-                    .properties
-                    .message_id()
-                    .as_ref()
-                    .map(|s| s.to_string())
-                    .unwrap_or_default();
+                let id = amqp::message_id_of(&delivery.properties);
                 let message = Message {
                     exchange: amqp::DEAD_LETTER_EXCHANGE,
                     routing_key: amqp::TODO_QUEUE,

@@ -590,6 +590,15 @@ pub fn dead_letter_reason(props: &BasicProperties) -> Option<String> {
         .map(|reason| format!("dead-lettered by the broker: {reason}"))
 }
 
+/// The message's `message_id` (a task id, `P/index`), or `""` when it has none.
+pub fn message_id_of(props: &BasicProperties) -> String {
+    props
+        .message_id()
+        .as_ref()
+        .map(|s| s.to_string())
+        .unwrap_or_default()
+}
+
 /// Whether this delivery is the message's last: taken back once more, the broker
 /// dead-letters it (reason `delivery_limit`).
 pub fn is_last_delivery(props: &BasicProperties) -> bool {

@@ -97,12 +97,7 @@ async fn burn_deliveries(url: &str, project: &str) -> usize {
         else {
             break;
         };
-        let mid = d
-            .properties
-            .message_id()
-            .as_ref()
-            .map(|s| s.to_string())
-            .unwrap_or_default();
+        let mid = amqp::message_id_of(&d.properties);
         let count = amqp::delivery_count(&d.properties);
         if mid.starts_with(&prefix) && count + 1 >= amqp::DELIVERY_LIMIT {
             // One return short of the limit: the next delivery is the last.

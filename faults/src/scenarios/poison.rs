@@ -133,12 +133,7 @@ async fn check_poison(
         else {
             continue;
         };
-        let mid = d
-            .properties
-            .message_id()
-            .as_ref()
-            .map(|s| s.to_string())
-            .unwrap_or_default();
+        let mid = amqp::message_id_of(&d.properties);
         if wanted.remove(mid.as_str()) {
             match amqp::reason_of(&d.properties) {
                 Some(reason) if !reason.is_empty() => dead_lettered += 1,
