@@ -1,8 +1,6 @@
 //! Junk on a project's results queue: a thousand unreadable messages put on `results.P`
 //! before `resume P`. The follower must set them aside at once and finish the project.
 
-use std::time::Duration;
-
 use tasks::amqp;
 
 use super::Run;
@@ -20,7 +18,6 @@ pub fn junk_results(env: &Env, size: Size) -> Row {
     runtime.block_on(publish_junk(&env.amqp_url, &id));
     run.start_executant();
     run.follow(&["resume", &id]);
-    run.size.bound = run.size.bound.min(Duration::from_secs(300));
     run.finish("junk-results", JUNK, vec![], |json, _| {
         let counted = json["junk_results"].as_u64().unwrap_or(0);
         let problems = if counted < JUNK as u64 {

@@ -77,7 +77,7 @@ async fn burn_deliveries(url: &str, project: &str) -> usize {
     let conn = amqp::connect(url, "faults burn deliveries").await.unwrap();
     let channel = conn.create_channel().await.unwrap();
     channel
-        .basic_qos(1000, BasicQosOptions::default())
+        .basic_qos(u16::MAX, BasicQosOptions::default())
         .await
         .unwrap();
     let mut consumer = channel
