@@ -11,7 +11,7 @@ use serde::Serialize;
 use tasks::amqp::BrokerError;
 use utoipa::ToSchema;
 
-use crate::auth::Scope;
+use crate::scope::Scope;
 
 /// The JSON body of every error answer.
 #[derive(Debug, Serialize, serde::Deserialize, ToSchema)]

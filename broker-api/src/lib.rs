@@ -17,6 +17,7 @@ pub mod openapi;
 pub mod projects;
 pub mod queue_name;
 pub mod routes;
+pub mod scope;
 
 use std::future::Future;
 use std::net::SocketAddr;
