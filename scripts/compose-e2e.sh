@@ -102,6 +102,7 @@ scripts/services.sh docker base-image
 # BUILD_PROFILE=debug (the test command) reuses the debug binaries it has just built.
 profile=${BUILD_PROFILE:-release}
 export BUILD_PROFILE=$profile
+target_dir=${CARGO_TARGET_DIR:-$root/target}
 log "cargo build --profile $profile (worker executant commanditaire broker-api)"
 cargo build --profile "$(if [ "$profile" = debug ]; then echo dev; else echo "$profile"; fi)" -q \
   -p worker -p executant -p commanditaire -p broker-api \
@@ -140,7 +141,7 @@ phase_done "stack up, rabbitmq healthy"
 # --- 3. projects through the stack's broker
 amqp_url="amqp://$AMQP_USER:$AMQP_PASSWORD@127.0.0.1:$RABBITMQ_PORT/%2f"
 # The URL carries a password: pass it in the environment, not on a command line (ps shows those).
-client() { AMQP_URL=$amqp_url timeout 300 "target/$profile/commanditaire" "$@"; }
+client() { AMQP_URL=$amqp_url timeout 300 "$target_dir/$profile/commanditaire" "$@"; }
 log "commanditaire nqueens 12 --depth 2"
 out=$(client --workspace "$(mktemp -d "$tmp/ws.XXXXXX")" --json nqueens 12 --depth 2) \
   || die "commanditaire nqueens 12 failed (exit $?): $out"

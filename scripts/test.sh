@@ -2,7 +2,8 @@
 # The test command: starts the services the tests need (installing what is missing), then
 # checks formatting and lints, runs every test against the real RabbitMQ and Docker, validates
 # the Kubernetes manifests offline (scripts/validate-manifests.sh), and
-# finally runs the compose stack end to end (scripts/compose-e2e.sh).
+# finally runs the compose and Swarm stacks end to end (scripts/compose-e2e.sh,
+# scripts/swarm-e2e.sh).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -22,6 +23,9 @@ echo "== Kubernetes manifests, validated offline (scripts/validate-manifests.sh)
 scripts/validate-manifests.sh
 echo "== compose stack end to end (scripts/compose-e2e.sh)"
 BUILD_PROFILE=debug scripts/compose-e2e.sh
-# One closing line for the whole run (cargo's last line is the doc-tests', often 0 tests).
+echo "== Swarm stack end to end (scripts/swarm-e2e.sh)"
+BUILD_PROFILE=debug scripts/swarm-e2e.sh
+# One closing line for the whole run (cargo's last line is the doc-tests', often 0 tests);
+# the manifests' validation and the two stacks' end-to-end runs count as one test each.
 count() { grep -oE "test result: [A-Za-z]+\. [0-9]+ passed; [0-9]+ failed" "$results" | awk -v f="$1" '{s += $f} END {print s + 0}'; }
-echo "tests: $(( $(count 4) + 1 )) passed, $(count 6) failed"
+echo "tests: $(( $(count 4) + 3 )) passed, $(count 6) failed"
