@@ -76,6 +76,8 @@ cleanup() {
   docker volume rm "${stack}_rabbitmq-data" >/dev/null 2>&1 || true
   if [ "$made_swarm" = 1 ]; then
     docker swarm leave --force >/dev/null 2>&1 || log "warning: docker swarm leave failed"
+    # The bridge swarm made for published ports outlives the swarm.
+    docker network rm docker_gwbridge >/dev/null 2>&1 || true
   fi
   rm -rf "$tmp"
   phase_done "teardown (stack rm, leave)"
