@@ -1,10 +1,13 @@
 //! The one AMQP connection of the service, its channel pools, reconnection, and the
 //! registry of queues the service lists.
 //!
-//! **Channels.** Publishes share a small set of confirm-mode channels (round robin): a
-//! confirm is awaited per message, so many publishes are in flight on each channel at once
-//! and the broker acknowledges them in batches. Publishing to the default exchange never
-//! closes a channel (an unroutable message comes back as a return), so sharing is safe.
+//! **Channels.** Publishes go over a pool of confirm-mode channels (round robin), each
+//! carrying **one publish at a time**: a publish holds its channel until its confirm. An
+//! unroutable message (a publish to a missing queue) comes back as a `basic.return` just
+//! before its confirm, and lapin hands a return to whichever confirm of the channel is
+//! settled next; with several publishes in flight on one channel, a 404 went to another
+//! request's publish and that one's missing queue answered 200 (seen under load). Publishing
+//! to the default exchange never closes a channel, so the pool is shared across requests.
 //! Everything that can make the broker close a channel (a passive declare or a get on a
 //! missing queue answers 404 by closing it; a conflicting declare answers 406) runs on a
 //! channel *leased* exclusively from a second pool; a closed channel is not returned to the
@@ -94,7 +97,7 @@ pub enum AckMode {
 /// The connection, once up.
 struct Live {
     conn: Connection,
-    publish: Vec<Mutex<Channel>>,
+    publish: Vec<tokio::sync::Mutex<Channel>>,
     next: AtomicUsize,
     idle: Mutex<Vec<Channel>>,
 }
@@ -236,21 +239,29 @@ impl Broker {
         })
     }
 
-    async fn publish_channel(
+    /// A publish channel of the pool, held until the guard is dropped (one publish in flight
+    /// per channel); reopened when the broker closed it (`stale`: the one a failed publish
+    /// used, not to be handed back).
+    async fn publish_channel<'a>(
         &self,
-        live: &Live,
-        stale: Option<&Channel>,
-    ) -> Result<Channel, ApiError> {
-        let slot = &live.publish[live.next.fetch_add(1, Ordering::Relaxed) % live.publish.len()];
-        let channel = lock(slot).clone();
-        if channel.status().connected() && stale.is_none_or(|s| s.id() != channel.id()) {
-            return Ok(channel);
-        }
-        let fresh = platform::confirm_channel(&live.conn)
+        live: &'a Live,
+        stale: Option<tokio::sync::MutexGuard<'a, Channel>>,
+    ) -> Result<tokio::sync::MutexGuard<'a, Channel>, ApiError> {
+        let mut slot = match stale {
+            Some(slot) => slot,
+            None => {
+                let index = live.next.fetch_add(1, Ordering::Relaxed) % live.publish.len();
+                let slot = live.publish[index].lock().await;
+                if slot.status().connected() {
+                    return Ok(slot);
+                }
+                slot
+            }
+        };
+        *slot = platform::confirm_channel(&live.conn)
             .await
             .map_err(|e| self.fail(e, ""))?;
-        *lock(slot) = fresh.clone();
-        Ok(fresh)
+        Ok(slot)
     }
 
     /// Adds `name` to the registry of listed queues.
@@ -423,7 +434,7 @@ impl Broker {
         let mut retried = false;
         loop {
             let publish = platform::publish_with_properties(
-                &channel,
+                &*channel,
                 "",
                 queue.as_str(),
                 body,
@@ -453,7 +464,7 @@ impl Broker {
                         && live.conn.status().connected() =>
                 {
                     retried = true;
-                    channel = self.publish_channel(&live, Some(&channel)).await?;
+                    channel = self.publish_channel(&live, Some(channel)).await?;
                 }
                 Err(e) => {
                     let error = self.fail(e, queue.as_str());
@@ -566,7 +577,9 @@ impl Broker {
         };
         let mut publish = Vec::with_capacity(self.publish_channels);
         for _ in 0..self.publish_channels {
-            publish.push(Mutex::new(platform::confirm_channel(&conn).await?));
+            publish.push(tokio::sync::Mutex::new(
+                platform::confirm_channel(&conn).await?,
+            ));
         }
         Ok(Arc::new(Live {
             conn,

@@ -49,7 +49,7 @@ pub struct Config {
     pub body_limit: usize,
     /// How long a request may take before it is answered 504.
     pub request_timeout: Duration,
-    /// How many shared channels publishes are spread over.
+    /// How many confirm channels publishes are spread over (one publish in flight on each).
     pub publish_channels: usize,
     /// How long a publish waits for the broker's confirm before answering 503.
     pub confirm_timeout: Duration,
@@ -84,7 +84,7 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// stopped answering gets a 503 naming it rather than a bare 504).
 pub const DEFAULT_CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
 /// The default number of shared publishing channels.
-pub const DEFAULT_PUBLISH_CHANNELS: usize = 8;
+pub const DEFAULT_PUBLISH_CHANNELS: usize = 32;
 
 /// What every handler shares.
 #[derive(Clone)]

@@ -53,7 +53,8 @@ struct Args {
     /// 503.
     #[arg(long, env = "BROKER_API_CONFIRM_TIMEOUT", default_value_t = 5.0)]
     confirm_timeout: f64,
-    /// How many shared channels publishes are spread over.
+    /// How many confirm channels publishes are spread over, one publish in flight on each:
+    /// the most publishes awaiting their confirm at once.
     #[arg(long, env = "BROKER_API_PUBLISH_CHANNELS", default_value_t = broker_api::DEFAULT_PUBLISH_CHANNELS)]
     publish_channels: usize,
     /// Queues to list from the start (comma-separated), besides `todo`, `todo.dead`, the

@@ -122,6 +122,59 @@ async fn missing_queue_is_404_and_does_not_disturb_other_requests() {
     assert_eq!(info["messages"], 20);
 }
 
+/// A publish to a missing queue comes back as a `basic.return`, which lapin hands to the
+/// next confirm settled on its channel: with publishes sharing a channel, a 404 went to
+/// another request (its message was queued, it answered 404) and the missing queue's publish
+/// answered 200 (6 of these 1,000 answers before the fix). One channel, a quorum queue
+/// (its confirms come in batches), many concurrent publishes, half of them unroutable:
+/// every answer must be its own.
+#[tokio::test]
+async fn an_unroutable_publish_never_answers_for_another() {
+    let s = Service::start_with(|c| c.publish_channels = 1).await;
+    let q = unique_queue("shared");
+    s.create_queue(&q, "quorum").await;
+    let missing = unique_queue("gone");
+    let mut tasks = Vec::new();
+    for i in 0..1000 {
+        let (c, base, token) = (s.client.clone(), s.base.clone(), s.token.clone());
+        let target = if i % 2 == 0 {
+            q.clone()
+        } else {
+            missing.clone()
+        };
+        tasks.push(tokio::spawn(async move {
+            let r = c
+                .post(format!("{base}/api/queues/{target}/publish"))
+                .bearer_auth(token)
+                .json(&json!({ "payload": format!("{i}") }))
+                .send()
+                .await
+                .unwrap();
+            (i % 2 == 0, r.status(), r.text().await.unwrap())
+        }));
+    }
+    let mut wrong = Vec::new();
+    for t in tasks {
+        let (good, status, body) = t.await.unwrap();
+        let expected = if good {
+            StatusCode::OK
+        } else {
+            StatusCode::NOT_FOUND
+        };
+        if status != expected {
+            wrong.push(format!(
+                "{status} for a publish expecting {expected}: {body}"
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{} wrong answers: {wrong:?}", wrong.len());
+    let (_, info) = s.get_json(&format!("/api/queues/{q}")).await;
+    assert_eq!(
+        info["messages"], 500,
+        "every answered publish queued, no other"
+    );
+}
+
 #[tokio::test]
 async fn bad_bodies_are_400_and_too_large_is_413() {
     let s = Service::start_with(|c| c.body_limit = 4096).await;
