@@ -434,7 +434,7 @@ impl Broker {
         let mut retried = false;
         loop {
             let publish = platform::publish_with_properties(
-                &*channel,
+                &channel,
                 "",
                 queue.as_str(),
                 body,
