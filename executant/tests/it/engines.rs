@@ -294,4 +294,20 @@ async fn an_engine_killed_mid_project_costs_a_redelivery_and_the_count_stays_exa
     );
     drop_results(&id).await;
     drop_results(&again).await;
+    drop(victim);
+    drop(engines);
+    // Nothing of the killed engine is left: its containers' shims died with the engines.
+    let shims = Command::new("pgrep")
+        .args([
+            "-f",
+            "--",
+            &format!("-address /run/docker-engine-{ENGINES}/"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        shims.stdout.is_empty(),
+        "shims left behind: {}",
+        String::from_utf8_lossy(&shims.stdout)
+    );
 }
