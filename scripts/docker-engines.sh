@@ -129,6 +129,15 @@ stop_engine() {
     if engine_pid "$k" >/dev/null; then die "engine $k (pid $pid) did not stop within ${wait_secs} s"; fi
     log "engine $k stopped"
   fi
+  # Shims of containers left by a dockerd that died (SIGKILL, a crash): its containerd died
+  # with it, and the next one would not know them. Each is found by the address of this
+  # engine's containerd in its arguments; its children (the container's init) die first.
+  local shim
+  for shim in $(pgrep -f -- "-address /run/docker-engine-$k/containerd/containerd.sock" || true); do
+    pkill -KILL -P "$shim" 2>/dev/null || true
+    kill -KILL "$shim" 2>/dev/null || true
+    log "engine $k: killed the shim $shim left by a dockerd that died, and its container"
+  done
   rm -f "$(sock "$k")"
   # Its exec root holds only sockets and state of the stopped daemon, unless something is
   # still mounted there (then it is left alone).

@@ -105,6 +105,9 @@ pub struct Config {
     pub consumer_timeout: Duration,
     /// How long a publish waits for the broker's confirm before the channel is deemed lost.
     pub confirm_timeout: Duration,
+    /// How long the Docker engine may stay unreachable before the executant returns the
+    /// tasks it holds to the queue and stops consuming until the engine answers again.
+    pub engine_grace: Duration,
     /// Where task scripts are written before being bind-mounted into task containers. The
     /// Docker engine resolves bind mounts on its own host: an executant running in a
     /// container must use a folder mounted at the same path on the host.
@@ -134,6 +137,7 @@ impl Config {
             shutdown_grace: Duration::from_secs(30),
             consumer_timeout: BROKER_CONSUMER_TIMEOUT,
             confirm_timeout: Duration::from_secs(15),
+            engine_grace: Duration::from_secs(15),
             scripts_dir: std::env::temp_dir(),
             allowed_script_repos: Vec::new(),
             script_fetch: crate::script::FetchLimits::default(),

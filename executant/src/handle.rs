@@ -103,7 +103,8 @@ impl Context {
                     return Err(e);
                 }
                 // The engine is down: hold the delivery and wait, without spending an attempt,
-                // while the task can still finish before the delivery's deadline.
+                // while the task can still finish before the delivery's deadline. Past
+                // `--engine-grace` the session ends instead (`engine.rs`), which returns it.
                 Err(RunError::Engine(e)) if !self.runner.ping().await => {
                     let timeout = Runner::timeout_of(&task, &self.config);
                     if Instant::now() + engine_wait.peek() + timeout > deadline {

@@ -7,6 +7,7 @@
 pub mod config;
 mod containers;
 pub mod disposition;
+mod engine;
 mod error;
 mod handle;
 mod lanes;
@@ -64,7 +65,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         "executant starting"
     );
     let mut fatal = None;
+    let mut engine_was_lost = false;
     loop {
+        if engine_was_lost {
+            tokio::select! {
+                _ = engine::wait_until_answering(&runner) => {}
+                _ = &mut shutdown => break,
+            }
+            runner.remove_leftovers().await;
+            engine_was_lost = false;
+        }
         let session = tokio::select! {
             s = open_session(&config) => s,
             _ = &mut shutdown => break,
@@ -92,6 +102,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         let mut inflight = JoinSet::new();
         let mut stopping = false;
         let mut health = tokio::time::interval(HEALTH_CHECK);
+        // Dropped with the session, which stops its pings.
+        let mut engine_lost = engine::watch_lost(runner.clone(), config.engine_grace);
         loop {
             tokio::select! {
                 _ = &mut shutdown, if !stopping => { stopping = true; break; }
@@ -101,6 +113,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                         tracing::warn!("consume connection or channel lost; reconnecting");
                         break;
                     }
+                }
+                // Ending the session returns every delivery held here to `todo` (the broker's
+                // doing when the consume connection closes), and none is taken until the
+                // engine answers again.
+                Ok(_) = engine_lost.wait_for(|lost| *lost) => {
+                    tracing::warn!(
+                        returned = inflight.len(),
+                        grace_secs = config.engine_grace.as_secs(),
+                        "Docker engine unreachable past --engine-grace: returning the tasks held \
+                         here to todo; consuming none until it answers"
+                    );
+                    engine_was_lost = true;
+                    break;
                 }
                 next = consumer.next() => match next {
                     Some(Ok(delivery)) => {

@@ -47,6 +47,10 @@ struct Cli {
     /// and the outcome published again.
     #[arg(long, env = "EXECUTANT_CONFIRM_TIMEOUT", default_value_t = 15)]
     confirm_timeout: u64,
+    /// Seconds the Docker engine may stay unreachable before the tasks held here go back to
+    /// the queue (for other executants) and no more are taken until it answers again.
+    #[arg(long, env = "EXECUTANT_ENGINE_GRACE", default_value_t = 15)]
+    engine_grace: u64,
     /// How many tasks of one project a worker container serves before it is replaced.
     #[arg(long, env = "EXECUTANT_REUSE", default_value_t = 1)]
     reuse: u32,
@@ -148,6 +152,7 @@ fn main() -> ExitCode {
     config.consumer_timeout = Duration::from_secs(cli.consumer_timeout);
     config.confirm_timeout = Duration::from_secs(cli.confirm_timeout);
     config.shutdown_grace = Duration::from_secs(cli.shutdown_grace);
+    config.engine_grace = Duration::from_secs(cli.engine_grace);
     config.limits = Limits {
         memory_bytes: cli.memory_mib * 1024 * 1024,
         nano_cpus: (cli.cpus * 1e9) as i64,

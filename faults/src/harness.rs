@@ -63,8 +63,23 @@ impl Env {
 
     /// Starts an executant process with `args` (its log goes to `log`).
     pub fn executant(&self, name: &str, args: &[&str], log: &Path) -> Proc {
+        self.executant_on(None, name, args, log)
+    }
+
+    /// [`Env::executant`] on the Docker engine at `docker_host` (the host's when `None`).
+    pub fn executant_on(
+        &self,
+        docker_host: Option<&str>,
+        name: &str,
+        args: &[&str],
+        log: &Path,
+    ) -> Proc {
         let log = std::fs::File::create(log).expect("executant log");
-        let child = Command::new(&self.executant)
+        let mut command = Command::new(&self.executant);
+        if let Some(host) = docker_host {
+            command.env("DOCKER_HOST", host);
+        }
+        let child = command
             .args(["--name", name, "--concurrency", "2"])
             .args(args)
             .env("AMQP_URL", &self.amqp_url)

@@ -2,6 +2,7 @@
 
 mod cli;
 mod consumer_timeout;
+mod engines;
 mod reconnect;
 mod run;
 mod script;

@@ -7,6 +7,7 @@ mod client_kill;
 mod connection_close;
 mod consumer_timeout;
 mod disk_full;
+mod engine_kill;
 mod executant_kill;
 mod hostile;
 mod junk_results;
@@ -26,7 +27,7 @@ use crate::{Row, Size};
 pub type Scenario = fn(&Env, Size) -> Row;
 
 /// Every scenario by name, in order.
-pub const ALL: [(&str, Scenario); 13] = [
+pub const ALL: [(&str, Scenario); 14] = [
     ("worker-kill", worker_kill::worker_kills),
     ("executant-kill", executant_kill::executant_kills),
     ("broker-restart", broker_restart::broker_restarts),
@@ -40,6 +41,7 @@ pub const ALL: [(&str, Scenario); 13] = [
     ("two-followers", two_followers::two_followers),
     ("last-delivery-kill", last_delivery_kill::last_delivery_kill),
     ("junk-results", junk_results::junk_results),
+    ("engine-kill", engine_kill::engine_kills),
 ];
 
 /// Runs the scenarios named in `only` (all of them if it is empty), printing each row as it
@@ -88,6 +90,8 @@ struct Run<'e> {
     executant_args: Vec<String>,
     executants: usize,
     executant: Proc,
+    /// Executants besides the fixture's own (on other Docker engines), stopped with it.
+    others: Vec<Proc>,
     client: Proc,
     problems: Vec<String>,
 }
@@ -159,6 +163,7 @@ impl<'e> Run<'e> {
             executant_args,
             executants: 0,
             executant: Proc::none(),
+            others: Vec::new(),
             client: Proc::none(),
             problems: Vec::new(),
         }
@@ -279,8 +284,10 @@ impl<'e> Run<'e> {
                 (serde_json::Value::Null, "hung".to_string(), 1)
             }
         };
-        if !self.executant.terminate(Duration::from_secs(60)) {
-            problems.push("the executant did not stop cleanly on SIGTERM".into());
+        for executant in std::iter::once(&mut self.executant).chain(&mut self.others) {
+            if !executant.terminate(Duration::from_secs(60)) {
+                problems.push("an executant did not stop cleanly on SIGTERM".into());
+            }
         }
         let verdict = harness::verify(&self.ws, &self.id, Some(harness::oeis(self.size.n)));
         if !verdict.failed.is_empty() {
