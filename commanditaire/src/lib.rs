@@ -9,6 +9,7 @@ pub mod inbox;
 pub mod local;
 pub mod project_lock;
 pub mod remote;
+pub mod trace;
 pub mod tracking;
 pub mod workspace;
 
@@ -273,7 +274,8 @@ async fn drive(
             let again = tracker.retry_failed()?;
             if !again.is_empty() {
                 let id = tracker.project().id.clone();
-                broker::publish(&options.amqp_url, &id, &again)
+                let trace = trace::project_trace(tracker.workspace(), &id);
+                broker::publish(&options.amqp_url, &id, &trace, &again)
                     .await
                     .map_err(broker::FollowError::from)?;
                 published += again.len();

@@ -44,6 +44,7 @@ pub fn record_project(
         "id": id,
         "spec": project.spec,
         "tasks": project.tasks.len(),
+        crate::trace::TRACE_FIELD: crate::trace::new_trace_id().to_string(),
     });
     let mut lines = Vec::with_capacity(project.tasks.len() * 80);
     for task in &project.tasks {

@@ -17,15 +17,34 @@ use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use tasks::amqp::{self, Message};
 use tasks::backoff::Backoff;
+use tasks::trace::TraceParent;
 use tasks::{Task, TaskResult};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::config::Config;
 use crate::disposition::{decide, Disposition};
 use crate::publisher::{PublishError, Publisher};
 use crate::runner::{RunError, Runner};
 use crate::sandbox::SandboxError;
+
+/// The span of one delivery's handling: `task{task_id=P/i trace_id=T span_id=S}`, the ids
+/// from its message id and its `traceparent` header (left out when it has none).
+fn task_span(props: &lapin::BasicProperties) -> tracing::Span {
+    let task_id = amqp::message_id_of(props);
+    let span = tracing::info_span!(
+        "task",
+        task_id = %task_id,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty
+    );
+    if let Some(tp) = amqp::traceparent_of(props) {
+        span.record("trace_id", tracing::field::display(tp.trace_id));
+        span.record("span_id", tracing::field::display(tp.parent_id));
+    }
+    span
+}
 
 /// What every task handler shares.
 pub(crate) struct Context {
@@ -49,8 +68,14 @@ impl Context {
         }
     }
 
-    /// Handles one delivery; an error means no task may run here any more.
+    /// Handles one delivery; an error means no task may run here any more. Every log line
+    /// of its handling carries its task id and the trace and span ids of its `traceparent`.
     pub(crate) async fn handle(&self, delivery: Delivery) -> Result<(), SandboxError> {
+        let span = task_span(&delivery.properties);
+        self.handle_in_span(delivery).instrument(span).await
+    }
+
+    async fn handle_in_span(&self, delivery: Delivery) -> Result<(), SandboxError> {
         // The broker takes the delivery back (closing the channel) past its consumer timeout.
         let received = Instant::now();
         match decide(&delivery.data, &self.config) {
@@ -64,9 +89,10 @@ impl Context {
                     body: &delivery.data,
                     reason: Some(&reason),
                 };
+                let traceparent = amqp::traceparent_of(&delivery.properties);
                 let published = self
                     .publisher
-                    .publish(message, self.publish_by(received))
+                    .publish(message, traceparent.as_ref(), self.publish_by(received))
                     .await;
                 self.settle(&delivery, published).await;
                 Ok(())
@@ -132,8 +158,9 @@ impl Context {
 
     /// Publishes a result to its project's queue, then acks (or nacks if it was not confirmed).
     async fn report(&self, delivery: &Delivery, result: TaskResult, received: Instant) {
+        let traceparent = amqp::traceparent_of(&delivery.properties);
         let published = self
-            .publish_result(&result, self.publish_by(received))
+            .publish_result(&result, traceparent.as_ref(), self.publish_by(received))
             .await;
         if published.is_ok() {
             tracing::info!(
@@ -149,6 +176,7 @@ impl Context {
     async fn publish_result(
         &self,
         result: &TaskResult,
+        traceparent: Option<&TraceParent>,
         deadline: Instant,
     ) -> Result<(), PublishError> {
         self.ensure_results_queue(&result.project, deadline).await?;
@@ -160,7 +188,7 @@ impl Context {
             body: &result.to_json(),
             reason: None,
         };
-        self.publisher.publish(message, deadline).await
+        self.publisher.publish(message, traceparent, deadline).await
     }
 
     /// Declares the project's results queue once, so a result is never unroutable even if

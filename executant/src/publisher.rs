@@ -13,6 +13,7 @@ use std::time::Duration;
 use lapin::{Channel, Connection};
 use tasks::amqp::{self, BrokerError, Message};
 use tasks::backoff::Backoff;
+use tasks::trace::TraceParent;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
@@ -108,15 +109,29 @@ impl Publisher {
         }
     }
 
-    /// Publishes `message` and waits (at most the confirm timeout) for the broker's confirm;
-    /// a lost connection or a late confirm is retried on a new connection until `deadline`.
+    /// Publishes `message` (with the trace context of its task, when it had one) and waits
+    /// (at most the confirm timeout) for the broker's confirm; a lost connection or a late
+    /// confirm is retried on a new connection until `deadline`.
     pub(crate) async fn publish(
         &self,
         message: Message<'_>,
+        traceparent: Option<&TraceParent>,
         deadline: Instant,
     ) -> Result<(), PublishError> {
+        let mut props = amqp::properties(message.message_id, message.reason);
+        if let Some(tp) = traceparent {
+            props = amqp::with_traceparent(props, tp);
+        }
+        let props = &props;
         self.retry(deadline, "publish", |channel| async move {
-            amqp::publish(&channel, message).await
+            amqp::publish_with_properties(
+                &channel,
+                message.exchange,
+                message.routing_key,
+                message.body,
+                props.clone(),
+            )
+            .await
         })
         .await
     }

@@ -4,5 +4,6 @@
 mod platform;
 mod remote;
 mod support;
+mod trace;
 mod tracking;
 mod url_file;
