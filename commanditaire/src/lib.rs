@@ -93,6 +93,9 @@ pub struct RunOptions {
     pub remote: Option<remote::RemoteOptions>,
     /// On resume: give the failed tasks another run (`resume --retry-failed`).
     pub retry_failed: bool,
+    /// Print one JSON line on standard output per batch of results committed
+    /// (`--progress-json`, [`tracking::BatchRecorded`]).
+    pub progress_json: bool,
 }
 
 /// What a run did.
@@ -186,6 +189,16 @@ pub async fn resume(
     drive(options, tracker, targets, watcher, follow::Start::Resumed).await
 }
 
+/// Prints a batch as one JSON line on standard output, at once (scripts read it as it comes).
+fn print_batch(batch: &tracking::BatchRecorded) {
+    use std::io::Write;
+    let mut line = serde_json::to_value(batch).expect("a batch serialises");
+    line["event"] = "batch".into();
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
 /// Looks the remotes up (creating missing GitHub repositories) before anything is pushed.
 async fn resolve_remotes(options: &RunOptions) -> Result<Option<Vec<remote::Target>>, ClientError> {
     let Some(remote) = &options.remote else {
@@ -245,6 +258,9 @@ async fn drive(
     push_now(&pusher, &tracker).await?;
     if let Some(p) = &pusher {
         tracker.notify_commits(p.requester());
+    }
+    if options.progress_json {
+        tracker.notify_batches(print_batch);
     }
     watcher.total(tracker.project().tasks.len());
     watcher.progress(tracker.done());

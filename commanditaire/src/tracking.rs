@@ -226,6 +226,26 @@ pub struct Tracker {
     published: bool,
     duplicates: usize,
     on_commit: Option<Box<dyn Fn() + Send + Sync>>,
+    on_batch: Option<Box<dyn Fn(&BatchRecorded) + Send + Sync>>,
+    started: Instant,
+}
+
+/// A batch of results just committed to the tracking repository (what `--progress-json`
+/// prints, one JSON line each).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BatchRecorded {
+    /// The project.
+    pub project: String,
+    /// Results in this batch.
+    pub results: usize,
+    /// Tasks with an outcome, this batch included.
+    pub done: usize,
+    /// Tasks that failed so far.
+    pub failed: usize,
+    /// Tasks of the project.
+    pub tasks: usize,
+    /// Milliseconds since this client started tracking the project.
+    pub elapsed_ms: u64,
 }
 
 impl Tracker {
@@ -281,6 +301,8 @@ impl Tracker {
             published,
             duplicates: 0,
             on_commit: None,
+            on_batch: None,
+            started: Instant::now(),
         }
     }
 
@@ -288,6 +310,11 @@ impl Tracker {
     /// must return at once: it runs on the tracking path.
     pub fn notify_commits(&mut self, hook: impl Fn() + Send + Sync + 'static) {
         self.on_commit = Some(Box::new(hook));
+    }
+
+    /// Calls `hook` after each batch of results is committed.
+    pub fn notify_batches(&mut self, hook: impl Fn(&BatchRecorded) + Send + Sync + 'static) {
+        self.on_batch = Some(Box::new(hook));
     }
 
     fn committed(&self) {
@@ -420,9 +447,20 @@ impl Tracker {
             &[(layout::progress(&id), pretty(&progress))],
             &message,
         )?;
+        let batch = self.pending.len();
         self.pending.clear();
         self.oldest_pending = None;
         self.committed();
+        if let Some(hook) = &self.on_batch {
+            hook(&BatchRecorded {
+                project: id,
+                results: batch,
+                done: self.done(),
+                failed,
+                tasks: self.project().tasks.len(),
+                elapsed_ms: self.started.elapsed().as_millis() as u64,
+            });
+        }
         Ok(())
     }
 

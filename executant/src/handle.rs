@@ -25,6 +25,7 @@ use tracing::Instrument;
 
 use crate::config::Config;
 use crate::disposition::{decide, Disposition};
+use crate::metrics::Metrics;
 use crate::publisher::{PublishError, Publisher};
 use crate::runner::{RunError, Runner};
 use crate::sandbox::SandboxError;
@@ -51,6 +52,7 @@ pub(crate) struct Context {
     config: Arc<Config>,
     runner: Arc<Runner>,
     publisher: Arc<Publisher>,
+    metrics: Arc<Metrics>,
     declared: Mutex<HashSet<String>>,
 }
 
@@ -59,11 +61,13 @@ impl Context {
         config: Arc<Config>,
         runner: Arc<Runner>,
         publisher: Arc<Publisher>,
+        metrics: Arc<Metrics>,
     ) -> Context {
         Context {
             config,
             runner,
             publisher,
+            metrics,
             declared: Mutex::new(HashSet::new()),
         }
     }
@@ -94,12 +98,16 @@ impl Context {
                     .publisher
                     .publish(message, traceparent.as_ref(), self.publish_by(received))
                     .await;
+                if published.is_ok() {
+                    self.metrics.dead_lettered.inc();
+                }
                 self.settle(&delivery, published).await;
                 Ok(())
             }
             Disposition::Refuse(task, reason) => {
                 tracing::warn!(task = %task.id(), %reason, "refusing a task");
-                self.report(&delivery, TaskResult::failed(&task, reason), received)
+                let kind = task.spec.kind();
+                self.report(&delivery, kind, TaskResult::failed(&task, reason), received)
                     .await;
                 Ok(())
             }
@@ -117,11 +125,17 @@ impl Context {
         let deadline = received + self.config.holding_bound();
         let attempt = amqp::delivery_count(&delivery.properties) + 1;
         let mut engine_wait = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
+        let kind = task.spec.kind();
+        self.metrics.started.with_label_values(&[kind]).inc();
         loop {
             tracing::debug!(task = %task.id(), attempt, "running");
             match self.runner.run(&task, deadline).await {
                 Ok(result) => {
-                    self.report(delivery, result, received).await;
+                    self.metrics
+                        .duration
+                        .with_label_values(&[kind])
+                        .observe(result.duration_ms as f64 / 1000.0);
+                    self.report(delivery, kind, result, received).await;
                     return Ok(());
                 }
                 Err(RunError::Sandbox(e)) => {
@@ -131,9 +145,11 @@ impl Context {
                 // The engine is down: hold the delivery and wait, without spending an attempt,
                 // while the task can still finish before the delivery's deadline.
                 Err(RunError::Engine(e)) if !self.runner.ping().await => {
+                    self.metrics.engine_errors.inc();
                     let timeout = Runner::timeout_of(&task, &self.config);
                     if Instant::now() + engine_wait.peek() + timeout > deadline {
                         tracing::warn!(task = %task.id(), error = %e, "Docker engine unreachable for too long; returning the task before the broker's consumer timeout");
+                        self.metrics.retried.with_label_values(&[kind]).inc();
                         self.nack(delivery).await;
                         return Ok(());
                     }
@@ -141,14 +157,17 @@ impl Context {
                     tokio::time::sleep(engine_wait.next_delay()).await;
                 }
                 Err(e) if amqp::is_last_delivery(&delivery.properties) => {
+                    self.count_engine_error(&e);
                     let reason = format!("gave up after {attempt} attempts, the last: {e}");
                     tracing::error!(task = %task.id(), %reason, "task failed for good");
-                    self.report(delivery, TaskResult::failed(&task, reason), received)
+                    self.report(delivery, kind, TaskResult::failed(&task, reason), received)
                         .await;
                     return Ok(());
                 }
                 Err(e) => {
                     tracing::warn!(task = %task.id(), error = %e, attempt, "task will run again");
+                    self.count_engine_error(&e);
+                    self.metrics.retried.with_label_values(&[kind]).inc();
                     self.nack(delivery).await;
                     return Ok(());
                 }
@@ -157,12 +176,23 @@ impl Context {
     }
 
     /// Publishes a result to its project's queue, then acks (or nacks if it was not confirmed).
-    async fn report(&self, delivery: &Delivery, result: TaskResult, received: Instant) {
+    async fn report(
+        &self,
+        delivery: &Delivery,
+        kind: &'static str,
+        result: TaskResult,
+        received: Instant,
+    ) {
         let traceparent = amqp::traceparent_of(&delivery.properties);
         let published = self
             .publish_result(&result, traceparent.as_ref(), self.publish_by(received))
             .await;
         if published.is_ok() {
+            let counter = match result.outcome {
+                tasks::Outcome::Ok { .. } => &self.metrics.succeeded,
+                _ => &self.metrics.failed,
+            };
+            counter.with_label_values(&[kind]).inc();
             tracing::info!(
                 task = %format!("{}/{}", result.project, result.index),
                 status = match result.outcome { tasks::Outcome::Ok { .. } => "ok", _ => "failed" },
@@ -204,6 +234,12 @@ impl Context {
         self.publisher.declare_results(project, deadline).await?;
         self.declared.lock().await.insert(project.to_string());
         Ok(())
+    }
+
+    fn count_engine_error(&self, e: &RunError) {
+        if matches!(e, RunError::Engine(_)) {
+            self.metrics.engine_errors.inc();
+        }
     }
 
     /// Publishing is retried until the broker's consumer timeout: past it, the broker has

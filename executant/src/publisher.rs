@@ -8,6 +8,7 @@
 //! retries.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::{Channel, Connection};
@@ -15,6 +16,8 @@ use tasks::amqp::{self, BrokerError, Message};
 use tasks::backoff::Backoff;
 use tasks::trace::TraceParent;
 use tokio::sync::Mutex;
+
+use crate::metrics::Metrics;
 use tokio::time::Instant;
 
 /// Why an outcome was not published.
@@ -33,6 +36,7 @@ pub(crate) struct Publisher {
     url: String,
     connection_name: String,
     confirm_timeout: Duration,
+    metrics: Arc<Metrics>,
     state: Mutex<State>,
 }
 
@@ -48,11 +52,17 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 
 impl Publisher {
     /// A publisher for `url`; connects on first use (and in [`Publisher::ensure`]).
-    pub(crate) fn new(url: &str, connection_name: String, confirm_timeout: Duration) -> Self {
+    pub(crate) fn new(
+        url: &str,
+        connection_name: String,
+        confirm_timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Publisher {
             url: url.to_string(),
             connection_name,
             confirm_timeout,
+            metrics,
             state: Mutex::new(State::default()),
         }
     }
@@ -82,6 +92,10 @@ impl Publisher {
                 Ok((connection, channel)) => {
                     state.generation += 1;
                     if state.generation > 1 {
+                        self.metrics
+                            .broker_reconnects
+                            .with_label_values(&["publish"])
+                            .inc();
                         tracing::info!(
                             generation = state.generation,
                             "publish connection re-established"
