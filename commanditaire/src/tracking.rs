@@ -226,9 +226,12 @@ pub struct Tracker {
     published: bool,
     duplicates: usize,
     on_commit: Option<Box<dyn Fn() + Send + Sync>>,
-    on_batch: Option<Box<dyn Fn(&BatchRecorded) + Send + Sync>>,
+    on_batch: Option<BatchHook>,
     started: Instant,
 }
+
+/// What is called after each batch commit ([`Tracker::notify_batches`]).
+type BatchHook = Box<dyn Fn(&BatchRecorded) + Send + Sync>;
 
 /// A batch of results just committed to the tracking repository (what `--progress-json`
 /// prints, one JSON line each).

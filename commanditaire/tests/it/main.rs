@@ -2,6 +2,7 @@
 //! executant in this process, real containers, real git repositories.
 
 mod platform;
+mod progress_json;
 mod remote;
 mod support;
 mod trace;

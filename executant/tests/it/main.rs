@@ -2,6 +2,7 @@
 
 mod cli;
 mod consumer_timeout;
+mod dashboard;
 mod metrics;
 mod reconnect;
 mod run;
