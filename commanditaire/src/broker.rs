@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use tasks::amqp::{self, BrokerError};
+use tasks::trace::{SpanId, TraceId};
 
 use crate::tracking::Tracker;
 
@@ -42,7 +43,9 @@ pub trait Watcher {
 /// project was published; returns how many.
 pub async fn publish_missing(url: &str, tracker: &mut Tracker) -> Result<usize, FollowError> {
     let todo: Vec<_> = tracker.remaining();
-    publish(url, &tracker.project().id, &todo).await?;
+    let id = &tracker.project().id;
+    let trace = crate::trace::project_trace(tracker.workspace(), id);
+    publish(url, id, &trace, &todo).await?;
     if !tracker.published() {
         tracker.mark_published()?;
     }
@@ -51,14 +54,30 @@ pub async fn publish_missing(url: &str, tracker: &mut Tracker) -> Result<usize, 
 
 /// Publishes `tasks` of `project` to `todo` with confirms, on a connection of its own (a
 /// blocked publisher never stalls the consumer); the results queue is declared first, so
-/// that no outcome is unroutable.
-pub async fn publish(url: &str, project: &str, tasks: &[tasks::Task]) -> Result<(), BrokerError> {
+/// that no outcome is unroutable. Each task carries its span of `trace` in a `traceparent`
+/// header; each is logged (debug) with its task id, trace id and span id, the project once
+/// (info).
+pub async fn publish(
+    url: &str,
+    project: &str,
+    trace: &TraceId,
+    tasks: &[tasks::Task],
+) -> Result<(), BrokerError> {
     let conn =
         amqp::connect_with_backoff(url, "commanditaire publish", Some(CONNECT_PATIENCE)).await?;
     let channel = amqp::confirm_channel(&conn).await?;
     amqp::declare_todo(&channel).await?;
     amqp::declare_results(&channel, project).await?;
-    let published = amqp::publish_tasks(&channel, tasks).await;
+    let published = amqp::publish_traced_tasks(&channel, tasks, Some(trace)).await;
     let _ = conn.close(200, "published".into()).await;
+    if published.is_ok() {
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            for task in tasks {
+                let span_id = SpanId::of_task(trace, task.index);
+                tracing::debug!(task_id = %task.id(), trace_id = %trace, %span_id, "task published");
+            }
+        }
+        tracing::info!(project, trace_id = %trace, tasks = tasks.len(), "tasks published");
+    }
     published
 }

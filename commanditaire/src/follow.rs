@@ -115,7 +115,10 @@ pub async fn follow(
                         let incoming =
                             inbox::classify(&project, &delivery.data, &delivery.properties);
                         let offered = match incoming {
-                            Incoming::Result(r) | Incoming::DeadLettered(r) => tracker.record(r),
+                            Incoming::Result(r) | Incoming::DeadLettered(r) => {
+                                log_outcome(&r, &delivery.properties);
+                                tracker.record(r)
+                            }
                             Incoming::Junk(why) => {
                                 drop_junk(&delivery, &why, &mut seen, watcher).await;
                                 continue;
@@ -162,7 +165,8 @@ pub async fn follow(
                     }
                     if lost.due(&probe, &queue, last_delivery, tracker).await {
                         let tasks = tracker.remaining();
-                        match crate::broker::publish(url, &project, &tasks).await {
+                        let trace = crate::trace::project_trace(tracker.workspace(), &project);
+                        match crate::broker::publish(url, &project, &trace, &tasks).await {
                             Ok(()) => {
                                 seen.republished += tasks.len();
                                 watcher.warn(&format!(
@@ -210,6 +214,25 @@ pub async fn follow(
         ));
     }
     Ok(seen)
+}
+
+/// Logs (debug) an outcome as it arrives, with its task id and the trace context its message
+/// carried (the executant passes on its task's `traceparent`).
+fn log_outcome(result: &tasks::TaskResult, props: &lapin::BasicProperties) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    let task_id = format!("{}/{}", result.project, result.index);
+    let status = match result.outcome {
+        tasks::Outcome::Ok { .. } => "ok",
+        _ => "failed",
+    };
+    match amqp::traceparent_of(props) {
+        Some(tp) => {
+            tracing::debug!(%task_id, trace_id = %tp.trace_id, span_id = %tp.parent_id, status, "outcome received")
+        }
+        None => tracing::debug!(%task_id, status, "outcome received (no traceparent)"),
+    }
 }
 
 /// The rule for tasks that have no outcome and are in no queue (their results lost, say):

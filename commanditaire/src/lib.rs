@@ -9,6 +9,7 @@ pub mod inbox;
 pub mod local;
 pub mod project_lock;
 pub mod remote;
+pub mod trace;
 pub mod tracking;
 pub mod workspace;
 
@@ -92,6 +93,9 @@ pub struct RunOptions {
     pub remote: Option<remote::RemoteOptions>,
     /// On resume: give the failed tasks another run (`resume --retry-failed`).
     pub retry_failed: bool,
+    /// Print one JSON line on standard output per batch of results committed
+    /// (`--progress-json`, [`tracking::BatchRecorded`]).
+    pub progress_json: bool,
 }
 
 /// What a run did.
@@ -185,6 +189,16 @@ pub async fn resume(
     drive(options, tracker, targets, watcher, follow::Start::Resumed).await
 }
 
+/// Prints a batch as one JSON line on standard output, at once (scripts read it as it comes).
+fn print_batch(batch: &tracking::BatchRecorded) {
+    use std::io::Write;
+    let mut line = serde_json::to_value(batch).expect("a batch serialises");
+    line["event"] = "batch".into();
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
 /// Looks the remotes up (creating missing GitHub repositories) before anything is pushed.
 async fn resolve_remotes(options: &RunOptions) -> Result<Option<Vec<remote::Target>>, ClientError> {
     let Some(remote) = &options.remote else {
@@ -245,6 +259,9 @@ async fn drive(
     if let Some(p) = &pusher {
         tracker.notify_commits(p.requester());
     }
+    if options.progress_json {
+        tracker.notify_batches(print_batch);
+    }
     watcher.total(tracker.project().tasks.len());
     watcher.progress(tracker.done());
     let mut published = 0;
@@ -273,7 +290,8 @@ async fn drive(
             let again = tracker.retry_failed()?;
             if !again.is_empty() {
                 let id = tracker.project().id.clone();
-                broker::publish(&options.amqp_url, &id, &again)
+                let trace = trace::project_trace(tracker.workspace(), &id);
+                broker::publish(&options.amqp_url, &id, &trace, &again)
                     .await
                     .map_err(broker::FollowError::from)?;
                 published += again.len();

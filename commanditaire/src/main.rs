@@ -31,6 +31,10 @@ struct Cli {
     /// Print one JSON object on standard output instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// Also print one JSON line on standard output per batch of results recorded
+    /// (`{"event":"batch","project","results","done","failed","tasks","elapsed_ms"}`).
+    #[arg(long, global = true)]
+    progress_json: bool,
     /// Push each repository R to BASE/R.git (a git URL or a local folder) after each step
     /// that matters; https remotes read their token from GIT_REMOTE_TOKEN.
     #[arg(long, global = true, env = "GIT_REMOTE_BASE", hide_env_values = true)]
@@ -162,6 +166,7 @@ async fn run(cli: Cli) -> anyhow::Result<Option<RunReport>> {
         batch: BatchPolicy::default(),
         remote: remote.clone(),
         retry_failed,
+        progress_json: cli.progress_json,
     };
     let (request, flags) = match cli.command {
         Command::Nqueens { n, depth, run } => (Request::Nqueens { n, depth }, run),

@@ -44,6 +44,7 @@ pub fn record_project(
         "id": id,
         "spec": project.spec,
         "tasks": project.tasks.len(),
+        crate::trace::TRACE_FIELD: crate::trace::new_trace_id().to_string(),
     });
     let mut lines = Vec::with_capacity(project.tasks.len() * 80);
     for task in &project.tasks {
@@ -225,6 +226,29 @@ pub struct Tracker {
     published: bool,
     duplicates: usize,
     on_commit: Option<Box<dyn Fn() + Send + Sync>>,
+    on_batch: Option<BatchHook>,
+    started: Instant,
+}
+
+/// What is called after each batch commit ([`Tracker::notify_batches`]).
+type BatchHook = Box<dyn Fn(&BatchRecorded) + Send + Sync>;
+
+/// A batch of results just committed to the tracking repository (what `--progress-json`
+/// prints, one JSON line each).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BatchRecorded {
+    /// The project.
+    pub project: String,
+    /// Results in this batch.
+    pub results: usize,
+    /// Tasks with an outcome, this batch included.
+    pub done: usize,
+    /// Tasks that failed so far.
+    pub failed: usize,
+    /// Tasks of the project.
+    pub tasks: usize,
+    /// Milliseconds since this client started tracking the project.
+    pub elapsed_ms: u64,
 }
 
 impl Tracker {
@@ -280,6 +304,8 @@ impl Tracker {
             published,
             duplicates: 0,
             on_commit: None,
+            on_batch: None,
+            started: Instant::now(),
         }
     }
 
@@ -287,6 +313,11 @@ impl Tracker {
     /// must return at once: it runs on the tracking path.
     pub fn notify_commits(&mut self, hook: impl Fn() + Send + Sync + 'static) {
         self.on_commit = Some(Box::new(hook));
+    }
+
+    /// Calls `hook` after each batch of results is committed.
+    pub fn notify_batches(&mut self, hook: impl Fn(&BatchRecorded) + Send + Sync + 'static) {
+        self.on_batch = Some(Box::new(hook));
     }
 
     fn committed(&self) {
@@ -419,9 +450,20 @@ impl Tracker {
             &[(layout::progress(&id), pretty(&progress))],
             &message,
         )?;
+        let batch = self.pending.len();
         self.pending.clear();
         self.oldest_pending = None;
         self.committed();
+        if let Some(hook) = &self.on_batch {
+            hook(&BatchRecorded {
+                project: id,
+                results: batch,
+                done: self.done(),
+                failed,
+                tasks: self.project().tasks.len(),
+                elapsed_ms: self.started.elapsed().as_millis() as u64,
+            });
+        }
         Ok(())
     }
 

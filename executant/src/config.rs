@@ -117,6 +117,9 @@ pub struct Config {
     pub allowed_script_repos: Vec<String>,
     /// How long a script fetch may take and how much it may bring in.
     pub script_fetch: crate::script::FetchLimits,
+    /// Where to serve Prometheus metrics and the health checks (`--metrics-listen`); none
+    /// by default.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -141,6 +144,7 @@ impl Config {
             scripts_dir: std::env::temp_dir(),
             allowed_script_repos: Vec::new(),
             script_fetch: crate::script::FetchLimits::default(),
+            metrics_listen: None,
         }
     }
 

@@ -16,6 +16,7 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::config::Config;
 use crate::error::RunError;
+use crate::metrics::Metrics;
 use crate::sandbox::{self, ContainerSpec};
 use crate::session::Session;
 
@@ -34,6 +35,7 @@ pub(crate) struct Exit {
 pub(crate) struct Containers {
     pub(crate) docker: Docker,
     pub(crate) config: Arc<Config>,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl Containers {
@@ -66,6 +68,7 @@ impl Containers {
             .create_container(None::<CreateContainerOptions>, body)
             .await?
             .id;
+        self.metrics.container_created(&id);
         let prepared = async {
             let inspect = self.docker.inspect_container(&id, None).await?;
             sandbox::verify(&inspect, &self.config.limits)?;
@@ -200,6 +203,7 @@ impl Containers {
         let _ = self.docker.kill_container(id, Some(kill)).await;
         let remove = RemoveContainerOptionsBuilder::default().force(true).build();
         let _ = self.docker.remove_container(id, Some(remove)).await;
+        self.metrics.container_removed(id);
     }
 
     /// Removes every task container this executant started, and any other executant's task

@@ -17,21 +17,42 @@ use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use tasks::amqp::{self, Message};
 use tasks::backoff::Backoff;
+use tasks::trace::TraceParent;
 use tasks::{Task, TaskResult};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::config::Config;
 use crate::disposition::{decide, Disposition};
+use crate::metrics::Metrics;
 use crate::publisher::{PublishError, Publisher};
 use crate::runner::{RunError, Runner};
 use crate::sandbox::SandboxError;
+
+/// The span of one delivery's handling: `task{task_id=P/i trace_id=T span_id=S}`, the ids
+/// from its message id and its `traceparent` header (left out when it has none).
+fn task_span(props: &lapin::BasicProperties) -> tracing::Span {
+    let task_id = amqp::message_id_of(props);
+    let span = tracing::info_span!(
+        "task",
+        task_id = %task_id,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty
+    );
+    if let Some(tp) = amqp::traceparent_of(props) {
+        span.record("trace_id", tracing::field::display(tp.trace_id));
+        span.record("span_id", tracing::field::display(tp.parent_id));
+    }
+    span
+}
 
 /// What every task handler shares.
 pub(crate) struct Context {
     config: Arc<Config>,
     runner: Arc<Runner>,
     publisher: Arc<Publisher>,
+    metrics: Arc<Metrics>,
     declared: Mutex<HashSet<String>>,
 }
 
@@ -40,17 +61,25 @@ impl Context {
         config: Arc<Config>,
         runner: Arc<Runner>,
         publisher: Arc<Publisher>,
+        metrics: Arc<Metrics>,
     ) -> Context {
         Context {
             config,
             runner,
             publisher,
+            metrics,
             declared: Mutex::new(HashSet::new()),
         }
     }
 
-    /// Handles one delivery; an error means no task may run here any more.
+    /// Handles one delivery; an error means no task may run here any more. Every log line
+    /// of its handling carries its task id and the trace and span ids of its `traceparent`.
     pub(crate) async fn handle(&self, delivery: Delivery) -> Result<(), SandboxError> {
+        let span = task_span(&delivery.properties);
+        self.handle_in_span(delivery).instrument(span).await
+    }
+
+    async fn handle_in_span(&self, delivery: Delivery) -> Result<(), SandboxError> {
         // The broker takes the delivery back (closing the channel) past its consumer timeout.
         let received = Instant::now();
         match decide(&delivery.data, &self.config) {
@@ -64,16 +93,21 @@ impl Context {
                     body: &delivery.data,
                     reason: Some(&reason),
                 };
+                let traceparent = amqp::traceparent_of(&delivery.properties);
                 let published = self
                     .publisher
-                    .publish(message, self.publish_by(received))
+                    .publish(message, traceparent.as_ref(), self.publish_by(received))
                     .await;
+                if published.is_ok() {
+                    self.metrics.dead_lettered.inc();
+                }
                 self.settle(&delivery, published).await;
                 Ok(())
             }
             Disposition::Refuse(task, reason) => {
                 tracing::warn!(task = %task.id(), %reason, "refusing a task");
-                self.report(&delivery, TaskResult::failed(&task, reason), received)
+                let kind = task.spec.kind();
+                self.report(&delivery, kind, TaskResult::failed(&task, reason), received)
                     .await;
                 Ok(())
             }
@@ -91,11 +125,17 @@ impl Context {
         let deadline = received + self.config.holding_bound();
         let attempt = amqp::delivery_count(&delivery.properties) + 1;
         let mut engine_wait = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
+        let kind = task.spec.kind();
+        self.metrics.started.with_label_values(&[kind]).inc();
         loop {
             tracing::debug!(task = %task.id(), attempt, "running");
             match self.runner.run(&task, deadline).await {
                 Ok(result) => {
-                    self.report(delivery, result, received).await;
+                    self.metrics
+                        .duration
+                        .with_label_values(&[kind])
+                        .observe(result.duration_ms as f64 / 1000.0);
+                    self.report(delivery, kind, result, received).await;
                     return Ok(());
                 }
                 Err(RunError::Sandbox(e)) => {
@@ -106,9 +146,11 @@ impl Context {
                 // while the task can still finish before the delivery's deadline. Past
                 // `--engine-grace` the session ends instead (`engine.rs`), which returns it.
                 Err(RunError::Engine(e)) if !self.runner.ping().await => {
+                    self.metrics.engine_errors.inc();
                     let timeout = Runner::timeout_of(&task, &self.config);
                     if Instant::now() + engine_wait.peek() + timeout > deadline {
                         tracing::warn!(task = %task.id(), error = %e, "Docker engine unreachable for too long; returning the task before the broker's consumer timeout");
+                        self.metrics.retried.with_label_values(&[kind]).inc();
                         self.nack(delivery).await;
                         return Ok(());
                     }
@@ -116,14 +158,17 @@ impl Context {
                     tokio::time::sleep(engine_wait.next_delay()).await;
                 }
                 Err(e) if amqp::is_last_delivery(&delivery.properties) => {
+                    self.count_engine_error(&e);
                     let reason = format!("gave up after {attempt} attempts, the last: {e}");
                     tracing::error!(task = %task.id(), %reason, "task failed for good");
-                    self.report(delivery, TaskResult::failed(&task, reason), received)
+                    self.report(delivery, kind, TaskResult::failed(&task, reason), received)
                         .await;
                     return Ok(());
                 }
                 Err(e) => {
                     tracing::warn!(task = %task.id(), error = %e, attempt, "task will run again");
+                    self.count_engine_error(&e);
+                    self.metrics.retried.with_label_values(&[kind]).inc();
                     self.nack(delivery).await;
                     return Ok(());
                 }
@@ -132,11 +177,23 @@ impl Context {
     }
 
     /// Publishes a result to its project's queue, then acks (or nacks if it was not confirmed).
-    async fn report(&self, delivery: &Delivery, result: TaskResult, received: Instant) {
+    async fn report(
+        &self,
+        delivery: &Delivery,
+        kind: &'static str,
+        result: TaskResult,
+        received: Instant,
+    ) {
+        let traceparent = amqp::traceparent_of(&delivery.properties);
         let published = self
-            .publish_result(&result, self.publish_by(received))
+            .publish_result(&result, traceparent.as_ref(), self.publish_by(received))
             .await;
         if published.is_ok() {
+            let counter = match result.outcome {
+                tasks::Outcome::Ok { .. } => &self.metrics.succeeded,
+                _ => &self.metrics.failed,
+            };
+            counter.with_label_values(&[kind]).inc();
             tracing::info!(
                 task = %format!("{}/{}", result.project, result.index),
                 status = match result.outcome { tasks::Outcome::Ok { .. } => "ok", _ => "failed" },
@@ -150,6 +207,7 @@ impl Context {
     async fn publish_result(
         &self,
         result: &TaskResult,
+        traceparent: Option<&TraceParent>,
         deadline: Instant,
     ) -> Result<(), PublishError> {
         self.ensure_results_queue(&result.project, deadline).await?;
@@ -161,7 +219,7 @@ impl Context {
             body: &result.to_json(),
             reason: None,
         };
-        self.publisher.publish(message, deadline).await
+        self.publisher.publish(message, traceparent, deadline).await
     }
 
     /// Declares the project's results queue once, so a result is never unroutable even if
@@ -177,6 +235,12 @@ impl Context {
         self.publisher.declare_results(project, deadline).await?;
         self.declared.lock().await.insert(project.to_string());
         Ok(())
+    }
+
+    fn count_engine_error(&self, e: &RunError) {
+        if matches!(e, RunError::Engine(_)) {
+            self.metrics.engine_errors.inc();
+        }
     }
 
     /// Publishing is retried until the broker's consumer timeout: past it, the broker has

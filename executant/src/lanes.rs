@@ -317,6 +317,10 @@ async fn lane(
             }
             continue;
         }
+        if reuse > 1 {
+            c.metrics.reuse_batches.inc();
+            c.metrics.reuse_batch_tasks.inc_by(batch.len() as u64);
+        }
         let mut jobs = batch.into_iter();
         let mut broken = false;
         for job in jobs.by_ref() {

@@ -11,6 +11,7 @@ mod engine;
 mod error;
 mod handle;
 mod lanes;
+pub mod metrics;
 mod publisher;
 pub mod runner;
 pub mod sandbox;
@@ -40,6 +41,14 @@ pub enum ExecutantError {
     /// The Docker engine refused to apply the sandbox.
     #[error(transparent)]
     Sandbox(#[from] sandbox::SandboxError),
+    /// The metrics address could not be bound.
+    #[error("--metrics-listen {addr}: {source}")]
+    MetricsListen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// Runs the executant until `shutdown` completes, then stops taking tasks, waits for those
@@ -48,9 +57,25 @@ pub enum ExecutantError {
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ExecutantError> {
     config.validate().map_err(ExecutantError::Config)?;
     let config = Arc::new(config);
+    let metrics = Arc::new(metrics::Metrics::new());
+    // Served from the start (a health check answers while the engine is awaited), stopped
+    // when this function returns.
+    let _metrics_server = match config.metrics_listen {
+        Some(addr) => {
+            let listener = metrics::bind(addr)
+                .await
+                .map_err(|source| ExecutantError::MetricsListen { addr, source })?;
+            tracing::info!(%addr, "serving metrics and health checks");
+            Some(AbortOnDrop(tokio::spawn(metrics::serve(
+                listener,
+                metrics.clone(),
+            ))))
+        }
+        None => None,
+    };
     tokio::pin!(shutdown);
     let runner = tokio::select! {
-        r = connect_engine(config.clone()) => Arc::new(r),
+        r = connect_engine(config.clone(), metrics.clone()) => Arc::new(r),
         _ = &mut shutdown => return Ok(()),
     };
     let removed = runner.remove_leftovers().await;
@@ -66,6 +91,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     );
     let mut fatal = None;
     let mut engine_was_lost = false;
+    let mut sessions = 0u64;
     loop {
         if engine_was_lost {
             tokio::select! {
@@ -76,13 +102,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             engine_was_lost = false;
         }
         let session = tokio::select! {
-            s = open_session(&config) => s,
+            s = open_session(&config, &metrics) => s,
             _ = &mut shutdown => break,
         };
         let Ok((consume_conn, publisher, channel, mut consumer)) = session else {
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         };
+        sessions += 1;
+        if sessions > 1 {
+            metrics
+                .broker_reconnects
+                .with_label_values(&["consume"])
+                .inc();
+        }
+        metrics.consuming.set(1);
         // The publisher re-establishes its own connection; this notices a loss within a
         // second even when nothing is being published.
         let watcher = tokio::spawn({
@@ -98,6 +132,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             config.clone(),
             runner.clone(),
             publisher.clone(),
+            metrics.clone(),
         ));
         let mut inflight = JoinSet::new();
         let mut stopping = false;
@@ -151,6 +186,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 }
             }
         }
+        metrics.consuming.set(0);
         if stopping {
             let _ = channel
                 .basic_cancel(consumer.tag(), BasicCancelOptions::default())
@@ -189,16 +225,26 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
 }
 
-async fn connect_engine(config: Arc<Config>) -> Runner {
+async fn connect_engine(config: Arc<Config>, metrics: Arc<metrics::Metrics>) -> Runner {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
-        match Runner::connect(config.clone()).await {
+        match Runner::connect(config.clone(), metrics.clone()).await {
             Ok(r) => return r,
             Err(e) => {
+                metrics.engine_errors.inc();
                 tracing::warn!(error = %e, "Docker engine unreachable; retrying");
                 tokio::time::sleep(backoff.next_delay()).await;
             }
         }
+    }
+}
+
+/// Aborts a spawned task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -214,7 +260,10 @@ type Session = (
 
 /// Connects (consumer and publisher on separate connections: a blocked publisher must not
 /// stop acks), declares the topology and starts consuming with prefetch = concurrency.
-async fn open_session(config: &Config) -> Result<Session, amqp::BrokerError> {
+async fn open_session(
+    config: &Config,
+    metrics: &Arc<metrics::Metrics>,
+) -> Result<Session, amqp::BrokerError> {
     let consume_conn = amqp::connect_with_backoff(
         &config.amqp_url,
         &format!("executant {} consume", config.name),
@@ -225,6 +274,7 @@ async fn open_session(config: &Config) -> Result<Session, amqp::BrokerError> {
         &config.amqp_url,
         format!("executant {} publish", config.name),
         config.confirm_timeout,
+        metrics.clone(),
     ));
     publisher.ensure().await;
     let consuming = start_consuming(config, &consume_conn).await;

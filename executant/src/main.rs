@@ -96,6 +96,10 @@ struct Cli {
     /// This executant's name (logs, container labels, results); default: host-pid.
     #[arg(long, env = "EXECUTANT_NAME")]
     name: Option<String>,
+    /// Serve Prometheus metrics (`/metrics`) and health checks (`/healthz`: alive, `/readyz`:
+    /// consuming todo) on this address, e.g. 127.0.0.1:9187; none by default.
+    #[arg(long, env = "EXECUTANT_METRICS_LISTEN")]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "LOG_JSON")]
     log_json: bool,
@@ -140,6 +144,7 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     config.allowed_script_repos = cli.allow_script_repos;
+    config.metrics_listen = cli.metrics_listen;
     config.script_fetch = executant::script::FetchLimits {
         timeout: Duration::from_secs(cli.script_fetch_timeout),
         max_bytes: cli.script_fetch_max_mib * 1024 * 1024,

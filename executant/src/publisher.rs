@@ -8,12 +8,16 @@
 //! retries.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::{Channel, Connection};
 use tasks::amqp::{self, BrokerError, Message};
 use tasks::backoff::Backoff;
+use tasks::trace::TraceParent;
 use tokio::sync::Mutex;
+
+use crate::metrics::Metrics;
 use tokio::time::Instant;
 
 /// Why an outcome was not published.
@@ -32,6 +36,7 @@ pub(crate) struct Publisher {
     url: String,
     connection_name: String,
     confirm_timeout: Duration,
+    metrics: Arc<Metrics>,
     state: Mutex<State>,
 }
 
@@ -47,11 +52,17 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 
 impl Publisher {
     /// A publisher for `url`; connects on first use (and in [`Publisher::ensure`]).
-    pub(crate) fn new(url: &str, connection_name: String, confirm_timeout: Duration) -> Self {
+    pub(crate) fn new(
+        url: &str,
+        connection_name: String,
+        confirm_timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Publisher {
             url: url.to_string(),
             connection_name,
             confirm_timeout,
+            metrics,
             state: Mutex::new(State::default()),
         }
     }
@@ -81,6 +92,10 @@ impl Publisher {
                 Ok((connection, channel)) => {
                     state.generation += 1;
                     if state.generation > 1 {
+                        self.metrics
+                            .broker_reconnects
+                            .with_label_values(&["publish"])
+                            .inc();
                         tracing::info!(
                             generation = state.generation,
                             "publish connection re-established"
@@ -108,15 +123,29 @@ impl Publisher {
         }
     }
 
-    /// Publishes `message` and waits (at most the confirm timeout) for the broker's confirm;
-    /// a lost connection or a late confirm is retried on a new connection until `deadline`.
+    /// Publishes `message` (with the trace context of its task, when it had one) and waits
+    /// (at most the confirm timeout) for the broker's confirm; a lost connection or a late
+    /// confirm is retried on a new connection until `deadline`.
     pub(crate) async fn publish(
         &self,
         message: Message<'_>,
+        traceparent: Option<&TraceParent>,
         deadline: Instant,
     ) -> Result<(), PublishError> {
+        let mut props = amqp::properties(message.message_id, message.reason);
+        if let Some(tp) = traceparent {
+            props = amqp::with_traceparent(props, tp);
+        }
+        let props = &props;
         self.retry(deadline, "publish", |channel| async move {
-            amqp::publish(&channel, message).await
+            amqp::publish_with_properties(
+                &channel,
+                message.exchange,
+                message.routing_key,
+                message.body,
+                props.clone(),
+            )
+            .await
         })
         .await
     }

@@ -21,6 +21,7 @@ use tasks::{Task, TaskOutput, TaskResult, TaskSpec};
 use crate::config::Config;
 use crate::containers::Containers;
 use crate::lanes::{LaneOutcome, Lanes};
+use crate::metrics::Metrics;
 use crate::sandbox::ContainerSpec;
 use crate::script::{ScriptCache, ScriptError};
 use crate::session::{keep_tail, timeout_reason};
@@ -38,7 +39,10 @@ pub struct Runner {
 impl Runner {
     /// Connects to the local Docker engine (`DOCKER_HOST` or the default socket) and
     /// negotiates the API version (older engines exist).
-    pub async fn connect(config: Arc<Config>) -> Result<Runner, bollard::errors::Error> {
+    pub async fn connect(
+        config: Arc<Config>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Runner, bollard::errors::Error> {
         let docker = Docker::connect_with_local_defaults()?
             .negotiate_version()
             .await?;
@@ -47,7 +51,11 @@ impl Runner {
             config.allowed_script_repos.clone(),
             config.script_fetch,
         );
-        let containers = Containers { docker, config };
+        let containers = Containers {
+            docker,
+            config,
+            metrics,
+        };
         Ok(Runner {
             lanes: Lanes::new(containers.clone()),
             containers,

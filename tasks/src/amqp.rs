@@ -14,6 +14,8 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 
 use crate::backoff::Backoff;
+pub use crate::trace::TRACEPARENT_HEADER;
+use crate::trace::{TraceId, TraceParent};
 
 /// The broker a binary talks to when nothing else is configured.
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -414,6 +416,27 @@ pub fn task_properties(task: &crate::Task) -> BasicProperties {
     properties(&task.id(), None).with_headers(headers)
 }
 
+/// `props` with a [`TRACEPARENT_HEADER`] header added (its other headers kept).
+pub fn with_traceparent(props: BasicProperties, traceparent: &TraceParent) -> BasicProperties {
+    let mut headers = props.headers().clone().unwrap_or_default();
+    headers.insert(
+        TRACEPARENT_HEADER.into(),
+        AMQPValue::LongString(LongString::from(traceparent.to_string())),
+    );
+    props.with_headers(headers)
+}
+
+/// The trace context a message carries in its [`TRACEPARENT_HEADER`] header, if it carries a
+/// valid one.
+pub fn traceparent_of(props: &BasicProperties) -> Option<TraceParent> {
+    let value = props.headers().as_ref()?.inner().get(TRACEPARENT_HEADER)?;
+    match value {
+        AMQPValue::LongString(s) => TraceParent::parse(&String::from_utf8_lossy(s.as_bytes())),
+        AMQPValue::ShortString(s) => TraceParent::parse(s.as_str()),
+        _ => None,
+    }
+}
+
 /// Publishes `message` as mandatory on a confirm channel and waits for the broker's ack;
 /// a nack or a returned (unroutable) message is an error.
 pub async fn publish(channel: &Channel, message: Message<'_>) -> Result<(), BrokerError> {
@@ -466,10 +489,23 @@ pub const PUBLISH_WINDOW: usize = 256;
 /// to [`PUBLISH_WINDOW`] messages in flight at once (a confirm per round trip would cap a
 /// client at a few hundred tasks per second). Stops at the first window holding a failure.
 pub async fn publish_tasks(channel: &Channel, tasks: &[crate::Task]) -> Result<(), BrokerError> {
+    publish_traced_tasks(channel, tasks, None).await
+}
+
+/// [`publish_tasks`], each task carrying its span of `trace` in a [`TRACEPARENT_HEADER`]
+/// header ([`TraceParent::of_task`]); the client publishes this way.
+pub async fn publish_traced_tasks(
+    channel: &Channel,
+    tasks: &[crate::Task],
+    trace: Option<&TraceId>,
+) -> Result<(), BrokerError> {
     for window in tasks.chunks(PUBLISH_WINDOW) {
         let mut pending = Vec::with_capacity(window.len());
         for task in window {
-            let props = task_properties(task);
+            let mut props = task_properties(task);
+            if let Some(trace) = trace {
+                props = with_traceparent(props, &TraceParent::of_task(trace, task.index));
+            }
             pending.push(send(channel, "", TODO_QUEUE, &task.to_json(), props).await?);
         }
         for confirm in pending {

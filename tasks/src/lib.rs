@@ -12,6 +12,7 @@ pub mod nqueens;
 pub mod progress;
 pub mod reassemble;
 pub mod split;
+pub mod trace;
 
 #[cfg(feature = "amqp")]
 pub mod amqp;

@@ -2,7 +2,9 @@
 //! executant in this process, real containers, real git repositories.
 
 mod platform;
+mod progress_json;
 mod remote;
 mod support;
+mod trace;
 mod tracking;
 mod url_file;

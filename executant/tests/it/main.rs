@@ -2,7 +2,9 @@
 
 mod cli;
 mod consumer_timeout;
+mod dashboard;
 mod engines;
+mod metrics;
 mod reconnect;
 mod run;
 mod script;
