@@ -10,6 +10,7 @@ pub mod disposition;
 mod error;
 mod handle;
 mod lanes;
+mod provenance;
 mod publisher;
 pub mod runner;
 pub mod sandbox;
