@@ -2,6 +2,7 @@
 //! executant in this process, real containers, real git repositories.
 
 mod platform;
+mod provenance;
 mod remote;
 mod support;
 mod tracking;
