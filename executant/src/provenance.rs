@@ -29,8 +29,10 @@ pub(crate) struct Origins {
     containers: Containers,
     engine: Mutex<Option<(Instant, Option<String>)>>,
     images: Mutex<HashMap<String, (Instant, Option<String>)>>,
-    /// `worker --version` by image digest: an image's content never changes.
-    versions: Mutex<HashMap<String, Option<String>>>,
+    /// `worker --version` by image digest: an image's content never changes, so a version
+    /// read is kept; a failed read (its container killed, say) is tried again after
+    /// [`KEEP_FOR`].
+    versions: Mutex<HashMap<String, (Instant, Option<String>)>>,
 }
 
 impl Origins {
@@ -119,8 +121,10 @@ impl Origins {
     /// `worker --version` in a sandboxed container of the image, once per image digest.
     async fn worker_version(&self, image: &str, digest: &str) -> Option<String> {
         let mut versions = self.versions.lock().await;
-        if let Some(version) = versions.get(digest) {
-            return version.clone();
+        if let Some((at, version)) = versions.get(digest) {
+            if version.is_some() || at.elapsed() < KEEP_FOR {
+                return version.clone();
+            }
         }
         let version = match tokio::time::timeout(VERSION_TIMEOUT, self.ask_version(image)).await {
             Ok(Some(version)) => Some(version),
@@ -129,7 +133,7 @@ impl Origins {
                 None
             }
         };
-        versions.insert(digest.to_string(), version.clone());
+        versions.insert(digest.to_string(), (Instant::now(), version.clone()));
         version
     }
 
