@@ -113,7 +113,7 @@ pub async fn follow(
                     Some(Ok(delivery)) => {
                         last_delivery = Instant::now();
                         let incoming =
-                            inbox::classify(&project, &delivery.data, &delivery.properties);
+                            inbox::classify(tracker.project(), &delivery.data, &delivery.properties);
                         let offered = match incoming {
                             Incoming::Result(r) | Incoming::DeadLettered(r) => {
                                 log_outcome(&r, &delivery.properties);

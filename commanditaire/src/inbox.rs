@@ -2,7 +2,7 @@
 
 use lapin::BasicProperties;
 use tasks::amqp;
-use tasks::{Task, TaskResult};
+use tasks::{Project, Task, TaskResult};
 
 /// A message of `results.<project>`, classified.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,15 +12,26 @@ pub enum Incoming {
     /// One of the project's tasks, dead-lettered (by the broker: delivery limit, rejected,
     /// ...; or by an executant): a failed outcome carrying that reason.
     DeadLettered(TaskResult),
-    /// Anything else (not JSON, another project's result, a task never dead-lettered):
-    /// dropped at once, with the reason, so that it never holds the consumer up.
+    /// Anything else (not JSON, another project's result, a result whose digest is not its
+    /// task's, a task never dead-lettered): dropped at once, with the reason, so that it
+    /// never holds the consumer up.
     Junk(String),
 }
 
 /// Classifies the body and properties of a message found on `project`'s results queue.
-pub fn classify(project: &str, body: &[u8], props: &BasicProperties) -> Incoming {
+///
+/// A result counts only if it carries the digest of the project's task at its index
+/// ([`Task::digest`]): a result forged by hand, or answering another version of the task,
+/// is junk. A result for an index the project does not have is left to the tracker, which
+/// says so.
+pub fn classify(project: &Project, body: &[u8], props: &BasicProperties) -> Incoming {
     let not_a_result = match TaskResult::from_json(body) {
-        Ok(result) if result.project == project => return Incoming::Result(result),
+        Ok(result) if result.project == project.id => {
+            return match digest_mismatch(project, &result) {
+                Some(why) => Incoming::Junk(why),
+                None => Incoming::Result(result),
+            }
+        }
         Ok(result) => {
             return Incoming::Junk(format!("a result of another project ({})", result.project))
         }
@@ -28,21 +39,24 @@ pub fn classify(project: &str, body: &[u8], props: &BasicProperties) -> Incoming
     };
     if let Some(reason) = amqp::dead_letter_reason(props) {
         if let Ok(task) = Task::from_json(body) {
-            if task.project == project {
+            // Only the project's own task, exactly as recorded.
+            if project.tasks.get(task.index as usize) == Some(&task) {
                 return Incoming::DeadLettered(TaskResult::failed(&task, reason));
             }
         }
         // A body an executant could not read: the message id still names the task.
         let id = amqp::message_id_of(props);
         if let Some((p, index)) = amqp::task_of_message_id(&id) {
-            if p == project {
+            if p == project.id {
                 return Incoming::DeadLettered(TaskResult {
                     schema: tasks::SCHEMA_VERSION,
-                    project: project.to_string(),
+                    project: project.id.clone(),
                     index,
                     outcome: tasks::Outcome::Failed { reason },
                     duration_ms: 0,
                     executor: None,
+                    digest: None,
+                    provenance: None,
                 });
             }
         }
@@ -50,13 +64,33 @@ pub fn classify(project: &str, body: &[u8], props: &BasicProperties) -> Incoming
     Incoming::Junk(format!("not a result: {not_a_result}"))
 }
 
+/// Why `result` does not answer the project's task at its index, if it does not.
+fn digest_mismatch(project: &Project, result: &TaskResult) -> Option<String> {
+    let task = project.tasks.get(result.index as usize)?;
+    match &result.digest {
+        Some(digest) if *digest == task.digest() => None,
+        Some(digest) => Some(format!(
+            "a result of task {} whose digest {digest} is not its task's (forged, or for another task)",
+            result.index
+        )),
+        None => Some(format!(
+            "a result of task {} without the digest of its task",
+            result.index
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use lapin::types::{AMQPValue, FieldArray, FieldTable};
 
+    fn project(id: &str) -> Project {
+        tasks::split::nqueens_project(id, 6, 1).unwrap()
+    }
+
     fn task() -> Task {
-        tasks::split::nqueens_project("p", 6, 1).unwrap().tasks[0].clone()
+        project("p").tasks[0].clone()
     }
 
     fn dead_props(reason: &str) -> BasicProperties {
@@ -76,29 +110,45 @@ mod tests {
         let none = BasicProperties::default();
         let result = TaskResult::failed(&task(), "x");
         assert!(matches!(
-            classify("p", &result.to_json(), &none),
+            classify(&project("p"), &result.to_json(), &none),
             Incoming::Result(_)
         ));
         assert!(matches!(
-            classify("q", &result.to_json(), &none),
+            classify(&project("q"), &result.to_json(), &none),
             Incoming::Junk(_)
         ));
         assert!(matches!(
-            classify("p", b"\xff junk", &none),
+            classify(&project("p"), b"\xff junk", &none),
             Incoming::Junk(_)
+        ));
+        // Forged: another task's digest, or none at all.
+        let mut forged = TaskResult::failed(&task(), "x");
+        forged.digest = Some(project("p").tasks[1].digest());
+        assert!(matches!(
+            classify(&project("p"), &forged.to_json(), &none),
+            Incoming::Junk(why) if why.contains("digest")
+        ));
+        forged.digest = None;
+        assert!(matches!(
+            classify(&project("p"), &forged.to_json(), &none),
+            Incoming::Junk(why) if why.contains("digest")
         ));
         // A task that was never dead-lettered has no business here.
         assert!(matches!(
-            classify("p", &task().to_json(), &none),
+            classify(&project("p"), &task().to_json(), &none),
             Incoming::Junk(_)
         ));
         // Unreadable, dead-lettered by an executant: the message id names the task.
         let props = tasks::amqp::properties("p/4", Some("unreadable task: malformed JSON"));
-        match classify("p", b"{oops", &props) {
+        match classify(&project("p"), b"{oops", &props) {
             Incoming::DeadLettered(r) => assert_eq!(r.index, 4),
             other => panic!("{other:?}"),
         }
-        match classify("p", &task().to_json(), &dead_props("delivery_limit")) {
+        match classify(
+            &project("p"),
+            &task().to_json(),
+            &dead_props("delivery_limit"),
+        ) {
             Incoming::DeadLettered(r) => match r.outcome {
                 tasks::Outcome::Failed { reason } => {
                     assert!(reason.contains("delivery_limit"), "{reason}")

@@ -5,12 +5,14 @@ pub mod broker;
 pub mod follow;
 pub mod generate;
 pub mod github;
+pub mod history;
 pub mod inbox;
 pub mod local;
 pub mod project_lock;
 pub mod remote;
 pub mod trace;
 pub mod tracking;
+pub mod verify;
 pub mod workspace;
 
 use std::path::{Path, PathBuf};
@@ -44,7 +46,7 @@ pub enum Exit {
     Usage = 2,
     /// Some tasks failed for good.
     TasksFailed = 3,
-    /// `verify` found a mismatch (reserved).
+    /// `verify` found a mismatch.
     Mismatch = 4,
     /// The project was cancelled (reserved).
     Cancelled = 5,
@@ -59,11 +61,17 @@ impl Exit {
             Ok(None) => Exit::Exact,
             Ok(Some(result)) if result.complete => Exit::Exact,
             Ok(Some(_)) => Exit::TasksFailed,
+            Err(e) if e.is::<MismatchFound>() => Exit::Mismatch,
             Err(e) if std::iter::successors(Some(e), |e| e.source()).any(is_usage) => Exit::Usage,
             Err(_) => Exit::Error,
         }
     }
 }
+
+/// `verify` found a mismatch (exit code 4); the mismatches were printed.
+#[derive(Debug, thiserror::Error)]
+#[error("verify found mismatches")]
+pub struct MismatchFound;
 
 fn is_usage(e: &(dyn std::error::Error + 'static)) -> bool {
     e.is::<ProjectExists>()
@@ -76,6 +84,13 @@ fn is_usage(e: &(dyn std::error::Error + 'static)) -> bool {
 pub fn status(root: &Path, id: Option<&str>) -> Result<Vec<Progress>, tracking::LoadError> {
     let ws = Workspace::open_or_init(root)?;
     tracking::progress(&ws, id)
+}
+
+/// The provenance of project `id` (its tasks commit, images and each counted outcome's
+/// provenance), as `status P --json` shows it.
+pub fn provenance(root: &Path, id: &str) -> Result<serde_json::Value, tracking::LoadError> {
+    let ws = Workspace::open_or_init(root)?;
+    history::provenance(&ws, id)
 }
 
 /// How a project runs.

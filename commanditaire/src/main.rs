@@ -117,6 +117,19 @@ enum Command {
         /// Only this project.
         project: Option<String>,
     },
+    /// Check a finished project's record in git (offline), then run a sample of its tasks
+    /// again through the platform and compare. Exit 4 lists every mismatch by task index.
+    Verify {
+        /// The project id.
+        project: String,
+        /// How many tasks to run again (0: the offline checks only).
+        #[arg(long, default_value_t = commanditaire::verify::DEFAULT_SAMPLE)]
+        sample: usize,
+        /// The seed choosing the sample (the same seed, the same tasks); by default one is
+        /// drawn and printed.
+        #[arg(long)]
+        seed: Option<u64>,
+    },
     /// Finish a project after the client was stopped, without republishing finished tasks
     /// (tasks with no outcome that are in no queue are published again).
     Resume {
@@ -188,7 +201,26 @@ async fn run(cli: Cli) -> anyhow::Result<Option<RunReport>> {
         Command::Submit { file, run } => (Request::Submit { file }, run),
         Command::Status { project } => {
             let shown = commanditaire::status(&cli.workspace, project.as_deref())?;
-            output::status(&shown, json);
+            let provenance = match (&project, json) {
+                (Some(id), true) => Some(commanditaire::provenance(&cli.workspace, id)?),
+                _ => None,
+            };
+            output::status(&shown, provenance, json);
+            return Ok(None);
+        }
+        Command::Verify {
+            project,
+            sample,
+            seed,
+        } => {
+            let seed = seed.unwrap_or_else(output::fresh_seed);
+            let found =
+                commanditaire::verify::verify(&cli.workspace, &amqp_url, &project, sample, seed)
+                    .await?;
+            output::verification(&found, seed, json);
+            if !found.mismatches.is_empty() {
+                return Err(anyhow::Error::new(commanditaire::MismatchFound));
+            }
             return Ok(None);
         }
         Command::Resume {

@@ -135,10 +135,15 @@ pub fn result(result: &ProjectResult, run: &commanditaire::RunReport, json: bool
     }
 }
 
-/// Prints the progress of the projects.
-pub fn status(all: &[Progress], json: bool) {
+/// Prints the progress of the projects, and with `--json` the provenance of the one asked
+/// for.
+pub fn status(all: &[Progress], provenance: Option<serde_json::Value>, json: bool) {
     if json {
-        println!("{}", serde_json::json!({ "projects": all }));
+        let mut value = serde_json::json!({ "projects": all });
+        if let Some(provenance) = provenance {
+            value["provenance"] = provenance;
+        }
+        println!("{value}");
         return;
     }
     if all.is_empty() {
@@ -154,6 +159,54 @@ pub fn status(all: &[Progress], json: bool) {
             p.fraction() * 100.0,
             p.failed,
             p.updated
+        );
+    }
+}
+
+/// A seed for `verify --sample` when none is given (printed, so the run can be repeated).
+pub fn fresh_seed() -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    now.as_nanos() as u64 ^ u64::from(std::process::id()).rotate_left(32)
+}
+
+/// Prints what `verify` found: every mismatch by task index, and the tasks run again.
+pub fn verification(found: &commanditaire::verify::Verification, seed: u64, json: bool) {
+    if json {
+        let mut value = serde_json::to_value(found).expect("serializable");
+        value["seed"] = seed.into();
+        value["verified"] = found.mismatches.is_empty().into();
+        println!("{value}");
+        return;
+    }
+    for rerun in &found.reruns {
+        let elsewhere = match (&rerun.first_executant, &rerun.again_executant) {
+            (Some(a), Some(b)) if a != b => format!("on {b}, first run on {a}"),
+            (_, Some(b)) => format!("on {b}, the executant of the first run (no other took it)"),
+            _ => "on an unnamed executant".into(),
+        };
+        let verdict = if rerun.agree { "agrees" } else { "DISAGREES" };
+        eprintln!("task {} run again {elsewhere}: {verdict}", rerun.index);
+    }
+    for m in &found.mismatches {
+        match m.index {
+            Some(i) => println!("task {i}: {}", printable(&m.what)),
+            None => println!("project: {}", printable(&m.what)),
+        }
+    }
+    if found.mismatches.is_empty() {
+        println!(
+            "{}: verified ({} tasks, {} run again, seed {seed})",
+            found.project,
+            found.tasks,
+            found.reruns.len()
+        );
+    } else {
+        eprintln!(
+            "{}: {} mismatches (seed {seed})",
+            found.project,
+            found.mismatches.len()
         );
     }
 }

@@ -51,7 +51,7 @@ pub fn record_project(
         lines.extend_from_slice(&task.to_json());
         lines.push(b'\n');
     }
-    ws.commit(
+    let tasks_commit = ws.commit(
         TASKS,
         &[
             (layout::project_header(id), pretty(&header)),
@@ -63,9 +63,12 @@ pub fn record_project(
             project.tasks.len()
         ),
     )?;
+    // The commit every outcome's provenance names as the one its task came from.
+    let mut config = config.clone();
+    config["tasks_commit"] = tasks_commit.to_string().into();
     ws.commit(
         CONFIG,
-        &[(layout::config(id), pretty(config))],
+        &[(layout::config(id), pretty(&config))],
         &format!("Project {id}: images and limits"),
     )?;
     let progress = progress_of(project, 0, 0, false);
@@ -226,6 +229,8 @@ pub struct Tracker {
     published: bool,
     duplicates: usize,
     on_commit: Option<Box<dyn Fn() + Send + Sync>>,
+    tasks_commit: Option<String>,
+    images: Images,
     on_batch: Option<BatchHook>,
     started: Instant,
 }
@@ -258,40 +263,24 @@ impl Tracker {
     pub fn load(ws: &Workspace, project: Project, policy: BatchPolicy) -> Tracker {
         let id = project.id.clone();
         let mut reassembly = Reassembly::new(project);
-        // Batches and retry records share one numbering: replay them in its order.
-        let mut records: Vec<(String, bool)> = Vec::new();
-        for (folder, retry) in [
-            (layout::results_folder(&id), false),
-            (layout::retries_folder(&id), true),
-        ] {
-            for entry in ws.list_at_head(TRACKING, &folder) {
-                records.push((format!("{folder}/{entry}"), retry));
-            }
-        }
-        records.sort_by(|a, b| file_name(&a.0).cmp(file_name(&b.0)));
-        for (path, retry) in records {
-            let Some(bytes) = ws.read_at_head(TRACKING, &path) else {
-                continue;
-            };
-            if retry {
-                let retry: RetryRecord = match serde_json::from_slice(&bytes) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::warn!(file = %path, error = %e, "unreadable retry record");
-                        continue;
+        let mut images = Images::new();
+        for record in recorded(ws, &id) {
+            match record {
+                Record::Retry(indexes) => {
+                    for index in indexes {
+                        reassembly.retry(index);
                     }
-                };
-                for index in retry.retry {
-                    reassembly.retry(index);
                 }
-                continue;
-            }
-            for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-                if let Ok(result) = TaskResult::from_json(line) {
-                    reassembly.record(&result);
+                Record::Batch(results) => {
+                    for result in results {
+                        if reassembly.record(&result) == Recorded::New {
+                            images.add(&result);
+                        }
+                    }
                 }
             }
         }
+        let tasks_commit = tasks_commit_of(ws, &id);
         let published = ws
             .read_at_head(TRACKING, &layout::published_marker(&id))
             .is_some();
@@ -304,6 +293,8 @@ impl Tracker {
             published,
             duplicates: 0,
             on_commit: None,
+            tasks_commit,
+            images,
             on_batch: None,
             started: Instant::now(),
         }
@@ -385,11 +376,16 @@ impl Tracker {
         Ok(())
     }
 
-    /// Offers a result: kept unless its task already has one.
-    pub fn record(&mut self, result: TaskResult) -> Recorded {
+    /// Offers a result: kept unless its task already has one. A kept result's provenance
+    /// gets the tasks-repository commit its task was recorded in.
+    pub fn record(&mut self, mut result: TaskResult) -> Recorded {
         let recorded = self.reassembly.record(&result);
         match recorded {
             Recorded::New => {
+                if let (Some(p), Some(commit)) = (&mut result.provenance, &self.tasks_commit) {
+                    p.tasks_commit.get_or_insert_with(|| commit.clone());
+                }
+                self.images.add(&result);
                 self.pending.push(result);
                 self.oldest_pending.get_or_insert_with(Instant::now);
             }
@@ -541,6 +537,13 @@ impl Tracker {
             &[(layout::result(&id), pretty(&result))],
             &format!("Project {id} result: {summary}"),
         )?;
+        if !self.images.is_empty() {
+            self.ws.commit(
+                CONFIG,
+                &[(layout::images(&id), pretty(&self.images.record()))],
+                &format!("Project {id}: the images it ran with"),
+            )?;
+        }
         let progress = progress_of(
             self.project(),
             self.done() as u32,
@@ -559,6 +562,91 @@ impl Tracker {
     /// The result as it stands.
     pub fn result(&self) -> ProjectResult {
         self.reassembly.result()
+    }
+}
+
+/// One record of a project's tracking history, in the order it was committed.
+#[derive(Debug, Clone)]
+pub enum Record {
+    /// A batch of results (`results/NNNNNN.jsonl`); unreadable lines are left out.
+    Batch(Vec<TaskResult>),
+    /// A retry record (`retries/NNNNNN.json`): these tasks' failed outcomes stop counting.
+    Retry(Vec<u32>),
+}
+
+/// The tracking history of project `id` at HEAD: its batches and retry records, in their
+/// shared numbering (replaying them in this order gives the counted outcomes).
+pub fn recorded(ws: &Workspace, id: &str) -> Vec<Record> {
+    let mut paths: Vec<(String, bool)> = Vec::new();
+    for (folder, retry) in [
+        (layout::results_folder(id), false),
+        (layout::retries_folder(id), true),
+    ] {
+        for entry in ws.list_at_head(TRACKING, &folder) {
+            paths.push((format!("{folder}/{entry}"), retry));
+        }
+    }
+    paths.sort_by(|a, b| file_name(&a.0).cmp(file_name(&b.0)));
+    let mut out = Vec::with_capacity(paths.len());
+    for (path, retry) in paths {
+        let Some(bytes) = ws.read_at_head(TRACKING, &path) else {
+            continue;
+        };
+        if retry {
+            match serde_json::from_slice::<RetryRecord>(&bytes) {
+                Ok(r) => out.push(Record::Retry(r.retry)),
+                Err(e) => tracing::warn!(file = %path, error = %e, "unreadable retry record"),
+            }
+            continue;
+        }
+        let results = bytes
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .filter_map(|line| TaskResult::from_json(line).ok())
+            .collect();
+        out.push(Record::Batch(results));
+    }
+    out
+}
+
+/// The tasks-repository commit project `id` was recorded in, as its config says (projects
+/// recorded before provenance existed have none).
+pub fn tasks_commit_of(ws: &Workspace, id: &str) -> Option<String> {
+    let config = ws.read_at_head(CONFIG, &layout::config(id))?;
+    let config: serde_json::Value = serde_json::from_slice(&config).ok()?;
+    config["tasks_commit"].as_str().map(str::to_string)
+}
+
+/// The images a project's counted outcomes ran in, by content digest.
+#[derive(Debug, Default)]
+struct Images(std::collections::BTreeMap<String, serde_json::Value>);
+
+impl Images {
+    fn new() -> Images {
+        Images::default()
+    }
+
+    fn add(&mut self, result: &TaskResult) {
+        let Some(p) = &result.provenance else { return };
+        let Some(digest) = &p.image_digest else {
+            return;
+        };
+        if !self.0.contains_key(digest) {
+            let entry = serde_json::json!({
+                "image": p.image,
+                "digest": digest,
+                "worker_version": p.worker_version,
+            });
+            self.0.insert(digest.clone(), entry);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn record(&self) -> serde_json::Value {
+        serde_json::json!({ "images": self.0.values().collect::<Vec<_>>() })
     }
 }
 

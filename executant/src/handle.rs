@@ -19,6 +19,7 @@ use tasks::amqp::{self, Message};
 use tasks::backoff::Backoff;
 use tasks::trace::TraceParent;
 use tasks::{Task, TaskResult};
+use time::OffsetDateTime;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -82,6 +83,11 @@ impl Context {
     async fn handle_in_span(&self, delivery: Delivery) -> Result<(), SandboxError> {
         // The broker takes the delivery back (closing the channel) past its consumer timeout.
         let received = Instant::now();
+        if self.leave_to_another(&delivery) {
+            tracing::debug!("a delivery asks for another executant; returning it");
+            self.nack(&delivery).await;
+            return Ok(());
+        }
         match decide(&delivery.data, &self.config) {
             Disposition::DeadLetter(reason) => {
                 tracing::warn!(%reason, bytes = delivery.data.len(), "dead-lettering a message");
@@ -106,9 +112,12 @@ impl Context {
             }
             Disposition::Refuse(task, reason) => {
                 tracing::warn!(task = %task.id(), %reason, "refusing a task");
+                let started = OffsetDateTime::now_utc();
+                let attempt = amqp::delivery_count(&delivery.properties) + 1;
                 let kind = task.spec.kind();
-                self.report(&delivery, kind, TaskResult::failed(&task, reason), received)
-                    .await;
+                let result = TaskResult::failed(&task, reason);
+                let result = self.stamped(result, &task, attempt, started).await;
+                self.report(&delivery, kind, result, received).await;
                 Ok(())
             }
             Disposition::Run(task) => self.run(&delivery, task, received).await,
@@ -124,6 +133,7 @@ impl Context {
         // Finishing by then leaves a margin below the consumer timeout to publish the result.
         let deadline = received + self.config.holding_bound();
         let attempt = amqp::delivery_count(&delivery.properties) + 1;
+        let started = OffsetDateTime::now_utc();
         let mut engine_wait = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
         let kind = task.spec.kind();
         self.metrics.started.with_label_values(&[kind]).inc();
@@ -135,6 +145,7 @@ impl Context {
                         .duration
                         .with_label_values(&[kind])
                         .observe(result.duration_ms as f64 / 1000.0);
+                    let result = self.stamped(result, &task, attempt, started).await;
                     self.report(delivery, kind, result, received).await;
                     return Ok(());
                 }
@@ -161,8 +172,9 @@ impl Context {
                     self.count_engine_error(&e);
                     let reason = format!("gave up after {attempt} attempts, the last: {e}");
                     tracing::error!(task = %task.id(), %reason, "task failed for good");
-                    self.report(delivery, kind, TaskResult::failed(&task, reason), received)
-                        .await;
+                    let result = TaskResult::failed(&task, reason);
+                    let result = self.stamped(result, &task, attempt, started).await;
+                    self.report(delivery, kind, result, received).await;
                     return Ok(());
                 }
                 Err(e) => {
@@ -174,6 +186,30 @@ impl Context {
                 }
             }
         }
+    }
+
+    /// Whether the delivery asks for another executant than this one (a `verify` re-run) and
+    /// may still be returned for one.
+    fn leave_to_another(&self, delivery: &Delivery) -> bool {
+        amqp::avoided_executant(&delivery.properties).as_deref() == Some(self.config.name.as_str())
+            && amqp::delivery_count(&delivery.properties) < amqp::AVOID_RETURNS
+    }
+
+    /// `result` with the digest of `task` and its provenance: every result this executant
+    /// publishes says which task it answers and where it came from.
+    async fn stamped(
+        &self,
+        mut result: TaskResult,
+        task: &Task,
+        attempt: i64,
+        started: OffsetDateTime,
+    ) -> TaskResult {
+        let attempt = attempt.clamp(1, u32::MAX.into()) as u32;
+        result.digest = Some(task.digest());
+        result.provenance = Some(Box::new(
+            self.runner.provenance(task, attempt, started).await,
+        ));
+        result
     }
 
     /// Publishes a result to its project's queue, then acks (or nacks if it was not confirmed).

@@ -12,6 +12,7 @@ mod error;
 mod handle;
 mod lanes;
 pub mod metrics;
+mod provenance;
 mod publisher;
 pub mod runner;
 pub mod sandbox;

@@ -22,6 +22,7 @@ use crate::config::Config;
 use crate::containers::Containers;
 use crate::lanes::{LaneOutcome, Lanes};
 use crate::metrics::Metrics;
+use crate::provenance::Origins;
 use crate::sandbox::ContainerSpec;
 use crate::script::{ScriptCache, ScriptError};
 use crate::session::{keep_tail, timeout_reason};
@@ -34,6 +35,7 @@ pub struct Runner {
     containers: Containers,
     lanes: Lanes,
     scripts: ScriptCache,
+    origins: Origins,
 }
 
 impl Runner {
@@ -58,6 +60,7 @@ impl Runner {
         };
         Ok(Runner {
             lanes: Lanes::new(containers.clone()),
+            origins: Origins::new(containers.clone()),
             containers,
             scripts,
         })
@@ -92,7 +95,20 @@ impl Runner {
         };
         result.duration_ms = start.elapsed().as_millis() as u64;
         result.executor = Some(config.name.clone());
+        // The executant vouches for the task it ran, whatever the worker wrote.
+        result.digest = Some(task.digest());
         Ok(result)
+    }
+
+    /// The provenance of an outcome of `task` produced here: this executant, its engine, the
+    /// image's digest and worker version, `started` until now, on delivery `attempt`.
+    pub async fn provenance(
+        &self,
+        task: &Task,
+        attempt: u32,
+        started: time::OffsetDateTime,
+    ) -> tasks::provenance::Provenance {
+        self.origins.of(task, attempt, started).await
     }
 
     /// The wall-clock limit of `task` here.

@@ -35,6 +35,12 @@ pub const RESULTS_EXCHANGE: &str = "results";
 pub const DELIVERY_LIMIT: i64 = 5;
 /// Header carrying why a message was dead-lettered by a client (not by the broker).
 pub const REASON_HEADER: &str = "x-platform-reason";
+/// Header asking executants of that name not to run the task (a `verify` re-run wants
+/// another executant than the first run's): the named one returns it to the queue up to
+/// [`AVOID_RETURNS`] times, then runs it (no other executant may be there).
+pub const AVOID_HEADER: &str = "x-avoid-executant";
+/// How many deliveries of a task an avoided executant returns before running it anyway.
+pub const AVOID_RETURNS: i64 = 2;
 /// Header carrying a task's project id, so that a dead-lettered task also reaches its
 /// project's results queue (through [`DEAD_PROJECTS_EXCHANGE`]).
 pub const PROJECT_HEADER: &str = "x-project";
@@ -426,6 +432,18 @@ pub fn with_traceparent(props: BasicProperties, traceparent: &TraceParent) -> Ba
     props.with_headers(headers)
 }
 
+/// The properties of a task published to `todo` that executant `avoid` should leave to
+/// another ([`AVOID_HEADER`]).
+pub fn task_properties_avoiding(task: &crate::Task, avoid: &str) -> BasicProperties {
+    let props = task_properties(task);
+    let mut headers = props.headers().clone().unwrap_or_default();
+    headers.insert(
+        AVOID_HEADER.into(),
+        AMQPValue::LongString(LongString::from(avoid)),
+    );
+    props.with_headers(headers)
+}
+
 /// The trace context a message carries in its [`TRACEPARENT_HEADER`] header, if it carries a
 /// valid one.
 pub fn traceparent_of(props: &BasicProperties) -> Option<TraceParent> {
@@ -433,6 +451,14 @@ pub fn traceparent_of(props: &BasicProperties) -> Option<TraceParent> {
     match value {
         AMQPValue::LongString(s) => TraceParent::parse(&String::from_utf8_lossy(s.as_bytes())),
         AMQPValue::ShortString(s) => TraceParent::parse(s.as_str()),
+        _ => None,
+    }
+}
+
+/// The executant a delivery asks not to run it ([`AVOID_HEADER`]), if any.
+pub fn avoided_executant(props: &BasicProperties) -> Option<String> {
+    match props.headers().as_ref()?.inner().get(AVOID_HEADER)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
         _ => None,
     }
 }

@@ -4,7 +4,8 @@
 //! A workspace is four git repositories in one folder; per project `P`:
 //! - `tasks/P/project.json` (what was asked), `tasks/P/tasks.jsonl` (one task per line) and
 //!   `tasks/P/scripts/NAME` (scripts fetched by the executants, code on demand);
-//! - `config/P/config.json` (images and limits the project ran with);
+//! - `config/P/config.json` (images and limits the project ran with, the tasks commit) and
+//!   `config/P/images.json` (the content digests of the images its outcomes ran in);
 //! - `tracking/P/progress.json`, `tracking/P/published` (every task was published once),
 //!   `tracking/P/results/NNNNNN.jsonl` (one file per batch of results) and
 //!   `tracking/P/retries/NNNNNN.json` (`resume --retry-failed`, numbered in the same
@@ -47,6 +48,12 @@ pub fn script(project: &str, name: &str) -> String {
 /// In [`CONFIG`]: the settings the project ran with.
 pub fn config(project: &str) -> String {
     format!("{project}/config.json")
+}
+
+/// In [`CONFIG`]: the content digests of the images the project's outcomes ran in,
+/// written when the project completes.
+pub fn images(project: &str) -> String {
+    format!("{project}/images.json")
 }
 
 /// In [`TRACKING`]: the project's progress ([`crate::progress::Progress`]).

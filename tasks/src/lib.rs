@@ -10,6 +10,7 @@ pub mod layout;
 pub mod model;
 pub mod nqueens;
 pub mod progress;
+pub mod provenance;
 pub mod reassemble;
 pub mod split;
 pub mod trace;

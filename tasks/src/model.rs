@@ -132,9 +132,23 @@ impl Task {
         self.spec.validate()
     }
 
-    /// The task as JSON bytes.
+    /// The task as JSON bytes: its canonical form (fields in the model's order, no spaces),
+    /// the one that is published, recorded in `tasks.jsonl` and digested.
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("a task always serializes")
+    }
+
+    /// The digest a result of this task must carry: `sha256:` and the hex SHA-256 of the
+    /// task's canonical JSON ([`Task::to_json`]).
+    pub fn digest(&self) -> String {
+        use sha2::Digest;
+        let hash = sha2::Sha256::digest(self.to_json());
+        let mut out = String::with_capacity(7 + 64);
+        out.push_str("sha256:");
+        for byte in hash {
+            out.push_str(&format!("{byte:02x}"));
+        }
+        out
     }
 }
 
@@ -274,6 +288,13 @@ pub struct TaskResult {
     /// Who ran it (the executant's name), for the audit trail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub executor: Option<String>,
+    /// The digest of the exact task this result answers ([`Task::digest`]): a client refuses
+    /// a result whose digest is not its task's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// Where and how the outcome was produced (absent in records written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Box<crate::provenance::Provenance>>,
 }
 
 /// What came of a task, tagged by `status` in JSON.
@@ -318,6 +339,8 @@ impl TaskResult {
             outcome: Outcome::Ok { output },
             duration_ms: 0,
             executor: None,
+            digest: Some(task.digest()),
+            provenance: None,
         }
     }
 
@@ -332,6 +355,8 @@ impl TaskResult {
             },
             duration_ms: 0,
             executor: None,
+            digest: Some(task.digest()),
+            provenance: None,
         }
     }
 

@@ -3,6 +3,7 @@
 
 mod platform;
 mod progress_json;
+mod provenance;
 mod remote;
 mod support;
 mod trace;

@@ -221,4 +221,13 @@ fn a_task_an_executant_cannot_read_fails_its_project_with_the_executant_reason()
     assert_eq!(failed[0]["index"], 0);
     let reason = failed[0]["reason"].as_str().unwrap();
     assert!(reason.contains("unreadable task"), "{reason}");
+    // Issue 16: its failed outcome has no digest nor provenance (no executant answered it),
+    // and `verify` does not hold that against the record.
+    let (code, found, _) = client_json_within(
+        dir.path(),
+        &["verify", "unreadable", "--sample", "0"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(code, 0, "{found}");
+    assert_eq!(found["verified"], true, "{found}");
 }

@@ -12,5 +12,6 @@ mod support;
 mod broker;
 mod dead_letters;
 mod followers;
+mod forged;
 mod junk;
 mod records;

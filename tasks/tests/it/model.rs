@@ -109,3 +109,37 @@ fn published_json_schemas_match_the_model() {
         assert!(task.contains(needle), "the task schema lacks {needle}");
     }
 }
+
+/// Issue 16: a result names its task by digest; records written before digests and
+/// provenance existed still read (the new fields are optional, the schema version stays).
+#[test]
+fn digests_name_the_exact_task_and_old_records_still_read() {
+    let project = tasks::split::nqueens_project("p", 8, 2).unwrap();
+    let (a, b) = (&project.tasks[0], &project.tasks[1]);
+    assert!(a.digest().starts_with("sha256:") && a.digest().len() == 7 + 64);
+    assert_eq!(a.digest(), a.clone().digest());
+    assert_ne!(a.digest(), b.digest());
+    let mut longer = a.clone();
+    longer.timeout_secs = Some(5);
+    assert_ne!(
+        a.digest(),
+        longer.digest(),
+        "any field of the task changes it"
+    );
+    assert_eq!(TaskResult::failed(a, "x").digest, Some(a.digest()));
+
+    let old = br#"{"schema":1,"project":"p","index":3,"status":"ok","output":{"kind":"nqueens","solutions":4},"duration_ms":7,"executor":"e"}"#;
+    let read = TaskResult::from_json(old).unwrap();
+    assert_eq!((read.digest, read.provenance), (None, None));
+
+    let mut with = TaskResult::failed(a, "x");
+    with.provenance = Some(Box::new(tasks::provenance::Provenance {
+        executant: "e".into(),
+        image_digest: Some("sha256:00".into()),
+        started: "2026-01-01T00:00:00Z".into(),
+        ended: "2026-01-01T00:00:01Z".into(),
+        attempt: 2,
+        ..Default::default()
+    }));
+    assert_eq!(TaskResult::from_json(&with.to_json()).unwrap(), with);
+}
