@@ -9,12 +9,12 @@ pub mod inbox;
 pub mod local;
 pub mod project_lock;
 pub mod remote;
+pub mod status;
 pub mod tracking;
 pub mod workspace;
 
 use std::path::{Path, PathBuf};
 
-use tasks::progress::Progress;
 use tasks::{Project, ProjectResult};
 
 pub use tracking::{ensure_new, BatchPolicy, ProjectExists, Tracker};
@@ -64,17 +64,47 @@ impl Exit {
     }
 }
 
+/// Whether `e` is bad usage: an id that exists or is no id, a project that is not in the
+/// workspace, a request or file that makes no valid project.
 fn is_usage(e: &(dyn std::error::Error + 'static)) -> bool {
+    use generate::GenerateError as G;
+    use project_lock::LockError;
+    use tracking::LoadError;
+    // `transparent` variants hide their inner error from the chain: match them whole.
     e.is::<ProjectExists>()
         || matches!(e.downcast_ref(), Some(ClientError::Exists(_)))
-        || matches!(e.downcast_ref(), Some(generate::GenerateError::Exists(_)))
+        || matches!(e.downcast_ref(), Some(LoadError::Missing { .. }))
+        || matches!(
+            e.downcast_ref(),
+            Some(ClientError::Load(LoadError::Missing { .. }))
+        )
+        || matches!(e.downcast_ref(), Some(LockError::InvalidId { .. }))
+        || matches!(
+            e.downcast_ref(),
+            Some(ClientError::Locked(LockError::InvalidId { .. }))
+        )
+        || matches!(
+            e.downcast_ref(),
+            Some(
+                G::Exists(_)
+                    | G::Invalid(_)
+                    | G::InvalidFile { .. }
+                    | G::NotSpecs { .. }
+                    | G::ScriptName(_)
+            )
+        )
 }
 
-/// The progress of project `id`, or of every project (`None`), as recorded in the tracking
-/// repository of the workspace at `root`.
-pub fn status(root: &Path, id: Option<&str>) -> Result<Vec<Progress>, tracking::LoadError> {
+/// The status of project `id`, or of every project (`None`), as recorded in the tracking
+/// repository of the workspace at `root`: a project with no new outcome for
+/// `stalled_after` is stalled.
+pub fn status(
+    root: &Path,
+    id: Option<&str>,
+    stalled_after: std::time::Duration,
+) -> Result<Vec<status::ProjectStatus>, tracking::LoadError> {
     let ws = Workspace::open_or_init(root)?;
-    tracking::progress(&ws, id)
+    status::status(&ws, id, stalled_after)
 }
 
 /// How a project runs.
@@ -129,6 +159,18 @@ pub enum ClientError {
     /// Another client holds the project.
     #[error(transparent)]
     Locked(#[from] project_lock::LockError),
+    /// The project is recorded but its tasks could not all be published (the broker was
+    /// unreachable, say).
+    #[error("project {project} is recorded in {workspace} but its tasks were not all published: `commanditaire resume {project}` will publish them")]
+    NotPublished {
+        /// The project.
+        project: String,
+        /// The workspace folder.
+        workspace: String,
+        /// Why publishing failed.
+        #[source]
+        source: broker::FollowError,
+    },
     /// The remotes could not be prepared (looked up, created): nothing was recorded yet.
     #[error("preparing the remote repositories")]
     RemoteSetup(#[source] remote::RemoteError),
@@ -267,7 +309,13 @@ async fn drive(
         }
     } else {
         if !tracker.published() {
-            published = broker::publish_missing(&options.amqp_url, &mut tracker).await?;
+            published = broker::publish_missing(&options.amqp_url, &mut tracker)
+                .await
+                .map_err(|source| ClientError::NotPublished {
+                    project: tracker.project().id.clone(),
+                    workspace: tracker.workspace().root().display().to_string(),
+                    source,
+                })?;
         }
         if options.retry_failed {
             let again = tracker.retry_failed()?;

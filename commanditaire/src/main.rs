@@ -112,6 +112,9 @@ enum Command {
     Status {
         /// Only this project.
         project: Option<String>,
+        /// Seconds without a new outcome after which a project is shown as stalled.
+        #[arg(long, default_value_t = commanditaire::status::STALLED_AFTER.as_secs())]
+        stalled_after: u64,
     },
     /// Finish a project after the client was stopped, without republishing finished tasks
     /// (tasks with no outcome that are in no queue are published again).
@@ -138,7 +141,8 @@ fn main() -> ExitCode {
     let exit = match runtime.block_on(run(cli)) {
         Ok(report) => Exit::of(Ok(report.as_ref().and_then(|r| r.result.as_ref()))),
         Err(e) => {
-            eprintln!("commanditaire: error: {e:#}");
+            let line = tasks::chain::one_line(e.as_ref());
+            eprintln!("commanditaire: error: {line}");
             Exit::of(Err(e.as_ref()))
         }
     };
@@ -181,8 +185,12 @@ async fn run(cli: Cli) -> anyhow::Result<Option<RunReport>> {
             run,
         ),
         Command::Submit { file, run } => (Request::Submit { file }, run),
-        Command::Status { project } => {
-            let shown = commanditaire::status(&cli.workspace, project.as_deref())?;
+        Command::Status {
+            project,
+            stalled_after,
+        } => {
+            let stalled_after = std::time::Duration::from_secs(stalled_after);
+            let shown = commanditaire::status(&cli.workspace, project.as_deref(), stalled_after)?;
             output::status(&shown, json);
             return Ok(None);
         }

@@ -1,7 +1,7 @@
 //! What the person (stderr) and scripts (stdout, `--json`) see.
 
+use commanditaire::status::{ProjectStatus, State};
 use indicatif::{ProgressBar, ProgressStyle};
-use tasks::progress::Progress;
 use tasks::ProjectResult;
 
 /// A progress bar on standard error (hidden with `--json` or when stderr is not a terminal).
@@ -135,8 +135,8 @@ pub fn result(result: &ProjectResult, run: &commanditaire::RunReport, json: bool
     }
 }
 
-/// Prints the progress of the projects.
-pub fn status(all: &[Progress], json: bool) {
+/// Prints the progress of the projects, each with its state and what would move it on.
+pub fn status(all: &[ProjectStatus], json: bool) {
     if json {
         println!("{}", serde_json::json!({ "projects": all }));
         return;
@@ -144,8 +144,12 @@ pub fn status(all: &[Progress], json: bool) {
     if all.is_empty() {
         println!("no project recorded yet");
     }
-    for p in all {
-        let state = if p.complete { "complete" } else { "running" };
+    for s in all {
+        let p = &s.progress;
+        let mut state = s.state.word().to_string();
+        if let (State::Stalled, Some(idle)) = (s.state, s.idle_secs) {
+            state.push_str(&format!(": no outcome for {}", idle_words(idle)));
+        }
         println!(
             "{:<32} {:>6}/{:<6} {:>5.1}%  {:>4} failed  {state}  (updated {})",
             p.project,
@@ -155,6 +159,18 @@ pub fn status(all: &[Progress], json: bool) {
             p.failed,
             p.updated
         );
+        if let Some(hint) = &s.hint {
+            println!("    {hint}");
+        }
+    }
+}
+
+/// A duration a person reads at a glance: `42 s`, `25 min`, `3 h 10 min`.
+fn idle_words(secs: u64) -> String {
+    match secs {
+        0..=119 => format!("{secs} s"),
+        120..=7199 => format!("{} min", secs / 60),
+        _ => format!("{} h {} min", secs / 3600, secs % 3600 / 60),
     }
 }
 

@@ -6,3 +6,4 @@ mod remote;
 mod support;
 mod tracking;
 mod url_file;
+mod what_a_person_sees;
