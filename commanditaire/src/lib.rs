@@ -2,6 +2,7 @@
 //! follows their results and reassembles the exact answer.
 
 pub mod broker;
+pub mod cancel;
 pub mod follow;
 pub mod generate;
 pub mod github;
@@ -45,7 +46,7 @@ pub enum Exit {
     TasksFailed = 3,
     /// `verify` found a mismatch (reserved).
     Mismatch = 4,
-    /// The project was cancelled (reserved).
+    /// The project was cancelled (`cancel`), seen by its follower or `resume`.
     Cancelled = 5,
 }
 
@@ -58,10 +59,23 @@ impl Exit {
             Ok(None) => Exit::Exact,
             Ok(Some(result)) if result.complete => Exit::Exact,
             Ok(Some(_)) => Exit::TasksFailed,
+            Err(e) if std::iter::successors(Some(e), |e| e.source()).any(is_cancelled) => {
+                Exit::Cancelled
+            }
             Err(e) if std::iter::successors(Some(e), |e| e.source()).any(is_usage) => Exit::Usage,
             Err(_) => Exit::Error,
         }
     }
+}
+
+/// Whether `e` says the project was cancelled.
+fn is_cancelled(e: &(dyn std::error::Error + 'static)) -> bool {
+    use broker::FollowError;
+    matches!(e.downcast_ref(), Some(FollowError::Cancelled { .. }))
+        || matches!(
+            e.downcast_ref(),
+            Some(ClientError::Follow(FollowError::Cancelled { .. }))
+        )
 }
 
 /// Whether `e` is bad usage: an id that exists or is no id, a project that is not in the
@@ -82,6 +96,14 @@ fn is_usage(e: &(dyn std::error::Error + 'static)) -> bool {
         || matches!(
             e.downcast_ref(),
             Some(ClientError::Locked(LockError::InvalidId { .. }))
+        )
+        || matches!(
+            e.downcast_ref(),
+            Some(
+                cancel::CancelError::Finished(_)
+                    | cancel::CancelError::AlreadyCancelled(_)
+                    | cancel::CancelError::Load(LoadError::Missing { .. })
+            )
         )
         || matches!(
             e.downcast_ref(),
@@ -222,6 +244,10 @@ pub async fn resume(
     // record is read only once no other client can write to it.
     let _lock = project_lock::ProjectLock::acquire(ws.root(), id)?;
     let project = tracking::load_project(&ws, id)?;
+    if cancel::is_cancelled(&ws, id) {
+        let project = id.to_string();
+        return Err(broker::FollowError::Cancelled { project }.into());
+    }
     let targets = resolve_remotes(options).await?;
     let tracker = Tracker::load(&ws, project, options.batch);
     drive(options, tracker, targets, watcher, follow::Start::Resumed).await

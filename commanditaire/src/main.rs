@@ -14,7 +14,7 @@ mod output;
 ///
 /// Exit codes: 0 the project completed and its result is exact; 1 an error stopped it;
 /// 2 bad usage (also: a new project given an id that exists); 3 some tasks failed for good
-/// (their reasons are printed).
+/// (their reasons are printed); 5 the project was cancelled.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Cli {
@@ -116,6 +116,12 @@ enum Command {
         #[arg(long, default_value_t = commanditaire::status::STALLED_AFTER.as_secs())]
         stalled_after: u64,
     },
+    /// Cancel a project: its queued tasks are not run, its running containers are stopped,
+    /// the cancellation is recorded, its follower exits (code 5).
+    Cancel {
+        /// The project id.
+        project: String,
+    },
     /// Finish a project after the client was stopped, without republishing finished tasks
     /// (tasks with no outcome that are in no queue are published again).
     Resume {
@@ -192,6 +198,12 @@ async fn run(cli: Cli) -> anyhow::Result<Option<RunReport>> {
             let stalled_after = std::time::Duration::from_secs(stalled_after);
             let shown = commanditaire::status(&cli.workspace, project.as_deref(), stalled_after)?;
             output::status(&shown, json);
+            return Ok(None);
+        }
+        Command::Cancel { project } => {
+            let ws = commanditaire::Workspace::open_or_init(&cli.workspace)?;
+            let record = commanditaire::cancel::cancel(&amqp_url, &ws, &project).await?;
+            output::cancelled(&record, json);
             return Ok(None);
         }
         Command::Resume {

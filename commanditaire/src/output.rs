@@ -174,6 +174,26 @@ fn idle_words(secs: u64) -> String {
     }
 }
 
+/// Says what a cancellation found and did.
+pub fn cancelled(c: &commanditaire::cancel::Cancelled, json: bool) {
+    if json {
+        println!("{}", serde_json::to_value(c).expect("serializable"));
+        return;
+    }
+    println!(
+        "project {} cancelled: {}/{} tasks done, {} failed, {} not run; {} containers stopped by {} of {} executants in {} ms",
+        c.project,
+        c.done,
+        c.tasks,
+        c.failed,
+        c.not_run,
+        c.containers_stopped,
+        c.executants,
+        c.executants_expected,
+        c.stop_ms
+    );
+}
+
 /// Says the project was published and not followed.
 pub fn detached(run: &commanditaire::RunReport, json: bool) {
     if json {

@@ -21,6 +21,7 @@ use tasks::{Task, TaskResult};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+use crate::cancel::Cancelled;
 use crate::config::Config;
 use crate::disposition::{decide, Disposition};
 use crate::publisher::{PublishError, Publisher};
@@ -33,6 +34,7 @@ pub(crate) struct Context {
     runner: Arc<Runner>,
     publisher: Arc<Publisher>,
     declared: Mutex<HashSet<String>>,
+    cancelled: Arc<Cancelled>,
 }
 
 impl Context {
@@ -40,12 +42,14 @@ impl Context {
         config: Arc<Config>,
         runner: Arc<Runner>,
         publisher: Arc<Publisher>,
+        cancelled: Arc<Cancelled>,
     ) -> Context {
         Context {
             config,
             runner,
             publisher,
             declared: Mutex::new(HashSet::new()),
+            cancelled,
         }
     }
 
@@ -71,6 +75,12 @@ impl Context {
                 self.settle(&delivery, published).await;
                 Ok(())
             }
+            Disposition::Run(task) | Disposition::Refuse(task, _)
+                if self.cancelled.contains(&task.project) =>
+            {
+                self.drop_cancelled(&delivery, &task).await;
+                Ok(())
+            }
             Disposition::Refuse(task, reason) => {
                 tracing::warn!(task = %task.id(), %reason, "refusing a task");
                 self.report(&delivery, TaskResult::failed(&task, reason), received)
@@ -93,7 +103,15 @@ impl Context {
         let mut engine_wait = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
         loop {
             tracing::debug!(task = %task.id(), attempt, "running");
-            match self.runner.run(&task, deadline).await {
+            let ran = self.runner.run(&task, deadline).await;
+            // Its container was stopped, or it finished as the cancellation came: nothing
+            // more is published for a cancelled project.
+            let fatal = matches!(ran, Err(RunError::Sandbox(_)));
+            if !fatal && self.cancelled.contains(&task.project) {
+                self.drop_cancelled(delivery, &task).await;
+                return Ok(());
+            }
+            match ran {
                 Ok(result) => {
                     self.report(delivery, result, received).await;
                     return Ok(());
@@ -196,6 +214,14 @@ impl Context {
                 tracing::warn!(error = %e, "outcome not confirmed by the broker; returning the task");
                 self.nack(delivery).await;
             }
+        }
+    }
+
+    /// Acks a task of a cancelled project without publishing anything.
+    async fn drop_cancelled(&self, delivery: &Delivery, task: &Task) {
+        tracing::info!(task = %task.id(), "task of a cancelled project dropped");
+        if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+            tracing::warn!(error = %e, "ack of a cancelled task failed; it will be dropped again");
         }
     }
 

@@ -4,6 +4,7 @@
 //! [`run`] is the whole daemon, with the shutdown signal passed in, so tests start the real
 //! executant in-process and stop it cleanly.
 
+mod cancel;
 pub mod config;
 mod containers;
 pub mod disposition;
@@ -63,6 +64,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         reuse = config.reuse,
         "executant starting"
     );
+    let cancelled = Arc::new(cancel::Cancelled::default());
+    let listener = tokio::spawn(cancel::listen(
+        config.clone(),
+        runner.clone(),
+        cancelled.clone(),
+    ));
     let mut fatal = None;
     loop {
         let session = tokio::select! {
@@ -88,6 +95,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             config.clone(),
             runner.clone(),
             publisher.clone(),
+            cancelled.clone(),
         ));
         let mut inflight = JoinSet::new();
         let mut stopping = false;
@@ -156,6 +164,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    listener.abort();
     runner.remove_leftovers().await;
     tracing::info!("executant stopped");
     match fatal {

@@ -1,6 +1,7 @@
 //! Integration tests of the client through the whole platform: the real broker, a real
 //! executant in this process, real containers, real git repositories.
 
+mod cancel;
 mod platform;
 mod remote;
 mod support;
