@@ -77,7 +77,7 @@ async fn main() -> std::process::ExitCode {
     match run(Args::parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("broker-api: error: {e:#}");
+            eprintln!("broker-api: error: {}", tasks::chain::one_line(e.as_ref()));
             std::process::ExitCode::FAILURE
         }
     }

@@ -27,6 +27,12 @@ pub enum FollowError {
         /// The project.
         project: String,
     },
+    /// The project was cancelled (exit code 5).
+    #[error("project {project} was cancelled (`commanditaire cancel {project}`); the results received before are recorded")]
+    Cancelled {
+        /// The project.
+        project: String,
+    },
 }
 
 /// Reports progress to the person watching (a progress bar, or nothing).

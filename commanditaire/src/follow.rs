@@ -23,6 +23,8 @@ use crate::tracking::Tracker;
 
 /// How long the results queue must stay silent before the follower looks for lost tasks.
 pub const QUIET: Duration = Duration::from_secs(3);
+/// How often the follower looks for a cancellation recorded at HEAD.
+const CANCEL_CHECK: Duration = Duration::from_millis(500);
 /// How often the follower looks at the queues' depths.
 const PROBE_EVERY: Duration = Duration::from_secs(2);
 /// The task timeout assumed for a task that names none (the executant's default).
@@ -61,6 +63,9 @@ pub async fn follow(
     let mut lost = LostTasks::new(start, tracker);
     let mut first = true;
     while !tracker.finished() {
+        if crate::cancel::is_cancelled(tracker.workspace(), &project) {
+            return Err(FollowError::Cancelled { project });
+        }
         let patience = if first { Some(CONNECT_PATIENCE) } else { None };
         let conn = amqp::connect_with_backoff(url, "commanditaire follow", patience).await?;
         let channel = open_channel(&conn).await?;
@@ -107,6 +112,8 @@ pub async fn follow(
         let mut last_progress = Instant::now();
         let mut last_delivery = Instant::now();
         let mut warned_idle = false;
+        let mut cancel_check = Instant::now();
+        let mut cancelled = false;
         loop {
             tokio::select! {
                 next = consumer.next() => match next {
@@ -157,6 +164,13 @@ pub async fn follow(
                     if tracker.due() {
                         commit_and_ack(tracker, &mut unacked, watcher).await;
                     }
+                    if cancel_check.elapsed() >= CANCEL_CHECK {
+                        cancel_check = Instant::now();
+                        if crate::cancel::is_cancelled(tracker.workspace(), &project) {
+                            cancelled = true;
+                            break;
+                        }
+                    }
                     if !warned_idle && last_progress.elapsed() > Duration::from_secs(15) {
                         if let Ok(0) = todo_consumers(&channel).await {
                             watcher.warn("no executant is consuming the todo queue: start one (`executant`); the project waits");
@@ -185,6 +199,12 @@ pub async fn follow(
                     }
                 }
             }
+        }
+        if cancelled {
+            // What was received is recorded before the follower goes.
+            commit_and_ack(tracker, &mut unacked, watcher).await;
+            let _ = conn.close(200, "cancelled".into()).await;
+            return Err(FollowError::Cancelled { project });
         }
         if tracker.finished() {
             // Commit whatever is left before acking (the disk may need a few tries).

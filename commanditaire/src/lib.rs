@@ -2,6 +2,7 @@
 //! follows their results and reassembles the exact answer.
 
 pub mod broker;
+pub mod cancel;
 pub mod follow;
 pub mod generate;
 pub mod github;
@@ -11,13 +12,13 @@ pub mod local;
 pub mod project_lock;
 pub mod remote;
 pub mod trace;
+pub mod status;
 pub mod tracking;
 pub mod verify;
 pub mod workspace;
 
 use std::path::{Path, PathBuf};
 
-use tasks::progress::Progress;
 use tasks::{Project, ProjectResult};
 
 pub use tracking::{ensure_new, BatchPolicy, ProjectExists, Tracker};
@@ -48,7 +49,7 @@ pub enum Exit {
     TasksFailed = 3,
     /// `verify` found a mismatch.
     Mismatch = 4,
-    /// The project was cancelled (reserved).
+    /// The project was cancelled (`cancel`), seen by its follower or `resume`.
     Cancelled = 5,
 }
 
@@ -62,6 +63,9 @@ impl Exit {
             Ok(Some(result)) if result.complete => Exit::Exact,
             Ok(Some(_)) => Exit::TasksFailed,
             Err(e) if e.is::<MismatchFound>() => Exit::Mismatch,
+            Err(e) if std::iter::successors(Some(e), |e| e.source()).any(is_cancelled) => {
+                Exit::Cancelled
+            }
             Err(e) if std::iter::successors(Some(e), |e| e.source()).any(is_usage) => Exit::Usage,
             Err(_) => Exit::Error,
         }
@@ -73,17 +77,65 @@ impl Exit {
 #[error("verify found mismatches")]
 pub struct MismatchFound;
 
-fn is_usage(e: &(dyn std::error::Error + 'static)) -> bool {
-    e.is::<ProjectExists>()
-        || matches!(e.downcast_ref(), Some(ClientError::Exists(_)))
-        || matches!(e.downcast_ref(), Some(generate::GenerateError::Exists(_)))
+/// Whether `e` says the project was cancelled.
+fn is_cancelled(e: &(dyn std::error::Error + 'static)) -> bool {
+    use broker::FollowError;
+    matches!(e.downcast_ref(), Some(FollowError::Cancelled { .. }))
+        || matches!(
+            e.downcast_ref(),
+            Some(ClientError::Follow(FollowError::Cancelled { .. }))
+        )
 }
 
-/// The progress of project `id`, or of every project (`None`), as recorded in the tracking
-/// repository of the workspace at `root`.
-pub fn status(root: &Path, id: Option<&str>) -> Result<Vec<Progress>, tracking::LoadError> {
+/// Whether `e` is bad usage: an id that exists or is no id, a project that is not in the
+/// workspace, a request or file that makes no valid project.
+fn is_usage(e: &(dyn std::error::Error + 'static)) -> bool {
+    use generate::GenerateError as G;
+    use project_lock::LockError;
+    use tracking::LoadError;
+    // `transparent` variants hide their inner error from the chain: match them whole.
+    e.is::<ProjectExists>()
+        || matches!(e.downcast_ref(), Some(ClientError::Exists(_)))
+        || matches!(e.downcast_ref(), Some(LoadError::Missing { .. }))
+        || matches!(
+            e.downcast_ref(),
+            Some(ClientError::Load(LoadError::Missing { .. }))
+        )
+        || matches!(e.downcast_ref(), Some(LockError::InvalidId { .. }))
+        || matches!(
+            e.downcast_ref(),
+            Some(ClientError::Locked(LockError::InvalidId { .. }))
+        )
+        || matches!(
+            e.downcast_ref(),
+            Some(
+                cancel::CancelError::Finished(_)
+                    | cancel::CancelError::AlreadyCancelled(_)
+                    | cancel::CancelError::Load(LoadError::Missing { .. })
+            )
+        )
+        || matches!(
+            e.downcast_ref(),
+            Some(
+                G::Exists(_)
+                    | G::Invalid(_)
+                    | G::InvalidFile { .. }
+                    | G::NotSpecs { .. }
+                    | G::ScriptName(_)
+            )
+        )
+}
+
+/// The status of project `id`, or of every project (`None`), as recorded in the tracking
+/// repository of the workspace at `root`: a project with no new outcome for
+/// `stalled_after` is stalled.
+pub fn status(
+    root: &Path,
+    id: Option<&str>,
+    stalled_after: std::time::Duration,
+) -> Result<Vec<status::ProjectStatus>, tracking::LoadError> {
     let ws = Workspace::open_or_init(root)?;
-    tracking::progress(&ws, id)
+    status::status(&ws, id, stalled_after)
 }
 
 /// The provenance of project `id` (its tasks commit, images and each counted outcome's
@@ -148,6 +200,18 @@ pub enum ClientError {
     /// Another client holds the project.
     #[error(transparent)]
     Locked(#[from] project_lock::LockError),
+    /// The project is recorded but its tasks could not all be published (the broker was
+    /// unreachable, say).
+    #[error("project {project} is recorded in {workspace} but its tasks were not all published: `commanditaire resume {project}` will publish them")]
+    NotPublished {
+        /// The project.
+        project: String,
+        /// The workspace folder.
+        workspace: String,
+        /// Why publishing failed.
+        #[source]
+        source: broker::FollowError,
+    },
     /// The remotes could not be prepared (looked up, created): nothing was recorded yet.
     #[error("preparing the remote repositories")]
     RemoteSetup(#[source] remote::RemoteError),
@@ -199,6 +263,10 @@ pub async fn resume(
     // record is read only once no other client can write to it.
     let _lock = project_lock::ProjectLock::acquire(ws.root(), id)?;
     let project = tracking::load_project(&ws, id)?;
+    if cancel::is_cancelled(&ws, id) {
+        let project = id.to_string();
+        return Err(broker::FollowError::Cancelled { project }.into());
+    }
     let targets = resolve_remotes(options).await?;
     let tracker = Tracker::load(&ws, project, options.batch);
     drive(options, tracker, targets, watcher, follow::Start::Resumed).await
@@ -299,7 +367,13 @@ async fn drive(
         }
     } else {
         if !tracker.published() {
-            published = broker::publish_missing(&options.amqp_url, &mut tracker).await?;
+            published = broker::publish_missing(&options.amqp_url, &mut tracker)
+                .await
+                .map_err(|source| ClientError::NotPublished {
+                    project: tracker.project().id.clone(),
+                    workspace: tracker.workspace().root().display().to_string(),
+                    source,
+                })?;
         }
         if options.retry_failed {
             let again = tracker.retry_failed()?;

@@ -14,7 +14,7 @@ mod output;
 ///
 /// Exit codes: 0 the project completed and its result is exact; 1 an error stopped it;
 /// 2 bad usage (also: a new project given an id that exists); 3 some tasks failed for good
-/// (their reasons are printed).
+/// (their reasons are printed); 5 the project was cancelled.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Cli {
@@ -116,6 +116,15 @@ enum Command {
     Status {
         /// Only this project.
         project: Option<String>,
+        /// Seconds without a new outcome after which a project is shown as stalled.
+        #[arg(long, default_value_t = commanditaire::status::STALLED_AFTER.as_secs())]
+        stalled_after: u64,
+    },
+    /// Cancel a project: its queued tasks are not run, its running containers are stopped,
+    /// the cancellation is recorded, its follower exits (code 5).
+    Cancel {
+        /// The project id.
+        project: String,
     },
     /// Check a finished project's record in git (offline), then run a sample of its tasks
     /// again through the platform and compare. Exit 4 lists every mismatch by task index.
@@ -155,7 +164,8 @@ fn main() -> ExitCode {
     let exit = match runtime.block_on(run(cli)) {
         Ok(report) => Exit::of(Ok(report.as_ref().and_then(|r| r.result.as_ref()))),
         Err(e) => {
-            eprintln!("commanditaire: error: {e:#}");
+            let line = tasks::chain::one_line(e.as_ref());
+            eprintln!("commanditaire: error: {line}");
             Exit::of(Err(e.as_ref()))
         }
     };
@@ -199,8 +209,12 @@ async fn run(cli: Cli) -> anyhow::Result<Option<RunReport>> {
             run,
         ),
         Command::Submit { file, run } => (Request::Submit { file }, run),
-        Command::Status { project } => {
-            let shown = commanditaire::status(&cli.workspace, project.as_deref())?;
+        Command::Status {
+            project,
+            stalled_after,
+        } => {
+            let stalled_after = std::time::Duration::from_secs(stalled_after);
+            let shown = commanditaire::status(&cli.workspace, project.as_deref(), stalled_after)?;
             let provenance = match (&project, json) {
                 (Some(id), true) => Some(commanditaire::provenance(&cli.workspace, id)?),
                 _ => None,
@@ -221,6 +235,12 @@ async fn run(cli: Cli) -> anyhow::Result<Option<RunReport>> {
             if !found.mismatches.is_empty() {
                 return Err(anyhow::Error::new(commanditaire::MismatchFound));
             }
+            return Ok(None);
+        }
+        Command::Cancel { project } => {
+            let ws = commanditaire::Workspace::open_or_init(&cli.workspace)?;
+            let record = commanditaire::cancel::cancel(&amqp_url, &ws, &project).await?;
+            output::cancelled(&record, json);
             return Ok(None);
         }
         Command::Resume {

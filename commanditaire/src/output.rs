@@ -1,7 +1,7 @@
 //! What the person (stderr) and scripts (stdout, `--json`) see.
 
+use commanditaire::status::{ProjectStatus, State};
 use indicatif::{ProgressBar, ProgressStyle};
-use tasks::progress::Progress;
 use tasks::ProjectResult;
 
 /// A progress bar on standard error (hidden with `--json` or when stderr is not a terminal).
@@ -135,9 +135,9 @@ pub fn result(result: &ProjectResult, run: &commanditaire::RunReport, json: bool
     }
 }
 
-/// Prints the progress of the projects, and with `--json` the provenance of the one asked
-/// for.
-pub fn status(all: &[Progress], provenance: Option<serde_json::Value>, json: bool) {
+/// Prints the progress of the projects, each with its state and what would move it on, and
+/// with `--json` the provenance of the one asked for.
+pub fn status(all: &[ProjectStatus], provenance: Option<serde_json::Value>, json: bool) {
     if json {
         let mut value = serde_json::json!({ "projects": all });
         if let Some(provenance) = provenance {
@@ -149,8 +149,12 @@ pub fn status(all: &[Progress], provenance: Option<serde_json::Value>, json: boo
     if all.is_empty() {
         println!("no project recorded yet");
     }
-    for p in all {
-        let state = if p.complete { "complete" } else { "running" };
+    for s in all {
+        let p = &s.progress;
+        let mut state = s.state.word().to_string();
+        if let (State::Stalled, Some(idle)) = (s.state, s.idle_secs) {
+            state.push_str(&format!(": no outcome for {}", idle_words(idle)));
+        }
         println!(
             "{:<32} {:>6}/{:<6} {:>5.1}%  {:>4} failed  {state}  (updated {})",
             p.project,
@@ -160,6 +164,9 @@ pub fn status(all: &[Progress], provenance: Option<serde_json::Value>, json: boo
             p.failed,
             p.updated
         );
+        if let Some(hint) = &s.hint {
+            println!("    {hint}");
+        }
     }
 }
 
@@ -209,6 +216,35 @@ pub fn verification(found: &commanditaire::verify::Verification, seed: u64, json
             found.mismatches.len()
         );
     }
+}
+
+/// A duration a person reads at a glance: `42 s`, `25 min`, `3 h 10 min`.
+fn idle_words(secs: u64) -> String {
+    match secs {
+        0..=119 => format!("{secs} s"),
+        120..=7199 => format!("{} min", secs / 60),
+        _ => format!("{} h {} min", secs / 3600, secs % 3600 / 60),
+    }
+}
+
+/// Says what a cancellation found and did.
+pub fn cancelled(c: &commanditaire::cancel::Cancelled, json: bool) {
+    if json {
+        println!("{}", serde_json::to_value(c).expect("serializable"));
+        return;
+    }
+    println!(
+        "project {} cancelled: {}/{} tasks done, {} failed, {} not run; {} containers stopped by {} of {} executants in {} ms",
+        c.project,
+        c.done,
+        c.tasks,
+        c.failed,
+        c.not_run,
+        c.containers_stopped,
+        c.executants,
+        c.executants_expected,
+        c.stop_ms
+    );
 }
 
 /// Says the project was published and not followed.

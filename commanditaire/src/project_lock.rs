@@ -90,6 +90,27 @@ impl ProjectLock {
     }
 }
 
+/// Who follows `project` in the workspace at `root` on this machine, as its lock file says,
+/// if that client still runs; found without touching the lock (a client starting at that
+/// moment is never refused because of it). The recorded process must exist and hold the lock
+/// file open; a holder on another host is taken at its word.
+pub fn live_holder(root: &std::path::Path, project: &str) -> Option<String> {
+    let path = root.join(".projects").join(format!("{project}.lock"));
+    let record = std::fs::read_to_string(&path).ok()?;
+    let record = record.trim();
+    let mut words = record.split_whitespace();
+    let pid: u32 = words.nth(2)?.parse().ok()?;
+    let host = words.nth(1)?;
+    if host != hostname() {
+        return Some(record.to_string());
+    }
+    let path = std::fs::canonicalize(&path).ok()?;
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    fds.flatten()
+        .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == path))
+        .then(|| record.to_string())
+}
+
 /// The size of the holder record (padded with spaces).
 const HOLDER_BYTES: usize = 255;
 

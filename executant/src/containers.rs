@@ -39,8 +39,13 @@ pub(crate) struct Containers {
 }
 
 impl Containers {
-    /// Starts a worker container that serves up to `budget` tasks on its standard input.
-    pub(crate) async fn start_session(&self, budget: u32) -> Result<Session, RunError> {
+    /// Starts a worker container that serves up to `budget` tasks of `project` on its
+    /// standard input.
+    pub(crate) async fn start_session(
+        &self,
+        budget: u32,
+        project: &str,
+    ) -> Result<Session, RunError> {
         let cmd = vec![
             "serve".to_string(),
             "--max-tasks".to_string(),
@@ -52,6 +57,7 @@ impl Containers {
             stdin: true,
             read_only_binds: vec![],
             executant: &self.config.name,
+            project,
         };
         let (id, attached) = self.create_and_start(&spec).await?;
         Ok(Session::new(id, attached))
@@ -204,6 +210,40 @@ impl Containers {
         let remove = RemoveContainerOptionsBuilder::default().force(true).build();
         let _ = self.docker.remove_container(id, Some(remove)).await;
         self.metrics.container_removed(id);
+    }
+
+    /// Kills every running task container of `project` that this executant started (the
+    /// tasks' handlers then see them die); how many.
+    pub(crate) async fn stop_project(&self, project: &str) -> usize {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![
+                format!("{}=task", sandbox::ROLE_LABEL),
+                format!("{}={}", sandbox::EXECUTANT_LABEL, self.config.name),
+                format!("{}={project}", sandbox::PROJECT_LABEL),
+            ],
+        )]);
+        let options = ListContainersOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let Ok(list) = self.docker.list_containers(Some(options)).await else {
+            return 0;
+        };
+        let kill = KillContainerOptionsBuilder::default()
+            .signal("SIGKILL")
+            .build();
+        let mut stopped = 0;
+        for id in list.into_iter().filter_map(|c| c.id) {
+            if self
+                .docker
+                .kill_container(&id, Some(kill.clone()))
+                .await
+                .is_ok()
+            {
+                stopped += 1;
+            }
+        }
+        stopped
     }
 
     /// Removes every task container this executant started, and any other executant's task

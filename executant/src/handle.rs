@@ -24,6 +24,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::cancel::Cancelled;
 use crate::config::Config;
 use crate::disposition::{decide, Disposition};
 use crate::metrics::Metrics;
@@ -55,6 +56,7 @@ pub(crate) struct Context {
     publisher: Arc<Publisher>,
     metrics: Arc<Metrics>,
     declared: Mutex<HashSet<String>>,
+    cancelled: Arc<Cancelled>,
 }
 
 impl Context {
@@ -63,6 +65,7 @@ impl Context {
         runner: Arc<Runner>,
         publisher: Arc<Publisher>,
         metrics: Arc<Metrics>,
+        cancelled: Arc<Cancelled>,
     ) -> Context {
         Context {
             config,
@@ -70,6 +73,7 @@ impl Context {
             publisher,
             metrics,
             declared: Mutex::new(HashSet::new()),
+            cancelled,
         }
     }
 
@@ -110,6 +114,12 @@ impl Context {
                 self.settle(&delivery, published).await;
                 Ok(())
             }
+            Disposition::Run(task) | Disposition::Refuse(task, _)
+                if self.cancelled.contains(&task.project) =>
+            {
+                self.drop_cancelled(&delivery, &task).await;
+                Ok(())
+            }
             Disposition::Refuse(task, reason) => {
                 tracing::warn!(task = %task.id(), %reason, "refusing a task");
                 let started = OffsetDateTime::now_utc();
@@ -139,7 +149,15 @@ impl Context {
         self.metrics.started.with_label_values(&[kind]).inc();
         loop {
             tracing::debug!(task = %task.id(), attempt, "running");
-            match self.runner.run(&task, deadline).await {
+            let ran = self.runner.run(&task, deadline).await;
+            // Its container was stopped, or it finished as the cancellation came: nothing
+            // more is published for a cancelled project.
+            let fatal = matches!(ran, Err(RunError::Sandbox(_)));
+            if !fatal && self.cancelled.contains(&task.project) {
+                self.drop_cancelled(delivery, &task).await;
+                return Ok(());
+            }
+            match ran {
                 Ok(result) => {
                     self.metrics
                         .duration
@@ -297,6 +315,14 @@ impl Context {
                 tracing::warn!(error = %e, "outcome not confirmed by the broker; returning the task");
                 self.nack(delivery).await;
             }
+        }
+    }
+
+    /// Acks a task of a cancelled project without publishing anything.
+    async fn drop_cancelled(&self, delivery: &Delivery, task: &Task) {
+        tracing::info!(task = %task.id(), "task of a cancelled project dropped");
+        if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+            tracing::warn!(error = %e, "ack of a cancelled task failed; it will be dropped again");
         }
     }
 

@@ -127,7 +127,7 @@ impl Lanes {
                 let pick = match idle {
                     Some(i) => i,
                     None if lanes.len() < self.max_per_project => {
-                        lanes.push(self.spawn_lane());
+                        lanes.push(self.spawn_lane(&job.task.project));
                         lanes.len() - 1
                     }
                     None => (0..lanes.len())
@@ -169,7 +169,7 @@ impl Lanes {
         timeout: Duration,
     ) -> Result<TaskResult, RunError> {
         let (reply, answer) = oneshot::channel();
-        let lane = self.spawn_lane_with_budget(1);
+        let lane = self.spawn_lane_with_budget(1, &task.project);
         lane.outstanding.fetch_add(1, Ordering::Relaxed);
         let job = Job {
             task,
@@ -187,16 +187,17 @@ impl Lanes {
             .unwrap_or_else(|_| Err(RunError::Lost("the worker lane stopped".into())))
     }
 
-    fn spawn_lane(&self) -> Lane {
-        self.spawn_lane_with_budget(self.containers.config.reuse)
+    fn spawn_lane(&self, project: &str) -> Lane {
+        self.spawn_lane_with_budget(self.containers.config.reuse, project)
     }
 
-    fn spawn_lane_with_budget(&self, budget: u32) -> Lane {
+    fn spawn_lane_with_budget(&self, budget: u32, project: &str) -> Lane {
         let (tx, rx) = mpsc::unbounded_channel();
         let outstanding = Arc::new(AtomicUsize::new(0));
         let handle = tokio::spawn(lane(
             self.containers.clone(),
             budget,
+            project.to_string(),
             rx,
             outstanding.clone(),
         ));
@@ -228,6 +229,7 @@ impl Lanes {
 async fn lane(
     c: Containers,
     reuse: u32,
+    project: String,
     mut rx: mpsc::UnboundedReceiver<Job>,
     outstanding: Arc<AtomicUsize>,
 ) {
@@ -282,7 +284,7 @@ async fn lane(
                     Some(handle) => handle
                         .await
                         .unwrap_or_else(|e| Err(RunError::Lost(format!("starting a worker: {e}")))),
-                    None => c.start_session(reuse).await,
+                    None => c.start_session(reuse, &project).await,
                 };
                 match started {
                     Ok(s) => session.insert(s),
@@ -305,7 +307,10 @@ async fn lane(
         let half_used = s.served + batch.len() as u32 >= reuse.div_ceil(2);
         if reuse > 1 && half_used && spare.is_none() {
             let c = c.clone();
-            spare = Some(tokio::spawn(async move { c.start_session(reuse).await }));
+            let project = project.clone();
+            spare = Some(tokio::spawn(async move {
+                c.start_session(reuse, &project).await
+            }));
         }
         if let Err(e) = s.send(batch.iter().map(|job| &job.task)).await {
             let reason = e.to_string();

@@ -4,6 +4,7 @@
 //! [`run`] is the whole daemon, with the shutdown signal passed in, so tests start the real
 //! executant in-process and stop it cleanly.
 
+mod cancel;
 pub mod config;
 mod containers;
 pub mod disposition;
@@ -90,6 +91,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         reuse = config.reuse,
         "executant starting"
     );
+    let cancelled = Arc::new(cancel::Cancelled::default());
+    let listener = tokio::spawn(cancel::listen(
+        config.clone(),
+        runner.clone(),
+        cancelled.clone(),
+    ));
     let mut fatal = None;
     let mut engine_was_lost = false;
     let mut sessions = 0u64;
@@ -134,6 +141,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             runner.clone(),
             publisher.clone(),
             metrics.clone(),
+            cancelled.clone(),
         ));
         let mut inflight = JoinSet::new();
         let mut stopping = false;
@@ -218,6 +226,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    listener.abort();
     runner.remove_leftovers().await;
     tracing::info!("executant stopped");
     match fatal {

@@ -170,7 +170,7 @@ fn main() -> ExitCode {
     match runtime.block_on(executant::run(config, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("executant: error: {e:#}");
+            eprintln!("executant: error: {}", tasks::chain::one_line(&e));
             ExitCode::FAILURE
         }
     }

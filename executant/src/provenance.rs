@@ -144,6 +144,8 @@ impl Origins {
             stdin: false,
             read_only_binds: vec![],
             executant: &self.containers.config.name,
+            // No project's: a cancellation never stops it (it ends on its own at once).
+            project: "",
         };
         let (id, attached) = self.containers.create_and_start(&spec).await.ok()?;
         let mut output = attached.output;

@@ -126,6 +126,11 @@ impl Runner {
         self.containers.remove_leftovers().await
     }
 
+    /// Kills the running containers of `project` that this executant started; how many.
+    pub(crate) async fn stop_project(&self, project: &str) -> usize {
+        self.containers.stop_project(project).await
+    }
+
     async fn run_exec(
         &self,
         task: &Task,
@@ -154,6 +159,7 @@ impl Runner {
             stdin: false,
             read_only_binds: binds,
             executant: &self.containers.config.name,
+            project: &task.project,
         };
         let c = &self.containers;
         let (id, attached) = c.create_and_start(&container).await?;

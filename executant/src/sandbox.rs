@@ -18,6 +18,8 @@ pub const TASK_USER: &str = "65534:65534";
 pub const ROLE_LABEL: &str = "taskplatform.role";
 /// The label naming the executant that started a container.
 pub const EXECUTANT_LABEL: &str = "taskplatform.executant";
+/// The label naming the project whose tasks a container runs.
+pub const PROJECT_LABEL: &str = "taskplatform.project";
 /// The engine keeps no log of a task's output: the executant reads the attached streams
 /// itself (keeping a bounded tail of stderr), so a chatty task fills no disk.
 pub const LOG_DRIVER: &str = "none";
@@ -47,6 +49,8 @@ pub struct ContainerSpec<'a> {
     pub read_only_binds: Vec<String>,
     /// The executant's name (label).
     pub executant: &'a str,
+    /// The project whose tasks it runs (label; a cancellation stops its containers).
+    pub project: &'a str,
 }
 
 /// The container's creation body: the command, the labels and the sandbox.
@@ -54,6 +58,7 @@ pub fn create_body(spec: &ContainerSpec<'_>, limits: &Limits) -> ContainerCreate
     let labels = HashMap::from([
         (ROLE_LABEL.to_string(), "task".to_string()),
         (EXECUTANT_LABEL.to_string(), spec.executant.to_string()),
+        (PROJECT_LABEL.to_string(), spec.project.to_string()),
     ]);
     ContainerCreateBody {
         image: Some(spec.image.to_string()),
@@ -224,6 +229,7 @@ mod tests {
             stdin: false,
             read_only_binds: vec![],
             executant: "e",
+            project: "p",
         };
         let body = create_body(&spec, limits);
         ContainerInspectResponse {

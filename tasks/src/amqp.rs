@@ -352,6 +352,71 @@ pub async fn declare_results(channel: &Channel, project: &str) -> Result<String,
     Ok(queue)
 }
 
+/// The fanout exchange of cancellations, to every executant.
+pub const CONTROL_EXCHANGE: &str = "control";
+/// The stream that keeps the cancellations (bound to [`CONTROL_EXCHANGE`]): every executant
+/// reads it from its start, so one that starts after a cancellation knows of it too.
+pub const CANCELLATIONS_STREAM: &str = "control.cancellations";
+/// How long [`CANCELLATIONS_STREAM`] keeps a cancellation (the stream's `x-max-age`).
+pub const CANCELLATIONS_MAX_AGE: &str = "7D";
+
+/// A project was cancelled: its tasks are not run any more, its containers are stopped.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Cancellation {
+    /// The project.
+    pub project: String,
+}
+
+/// An executant's answer to a [`Cancellation`] (sent to its `reply_to`): the project's
+/// containers it stopped; after it, it publishes nothing more for the project.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Stopped {
+    /// The executant's name.
+    pub executant: String,
+    /// The project.
+    pub project: String,
+    /// How many of the project's containers it stopped.
+    pub containers: usize,
+}
+
+/// Declares [`CONTROL_EXCHANGE`] (fanout) and [`CANCELLATIONS_STREAM`] bound to it
+/// (idempotent).
+pub async fn declare_control(channel: &Channel) -> Result<(), BrokerError> {
+    channel
+        .exchange_declare(
+            CONTROL_EXCHANGE.into(),
+            ExchangeKind::Fanout,
+            durable_exchange(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(op("declare exchange control"))?;
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("stream".into()),
+    );
+    args.insert(
+        "x-max-age".into(),
+        AMQPValue::LongString(CANCELLATIONS_MAX_AGE.into()),
+    );
+    channel
+        .queue_declare(CANCELLATIONS_STREAM.into(), durable(), args)
+        .await
+        .map_err(op("declare stream control.cancellations"))?;
+    channel
+        .queue_bind(
+            CANCELLATIONS_STREAM.into(),
+            CONTROL_EXCHANGE.into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(op("bind control.cancellations"))?;
+    Ok(())
+}
+
 /// Opens a channel in confirm mode, for publishing.
 pub async fn confirm_channel(conn: &Connection) -> Result<Channel, BrokerError> {
     let channel = conn.create_channel().await.map_err(op("open channel"))?;

@@ -7,6 +7,7 @@
 //! - `config/P/config.json` (images and limits the project ran with, the tasks commit) and
 //!   `config/P/images.json` (the content digests of the images its outcomes ran in);
 //! - `tracking/P/progress.json`, `tracking/P/published` (every task was published once),
+//!   `tracking/P/cancelled.json` (`commanditaire cancel`: when, and the counts then),
 //!   `tracking/P/results/NNNNNN.jsonl` (one file per batch of results) and
 //!   `tracking/P/retries/NNNNNN.json` (`resume --retry-failed`, numbered in the same
 //!   sequence as the batches);
@@ -77,6 +78,11 @@ pub fn retries_folder(project: &str) -> String {
     format!("{project}/retries")
 }
 
+/// In [`TRACKING`]: present once the project was cancelled, with the counts at that moment.
+pub fn cancellation(project: &str) -> String {
+    format!("{project}/cancelled.json")
+}
+
 /// In [`RESULTS`]: the project's reassembled result.
 pub fn result(project: &str) -> String {
     format!("{project}/result.json")
@@ -98,6 +104,7 @@ mod tests {
             (results_folder("p"), "p/results"),
             (retries_folder("p"), "p/retries"),
             (result("p"), "p/result.json"),
+            (cancellation("p"), "p/cancelled.json"),
         ];
         for (path, expected) in table {
             assert_eq!(path, expected);

@@ -5,6 +5,7 @@
 //! the one definition of the RabbitMQ topology that every binary uses.
 
 pub mod backoff;
+pub mod chain;
 pub mod compute;
 pub mod layout;
 pub mod model;

@@ -1,6 +1,7 @@
 //! Integration tests of the client through the whole platform: the real broker, a real
 //! executant in this process, real containers, real git repositories.
 
+mod cancel;
 mod platform;
 mod progress_json;
 mod provenance;
@@ -9,3 +10,4 @@ mod support;
 mod trace;
 mod tracking;
 mod url_file;
+mod what_a_person_sees;

@@ -183,7 +183,11 @@ fn errors_a_person_can_act_on() {
     assert!(err.contains("is not a git repository"), "{err}");
 
     let out = client(ws.path()).args(["nqueens", "40"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an invalid argument is bad usage"
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("`n`"));
 }
 

@@ -1,0 +1,139 @@
+//! Issue 15, item 1: `commanditaire cancel P` stops the project's containers on the
+//! executants, records the cancellation, makes the follower exit 5, and removes the
+//! project's results queue; a finished or unknown project is bad usage.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{amqp_url, client, client_json, wait_for, Executant};
+
+/// The running containers of `project` on the local engine.
+fn running_containers(project: &str) -> usize {
+    let out = Command::new("docker")
+        .args(["ps", "-q", "--filter"])
+        .arg(format!("label=taskplatform.project={project}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "docker ps failed");
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+/// Whether the broker has queue `name` (a passive declaration).
+fn queue_exists(name: &str) -> bool {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let conn = tasks::amqp::connect(&amqp_url(), "test").await.unwrap();
+        let channel = conn.create_channel().await.unwrap();
+        let passive = lapin::options::QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let found = channel
+            .queue_declare(name.into(), passive, Default::default())
+            .await
+            .is_ok();
+        let _ = conn.close(200, "".into()).await;
+        found
+    })
+}
+
+#[test]
+fn cancel_stops_containers_records_counts_and_the_follower_exits_5() {
+    let _executant = Executant::start(1);
+    let ws = tempfile::tempdir().unwrap();
+    // Cancellations are kept a week, for every executant: an id of its own each run.
+    let id = format!(
+        "cancel-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    );
+    let project = id.as_str();
+    let mut follower = client(ws.path())
+        .args([
+            "exec", "--count", "6", "--id", project, "--", "sleep", "120",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(
+        "the project's containers to run",
+        Duration::from_secs(60),
+        || running_containers(project) >= 2,
+    );
+
+    let (code, record, out) = client_json(ws.path(), &["cancel", project]);
+    assert_eq!(code, 0, "{record} {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(record["tasks"], 6, "{record}");
+    assert_eq!(record["done"], 0, "{record}");
+    assert_eq!(record["not_run"], 6, "{record}");
+    assert!(
+        record["containers_stopped"].as_u64().unwrap() >= 2,
+        "{record}"
+    );
+    let expected = record["executants_expected"].as_u64().unwrap();
+    assert!(expected >= 1, "{record}");
+    assert_eq!(record["executants"].as_u64(), Some(expected), "{record}");
+    let stop_ms = record["stop_ms"].as_u64().unwrap();
+    assert!(stop_ms < 10_000, "{record}");
+    eprintln!("cancel to last container stopped: {stop_ms} ms");
+
+    // The follower exits 5 at once.
+    let since = Instant::now();
+    let status = loop {
+        if let Some(s) = follower.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "the follower did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status.code(), Some(5));
+
+    // No container of the project runs, and none starts for the queued tasks.
+    assert_eq!(running_containers(project), 0);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(running_containers(project), 0, "a queued task of P ran");
+    assert!(!queue_exists(&tasks::amqp::results_queue(project)));
+
+    let (_, status, _) = client_json(ws.path(), &["status", project]);
+    assert_eq!(status["projects"][0]["state"], "cancelled", "{status}");
+    let log = crate::support::git_log(&ws.path().join("tracking"));
+    assert!(
+        log[0].starts_with(&format!(
+            "Project {project} cancelled: 0/6 tasks done, 0 failed, 6 not run"
+        )),
+        "{log:?}"
+    );
+
+    // Again, or a project that is not there: bad usage; resume says it was cancelled.
+    let again = client(ws.path())
+        .args(["cancel", project])
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already cancelled"));
+    let unknown = client(ws.path())
+        .args(["cancel", "no-such"])
+        .output()
+        .unwrap();
+    assert_eq!(unknown.status.code(), Some(2));
+    let resumed = client(ws.path())
+        .args(["resume", project])
+        .output()
+        .unwrap();
+    assert_eq!(resumed.status.code(), Some(5));
+}
+
+#[test]
+fn cancelling_a_finished_project_is_bad_usage() {
+    let ws = tempfile::tempdir().unwrap();
+    let (code, _, _) = client_json(ws.path(), &["nqueens", "6", "--local", "--id", "done"]);
+    assert_eq!(code, 0);
+    let out = client(ws.path()).args(["cancel", "done"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is complete"));
+}
