@@ -17,7 +17,7 @@ pub mod split;
 pub mod amqp;
 
 pub use model::{
-    ExecSpec, Outcome, Project, ProjectSpec, Task, TaskError, TaskOutput, TaskResult, TaskSpec,
-    SCHEMA_VERSION,
+    ExecSpec, Outcome, Project, ProjectSpec, Symmetry, Task, TaskError, TaskOutput, TaskResult,
+    TaskSpec, MIN_SCHEMA_VERSION, SCHEMA_VERSION,
 };
 pub use reassemble::{ProjectResult, Reassembly};
