@@ -13,6 +13,8 @@
 //!   representative per class of solutions under the 8 symmetries of the square (the
 //!   classic "first queen in a corner or not" method, after Takaken), weighting each by the
 //!   size of its class (8, 4 or 2), which is about half the work of the mirror split alone.
+//!   [`count_class`] runs the same search from a prefix of it: what a task of a project
+//!   split by classes computes ([`crate::split`]).
 //!
 //! Both are exact; `cargo bench -p tasks --bench nqueens` compares them with the classic C
 //! solver (see `tasks/BENCH.md`).
@@ -103,18 +105,17 @@ pub fn validate_class_prefix(n: u8, prefix: &[u8]) -> Result<(), TaskError> {
             reason: format!("must be at least {MIN_CLASS_N} for the split by classes"),
         });
     }
-    for (row, &col) in prefix.iter().enumerate() {
-        if symmetric::next_columns(n, &prefix[..row]) & (1u32 << col) == 0 {
-            return Err(TaskError::Invalid {
-                field: format!("prefix[{row}]"),
-                reason: format!(
-                    "column {col} is not one the search by classes tries after the rows above \
-                     (the prefix begins no class representative)"
-                ),
-            });
-        }
+    match symmetric::first_off_rule(n, prefix) {
+        None => Ok(()),
+        Some(row) => Err(TaskError::Invalid {
+            field: format!("prefix[{row}]"),
+            reason: format!(
+                "column {} is not one the search by classes tries after the rows above (the \
+                 prefix begins no class representative)",
+                prefix[row]
+            ),
+        }),
     }
-    Ok(())
 }
 
 /// Counts every solution by the mirror split of [`crate::split`] (half the board) and the

@@ -68,13 +68,29 @@ pub fn count_from(n: u8, prefix: &[u8]) -> u64 {
 /// row given by row 0's column, a side column taken by the mirror row, nothing nearer a
 /// corner than row 0's queen on the last row). Empty for a complete board.
 pub fn next_columns(n: u8, prefix: &[u8]) -> u32 {
+    allowed(n, prefix, &State::after(prefix))
+}
+
+/// The row of `prefix` that breaks the rules of [`next_columns`], if one does.
+pub fn first_off_rule(n: u8, prefix: &[u8]) -> Option<usize> {
+    let mut state = State::after(&[]);
+    for (row, &col) in prefix.iter().enumerate() {
+        if allowed(n, &prefix[..row], &state) & (1u32 << col) == 0 {
+            return Some(row);
+        }
+        state.place(col);
+    }
+    None
+}
+
+/// [`next_columns`], given the state after `prefix`.
+fn allowed(n: u8, prefix: &[u8], state: &State) -> u32 {
     let all = all_columns(n);
     let last = n as usize - 1;
     let row = prefix.len();
     if row >= n as usize {
         return 0;
     }
-    let state = State::after(prefix);
     let free = all & !(state.cols | state.ld | state.rd);
     let sides = 1 | (1u32 << last);
     let allowed = match prefix {
@@ -141,12 +157,17 @@ impl State {
             rd: 0,
         };
         for &col in prefix {
-            let bit = 1u32 << col;
-            state.cols |= bit;
-            state.ld = (state.ld | bit) << 1;
-            state.rd = (state.rd | bit) >> 1;
+            state.place(col);
         }
         state
+    }
+
+    /// Places a queen on column `col` of the next row.
+    fn place(&mut self, col: u8) {
+        let bit = 1u32 << col;
+        self.cols |= bit;
+        self.ld = (self.ld | bit) << 1;
+        self.rd = (self.rd | bit) >> 1;
     }
 }
 
