@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use crate::model::Symmetry;
 use crate::{Task, TaskOutput, TaskResult, TaskSpec};
 
 /// Computes a validated task and times it. A task that cannot be computed in-process (an
@@ -10,8 +11,17 @@ use crate::{Task, TaskOutput, TaskResult, TaskSpec};
 pub fn compute(task: &Task) -> TaskResult {
     let start = Instant::now();
     let mut result = match &task.spec {
-        TaskSpec::Nqueens { n, prefix, .. } => {
-            match crate::nqueens::count_completions(*n, prefix) {
+        TaskSpec::Nqueens {
+            n,
+            prefix,
+            symmetry,
+            ..
+        } => {
+            let count = match symmetry {
+                Symmetry::Mirror => crate::nqueens::count_completions(*n, prefix),
+                Symmetry::Classes => crate::nqueens::count_class(*n, prefix),
+            };
+            match count {
                 Ok(solutions) => TaskResult::ok(task, TaskOutput::Nqueens { solutions }),
                 Err(e) => TaskResult::failed(task, e.to_string()),
             }

@@ -20,7 +20,7 @@ pub mod trace;
 pub mod amqp;
 
 pub use model::{
-    ExecSpec, Outcome, Project, ProjectSpec, Task, TaskError, TaskOutput, TaskResult, TaskSpec,
-    SCHEMA_VERSION,
+    ExecSpec, Outcome, Project, ProjectSpec, Symmetry, Task, TaskError, TaskOutput, TaskResult,
+    TaskSpec, MIN_SCHEMA_VERSION, SCHEMA_VERSION,
 };
 pub use reassemble::{ProjectResult, Reassembly};

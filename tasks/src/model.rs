@@ -7,8 +7,15 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// The version of the message model, carried in every task and result as `schema`.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The version of the message model written by this build, carried in every task and result
+/// as `schema`. Version 2 added N-queens tasks split by classes of solutions
+/// ([`Symmetry::Classes`]); the rest of the model is version 1's.
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// The oldest version of the model this build still reads: version 1 tasks (N-queens
+/// prefixes with the mirror symmetry, exec tasks) run and count as before, and their results
+/// are written in version 1 too.
+pub const MIN_SCHEMA_VERSION: u32 = 1;
 
 /// The largest board the N-queens engine accepts (the bitboards are 32 bits wide).
 pub const MAX_QUEENS: u8 = 32;
@@ -20,7 +27,10 @@ pub enum TaskError {
     #[error("malformed JSON: {0}")]
     Json(String),
     /// The JSON was written for a version of the model this build does not speak.
-    #[error("unsupported schema version {found} (this build speaks {SCHEMA_VERSION})")]
+    #[error(
+        "unsupported schema version {found} (this build speaks {MIN_SCHEMA_VERSION} to \
+         {SCHEMA_VERSION})"
+    )]
     Schema {
         /// The version the message carried.
         found: u32,
@@ -65,17 +75,50 @@ pub struct Task {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TaskSpec {
-    /// Count the completions of an N-queens prefix.
+    /// Count the solutions of an N-queens board that begin with a prefix.
     Nqueens {
         /// The board size.
         n: u8,
         /// The columns of the queens already placed on rows 0..prefix.len().
         prefix: Vec<u8>,
-        /// How many boards this prefix stands for (2 when its mirror image was left out).
+        /// How many times the count is taken (2 when the prefix's mirror image was left out).
         weight: u64,
+        /// What the count is: the prefix's completions (`mirror`, the default, left out of
+        /// the JSON), or the solutions its classes stand for (`classes`, schema 2).
+        #[serde(default, skip_serializing_if = "Symmetry::is_mirror")]
+        symmetry: Symmetry,
     },
     /// Run a command in a container image; the output is its standard output.
     Exec(ExecSpec),
+}
+
+/// What an N-queens task counts, given its prefix.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Symmetry {
+    /// Every completion of the prefix ([`crate::nqueens::count_completions`]); the split
+    /// leaves out prefixes whose mirror image it keeps, and gives those weight 2.
+    #[default]
+    Mirror,
+    /// Every solution whose class representative under the 8 symmetries of the square
+    /// begins with the prefix, counted for the whole class
+    /// ([`crate::nqueens::count_class`]); the prefix must be one that search visits.
+    Classes,
+}
+
+impl Symmetry {
+    /// Whether this is [`Symmetry::Mirror`] (the default, left out of the JSON).
+    pub fn is_mirror(&self) -> bool {
+        *self == Symmetry::Mirror
+    }
+
+    /// The oldest schema version that can carry it.
+    pub fn min_schema(&self) -> u32 {
+        match self {
+            Symmetry::Mirror => 1,
+            Symmetry::Classes => 2,
+        }
+    }
 }
 
 /// A command to run in a named image.
@@ -122,14 +165,26 @@ impl Task {
 
     /// Checks every field against its rule.
     pub fn validate(&self) -> Result<(), TaskError> {
-        if self.schema != SCHEMA_VERSION {
-            return Err(TaskError::Schema { found: self.schema });
-        }
+        check_version(self.schema)?;
         validate_project_id(&self.project)?;
+        if let TaskSpec::Nqueens { symmetry, .. } = &self.spec {
+            if self.schema < symmetry.min_schema() {
+                return Err(TaskError::invalid(
+                    "symmetry",
+                    format!("needs schema {} or later", symmetry.min_schema()),
+                ));
+            }
+        }
         if self.timeout_secs == Some(0) {
             return Err(TaskError::invalid("timeout_secs", "must be at least 1"));
         }
         self.spec.validate()
+    }
+
+    /// The schema version of the task's results: the task's own (a version 1 client reads
+    /// its results), within the versions this build writes.
+    pub fn result_schema(&self) -> u32 {
+        self.schema.clamp(MIN_SCHEMA_VERSION, SCHEMA_VERSION)
     }
 
     /// The task as JSON bytes: its canonical form (fields in the model's order, no spaces),
@@ -161,11 +216,28 @@ impl TaskSpec {
         }
     }
 
+    /// The oldest schema version that can carry this task: 1, or 2 for an N-queens task
+    /// split by classes. Tasks are written in it, so that older executants run what they can.
+    pub fn min_schema(&self) -> u32 {
+        match self {
+            TaskSpec::Nqueens { symmetry, .. } => symmetry.min_schema(),
+            TaskSpec::Exec(_) => MIN_SCHEMA_VERSION,
+        }
+    }
+
     /// Checks the kind's own fields.
     pub fn validate(&self) -> Result<(), TaskError> {
         match self {
-            TaskSpec::Nqueens { n, prefix, weight } => {
-                validate_nqueens(*n, prefix)?;
+            TaskSpec::Nqueens {
+                n,
+                prefix,
+                weight,
+                symmetry,
+            } => {
+                match symmetry {
+                    Symmetry::Mirror => validate_nqueens(*n, prefix)?,
+                    Symmetry::Classes => crate::nqueens::validate_class_prefix(*n, prefix)?,
+                }
                 if *weight == 0 {
                     return Err(TaskError::invalid("weight", "must be at least 1"));
                 }
@@ -257,14 +329,21 @@ pub fn validate_project_id(id: &str) -> Result<(), TaskError> {
     Ok(())
 }
 
+/// Accepts the schema versions this build reads, [`MIN_SCHEMA_VERSION`] to
+/// [`SCHEMA_VERSION`].
+fn check_version(found: u32) -> Result<(), TaskError> {
+    if (MIN_SCHEMA_VERSION..=SCHEMA_VERSION).contains(&found) {
+        Ok(())
+    } else {
+        Err(TaskError::Schema { found })
+    }
+}
+
 fn check_schema(value: &serde_json::Value) -> Result<(), TaskError> {
     match value.get("schema") {
         None => Err(TaskError::Json("missing field `schema`".into())),
         Some(v) => match v.as_u64() {
-            Some(found) if found == SCHEMA_VERSION as u64 => Ok(()),
-            Some(found) => Err(TaskError::Schema {
-                found: found.min(u32::MAX as u64) as u32,
-            }),
+            Some(found) => check_version(found.min(u32::MAX as u64) as u32),
             None => Err(TaskError::invalid("schema", "must be a whole number")),
         },
     }
@@ -333,7 +412,7 @@ impl TaskResult {
     /// A successful result for `task`.
     pub fn ok(task: &Task, output: TaskOutput) -> TaskResult {
         TaskResult {
-            schema: SCHEMA_VERSION,
+            schema: task.result_schema(),
             project: task.project.clone(),
             index: task.index,
             outcome: Outcome::Ok { output },
@@ -347,7 +426,7 @@ impl TaskResult {
     /// A failed result for `task`, with the reason.
     pub fn failed(task: &Task, reason: impl Into<String>) -> TaskResult {
         TaskResult {
-            schema: SCHEMA_VERSION,
+            schema: task.result_schema(),
             project: task.project.clone(),
             index: task.index,
             outcome: Outcome::Failed {
@@ -413,7 +492,7 @@ impl Project {
             .into_iter()
             .enumerate()
             .map(|(i, spec)| Task {
-                schema: SCHEMA_VERSION,
+                schema: spec.min_schema(),
                 project: id.to_string(),
                 index: i as u32,
                 timeout_secs: None,
@@ -432,9 +511,7 @@ impl Project {
 
     /// Checks the project id, the numbering and every task.
     pub fn validate(&self) -> Result<(), TaskError> {
-        if self.schema != SCHEMA_VERSION {
-            return Err(TaskError::Schema { found: self.schema });
-        }
+        check_version(self.schema)?;
         validate_project_id(&self.id)?;
         for (i, task) in self.tasks.iter().enumerate() {
             if task.index as usize != i || task.project != self.id {

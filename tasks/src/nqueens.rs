@@ -13,6 +13,8 @@
 //!   representative per class of solutions under the 8 symmetries of the square (the
 //!   classic "first queen in a corner or not" method, after Takaken), weighting each by the
 //!   size of its class (8, 4 or 2), which is about half the work of the mirror split alone.
+//!   [`count_class`] runs the same search from a prefix of it: what a task of a project
+//!   split by classes computes ([`crate::split`]).
 //!
 //! Both are exact; `cargo bench -p tasks --bench nqueens` compares them with the classic C
 //! solver (see `tasks/BENCH.md`).
@@ -70,6 +72,50 @@ pub fn count_all(n: u8) -> Result<u64, TaskError> {
         return Ok(symmetric::count(n));
     }
     Ok(count_all_mirror(n))
+}
+
+/// The smallest board that projects split by classes of solutions ([`count_class`]);
+/// smaller ones are split by the mirror symmetry alone.
+pub const MIN_CLASS_N: u8 = symmetric::MIN_N;
+
+/// Counts the solutions of an `n` board whose representative, in the search by classes of
+/// solutions under the 8 symmetries of the square that [`count_all`] does, begins with
+/// `prefix`: each representative found counts for its whole class (8, 4 or 2 solutions).
+/// The counts of every prefix of one depth that the search visits add up to the board's
+/// solutions ([`crate::split::class_prefixes`] lists them); the empty prefix counts them all.
+pub fn count_class(n: u8, prefix: &[u8]) -> Result<u64, TaskError> {
+    validate_class_prefix(n, prefix)?;
+    Ok(symmetric::count_from(n, prefix))
+}
+
+/// The columns (bit `c` for column `c`) that the search by classes tries on the row after
+/// `prefix`, a prefix it visits; 0 when there are none (or the board is complete).
+pub fn class_next_columns(n: u8, prefix: &[u8]) -> u32 {
+    symmetric::next_columns(n, prefix)
+}
+
+/// Checks that the search by classes visits `prefix` on an `n` board: a valid prefix
+/// ([`validate_nqueens`]), `n` at least [`MIN_CLASS_N`], and each queen on a column that
+/// [`class_next_columns`] allows after the rows above.
+pub fn validate_class_prefix(n: u8, prefix: &[u8]) -> Result<(), TaskError> {
+    validate_nqueens(n, prefix)?;
+    if n < MIN_CLASS_N {
+        return Err(TaskError::Invalid {
+            field: "n".into(),
+            reason: format!("must be at least {MIN_CLASS_N} for the split by classes"),
+        });
+    }
+    match symmetric::first_off_rule(n, prefix) {
+        None => Ok(()),
+        Some(row) => Err(TaskError::Invalid {
+            field: format!("prefix[{row}]"),
+            reason: format!(
+                "column {} is not one the search by classes tries after the rows above (the \
+                 prefix begins no class representative)",
+                prefix[row]
+            ),
+        }),
+    }
 }
 
 /// Counts every solution by the mirror split of [`crate::split`] (half the board) and the
@@ -247,241 +293,7 @@ fn search_with_stats(all: u32, cols: u32, ld: u32, rd: u32, stats: &mut SearchSt
     }
 }
 
-/// The whole-board count by classes of solutions under the 8 symmetries of the square.
-///
-/// No solution (of a board of at least 2 columns) is its own mirror image, so a class holds
-/// 8 solutions, 4 if they are invariant under the half turn, or 2 under the quarter turn.
-/// The search visits (about) one representative per class:
-///
-/// - with a queen in a corner: the class has no other symmetry (the opposite corner would
-///   share its diagonal) and one representative has the queen at row 0, column 0 and the
-///   queen of column 1 below the row numbered by the column of the queen of row 1 (which
-///   picks it over its transpose);
-/// - without: the first row's queen at column `b1` in the left half, no queen nearer a
-///   corner along the other three sides (side columns free above row `b1`, constraints on row
-///   `n-1-b1` and the last row). Among the few boards that pass, the ones equal to a rotation
-///   of themselves are weighted 4 or 2, and the ones with a smaller rotation are dropped, by
-///   comparing the board with its rotations row by row ([`Symmetric::check`]).
-mod symmetric {
-    use super::{all_columns, search};
-
-    /// The smallest board counted this way (smaller ones are counted by the mirror split).
-    pub const MIN_N: u8 = 6;
-
-    /// Counts every solution of an `n` board, `MIN_N <= n <= 32`.
-    pub fn count(n: u8) -> u64 {
-        let last = n as usize - 1;
-        let top_bit = 1u32 << last;
-        let mut s = Symmetric {
-            last,
-            board: [0; 32],
-            all: all_columns(n),
-            top_bit,
-            sides: top_bit | 1,
-            last_mask: top_bit | 1,
-            end_bit: top_bit >> 1,
-            bound1: 0,
-            bound2: 0,
-            count8: 0,
-            count4: 0,
-            count2: 0,
-        };
-        // A queen in the corner: row 0 column 0, row 1 column `bound1`.
-        for bound1 in 2..last {
-            s.bound1 = bound1;
-            let bit = 1u32 << bound1;
-            s.corner(2, (2 | bit) << 1, 1 | bit, bit >> 1);
-        }
-        // No queen in a corner: row 0 column `bound1` left of the middle.
-        let (mut bound1, mut bound2) = (1, last - 1);
-        while bound1 < bound2 {
-            s.bound1 = bound1;
-            s.bound2 = bound2;
-            s.no_corner(1u32 << bound1);
-            s.last_mask |= (s.last_mask >> 1) | (s.last_mask << 1);
-            s.end_bit >>= 1;
-            bound1 += 1;
-            bound2 -= 1;
-        }
-        8 * s.count8 + 4 * s.count4 + 2 * s.count2
-    }
-
-    struct Symmetric {
-        /// The last row (and column), `n - 1`.
-        last: usize,
-        /// The queens of the board being checked, one bit per row.
-        board: [u32; 32],
-        all: u32,
-        top_bit: u32,
-        /// The two side columns.
-        sides: u32,
-        /// The columns forbidden on the last row (nearer a corner than the first queen).
-        last_mask: u32,
-        /// The last row's column that makes a half-turn image possible.
-        end_bit: u32,
-        bound1: usize,
-        bound2: usize,
-        count8: u64,
-        count4: u64,
-        count2: u64,
-    }
-
-    impl Symmetric {
-        /// With a queen in the corner, from row `row`: column 1 stays free above `bound1`,
-        /// then the rest is a plain count.
-        fn corner(&mut self, row: usize, ld: u32, cols: u32, rd: u32) {
-            if row >= self.bound1 {
-                self.count8 += search(self.all, cols, ld, rd);
-                return;
-            }
-            let mut avail = self.all & !(cols | ld | rd) & !2;
-            while avail != 0 {
-                let bit = avail & avail.wrapping_neg();
-                avail ^= bit;
-                self.corner(row + 1, (ld | bit) << 1, cols | bit, (rd | bit) >> 1);
-            }
-        }
-
-        /// Without a queen in a corner, the first queen at `first` (column `bound1`): an
-        /// iterative search of rows 1 to `last`, like the core search, with the side
-        /// constraints and the check of each complete board.
-        fn no_corner(&mut self, first: u32) {
-            let last = self.last;
-            let all = self.all;
-            let sides = self.sides;
-            let mut row_mask = [all; 32];
-            for mask in row_mask.iter_mut().take(self.bound1).skip(1) {
-                *mask = all & !sides;
-            }
-            self.board[0] = first;
-            let mut stack = [(0u32, 0u32, 0u32, 0u32); 32];
-            let (mut cols, mut ld, mut rd) = (first, first << 1, first >> 1);
-            let mut row = 1usize;
-            let mut avail = all & !(cols | ld | rd) & row_mask[1];
-            loop {
-                if avail == 0 {
-                    if row == 1 {
-                        return;
-                    }
-                    row -= 1;
-                    (cols, ld, rd, avail) = stack[row];
-                    continue;
-                }
-                let bit = avail & avail.wrapping_neg();
-                avail ^= bit;
-                let (next_cols, next_ld, next_rd) = (cols | bit, (ld | bit) << 1, (rd | bit) >> 1);
-                if row == last - 1 {
-                    let end = all & !(next_cols | next_ld | next_rd) & !self.last_mask;
-                    if end != 0 {
-                        self.board[row] = bit;
-                        self.board[last] = end;
-                        self.check();
-                    }
-                    continue;
-                }
-                let mut next_avail = all & !(next_cols | next_ld | next_rd) & row_mask[row + 1];
-                if row + 1 == self.bound2 {
-                    // By row `bound2`, a side column must be taken; if only one is, the
-                    // queen of row `bound2` goes on the other.
-                    let taken = next_cols & sides;
-                    if taken == 0 {
-                        next_avail = 0;
-                    } else if taken != sides {
-                        next_avail &= sides;
-                    }
-                }
-                if next_avail == 0 {
-                    continue;
-                }
-                self.board[row] = bit;
-                stack[row] = (cols, ld, rd, avail);
-                row += 1;
-                (cols, ld, rd, avail) = (next_cols, next_ld, next_rd, next_avail);
-            }
-        }
-
-        /// Compares the complete board with its quarter, half and three-quarter turns, row
-        /// by row (as numbers): counts it in its class's size if it is the smallest of them,
-        /// drops it otherwise.
-        fn check(&mut self) {
-            let b = &self.board;
-            let last = self.last;
-            // Quarter turn: possible only with the queen of row `bound2` in column 0.
-            if b[self.bound2] == 1 {
-                let mut ptn = 2u32;
-                let mut own = 1;
-                while own <= last {
-                    // The rotated board's row `own`, compared while it is built.
-                    let mut bit = 1u32;
-                    let mut you = last;
-                    while b[you] != ptn && b[own] >= bit {
-                        bit <<= 1;
-                        you -= 1;
-                    }
-                    if b[own] > bit {
-                        return;
-                    }
-                    if b[own] < bit {
-                        break;
-                    }
-                    own += 1;
-                    ptn <<= 1;
-                }
-                if own > last {
-                    self.count2 += 1;
-                    return;
-                }
-            }
-            // Half turn: possible only with the last row's queen at `end_bit`.
-            if b[last] == self.end_bit {
-                let mut own = 1;
-                while own <= last {
-                    let you = last - own;
-                    let mut bit = 1u32;
-                    let mut ptn = self.top_bit;
-                    while ptn != b[you] && b[own] >= bit {
-                        bit <<= 1;
-                        ptn >>= 1;
-                    }
-                    if b[own] > bit {
-                        return;
-                    }
-                    if b[own] < bit {
-                        break;
-                    }
-                    own += 1;
-                }
-                if own > last {
-                    self.count4 += 1;
-                    return;
-                }
-            }
-            // Three-quarter turn: possible only with the queen of row `bound1` in the last
-            // column.
-            if b[self.bound1] == self.top_bit {
-                let mut ptn = self.top_bit >> 1;
-                let mut own = 1;
-                while own <= last {
-                    let mut bit = 1u32;
-                    let mut you = 0;
-                    while b[you] != ptn && b[own] >= bit {
-                        bit <<= 1;
-                        you += 1;
-                    }
-                    if b[own] > bit {
-                        return;
-                    }
-                    if b[own] < bit {
-                        break;
-                    }
-                    own += 1;
-                    ptn >>= 1;
-                }
-            }
-            self.count8 += 1;
-        }
-    }
-}
+mod symmetric;
 
 #[cfg(test)]
 mod tests {

@@ -1,16 +1,27 @@
 //! Splitting a project into tasks.
 //!
-//! An N-queens board of size `n` split at depth `k` becomes one task per valid prefix of `k`
-//! queens, with the board's mirror symmetry (column `c` <-> `n-1-c`): a prefix whose mirror
-//! image is also a prefix is kept once, with weight 2. The mirror of a prefix starting left
-//! of the middle starts right of it; for odd `n`, prefixes starting on the middle column are
-//! paired by their second queen instead.
+//! An N-queens board of size `n` split at depth `k` becomes one task per prefix of `k` queens
+//! (the queens of rows 0 to `k-1`), in one of two ways:
+//!
+//! - **by classes** (boards of [`MIN_CLASS_N`] and more, what [`nqueens_project`] does): the
+//!   prefixes that the search by classes of solutions under the 8 symmetries of the square
+//!   visits ([`class_prefixes`]). Each task counts the solutions whose class representative
+//!   begins with its prefix, 8, 4 or 2 per representative ([`crate::nqueens::count_class`]),
+//!   with weight 1: every task gets the whole board's symmetry, about half the work of the
+//!   mirror split, and the counts of one depth add up to the board's;
+//! - **by the mirror** (smaller boards, and every version 1 task): one task per valid prefix
+//!   with the board's mirror symmetry (column `c` <-> `n-1-c`): a prefix whose mirror image
+//!   is also a prefix is kept once, with weight 2. The mirror of a prefix starting left of the
+//!   middle starts right of it; for odd `n`, prefixes starting on the middle column are paired
+//!   by their second queen instead ([`nqueens_prefixes`]).
 
 use crate::model::{
-    validate_nqueens, Project, ProjectSpec, Task, TaskError, TaskSpec, SCHEMA_VERSION,
+    validate_nqueens, Project, ProjectSpec, Symmetry, Task, TaskError, TaskSpec, SCHEMA_VERSION,
 };
+use crate::nqueens::{class_next_columns, MIN_CLASS_N};
 
-/// Builds the N-queens project `id` for a board of size `n` split at `depth`.
+/// Builds the N-queens project `id` for a board of size `n` split at `depth`: by classes of
+/// solutions from [`MIN_CLASS_N`] columns, by the mirror below.
 pub fn nqueens_project(id: &str, n: u8, depth: u8) -> Result<Project, TaskError> {
     crate::model::validate_project_id(id)?;
     validate_nqueens(n, &[])?;
@@ -20,14 +31,36 @@ pub fn nqueens_project(id: &str, n: u8, depth: u8) -> Result<Project, TaskError>
             reason: format!("must be at most the board size ({n})"),
         });
     }
-    let tasks = nqueens_prefixes(n, depth)
+    let specs: Vec<TaskSpec> = if n >= MIN_CLASS_N {
+        let mut specs = Vec::new();
+        class_prefixes(n, depth, |prefix| {
+            specs.push(TaskSpec::Nqueens {
+                n,
+                prefix: prefix.to_vec(),
+                weight: 1,
+                symmetry: Symmetry::Classes,
+            })
+        });
+        specs
+    } else {
+        nqueens_prefixes(n, depth)
+            .map(|(prefix, weight)| TaskSpec::Nqueens {
+                n,
+                prefix,
+                weight,
+                symmetry: Symmetry::Mirror,
+            })
+            .collect()
+    };
+    let tasks = specs
+        .into_iter()
         .enumerate()
-        .map(|(i, (prefix, weight))| Task {
-            schema: SCHEMA_VERSION,
+        .map(|(i, spec)| Task {
+            schema: spec.min_schema(),
             project: id.to_string(),
             index: i as u32,
             timeout_secs: None,
-            spec: TaskSpec::Nqueens { n, prefix, weight },
+            spec,
         })
         .collect();
     Ok(Project {
@@ -38,8 +71,31 @@ pub fn nqueens_project(id: &str, n: u8, depth: u8) -> Result<Project, TaskError>
     })
 }
 
-/// The prefixes of `depth` queens of an `n` board, each with its weight, in lexicographic
-/// order; the weighted sum of their completions is the board's solution count.
+/// Calls `visit` with each prefix of `depth` queens that the search by classes of an `n`
+/// board visits (`n` at least [`MIN_CLASS_N`], `depth` at most `n`), in lexicographic order
+/// of columns; the [`crate::nqueens::count_class`] of these prefixes add up to the board's
+/// solutions. A visitor rather than a list: deep splits of large boards have millions.
+pub fn class_prefixes(n: u8, depth: u8, mut visit: impl FnMut(&[u8])) {
+    let mut prefix = Vec::with_capacity(depth as usize);
+    extend_classes(n, depth, &mut prefix, &mut visit);
+}
+
+fn extend_classes(n: u8, depth: u8, prefix: &mut Vec<u8>, visit: &mut impl FnMut(&[u8])) {
+    if prefix.len() == depth as usize {
+        visit(prefix);
+        return;
+    }
+    let mut columns = class_next_columns(n, prefix);
+    while columns != 0 {
+        prefix.push(columns.trailing_zeros() as u8);
+        columns &= columns - 1;
+        extend_classes(n, depth, prefix, visit);
+        prefix.pop();
+    }
+}
+
+/// The prefixes of `depth` queens of an `n` board with the mirror symmetry, each with its
+/// weight, in lexicographic order; the weighted sum of their completions is the board's solution count.
 pub fn nqueens_prefixes(n: u8, depth: u8) -> impl Iterator<Item = (Vec<u8>, u64)> {
     let mut out = Vec::new();
     if depth == 0 {

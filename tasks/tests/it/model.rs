@@ -17,8 +17,28 @@ fn malformed_tasks_name_the_problem() {
         ("{", "malformed JSON"),
         ("[]", "schema"),
         (
-            r#"{"schema":2,"project":"p","index":0,"kind":"nqueens","n":8,"prefix":[],"weight":1}"#,
-            "schema version 2",
+            r#"{"schema":3,"project":"p","index":0,"kind":"nqueens","n":8,"prefix":[],"weight":1}"#,
+            "schema version 3",
+        ),
+        (
+            r#"{"schema":1,"project":"p","index":0,"kind":"nqueens","n":8,"prefix":[],"weight":1,"symmetry":"classes"}"#,
+            "symmetry",
+        ),
+        (
+            r#"{"schema":2,"project":"p","index":0,"kind":"nqueens","n":8,"prefix":[],"weight":1,"symmetry":"rotations"}"#,
+            "unknown variant `rotations`",
+        ),
+        (
+            r#"{"schema":2,"project":"p","index":0,"kind":"nqueens","n":8,"prefix":[5],"weight":1,"symmetry":"classes"}"#,
+            "prefix[0]",
+        ),
+        (
+            r#"{"schema":2,"project":"p","index":0,"kind":"nqueens","n":8,"prefix":[2,0],"weight":1,"symmetry":"classes"}"#,
+            "prefix[1]",
+        ),
+        (
+            r#"{"schema":2,"project":"p","index":0,"kind":"nqueens","n":5,"prefix":[],"weight":1,"symmetry":"classes"}"#,
+            "`n`",
         ),
         (
             r#"{"schema":1,"project":"p","index":0,"kind":"nqueens","prefix":[],"weight":1}"#,
@@ -80,6 +100,54 @@ fn tasks_and_results_round_trip() {
     assert_eq!(TaskResult::from_json(&result.to_json()).unwrap(), result);
     let err = TaskResult::from_json(b"{\"schema\":1}").unwrap_err();
     assert!(matches!(err, TaskError::Json(_)), "{err}");
+}
+
+/// A task written by a version 1 client (the mirror split) still runs and counts, its result
+/// is written in version 1, and the task's JSON is unchanged by a round trip.
+#[test]
+fn version_1_prefix_tasks_still_run_and_count() {
+    let json =
+        r#"{"schema":1,"project":"p","index":3,"kind":"nqueens","n":8,"prefix":[1],"weight":2}"#;
+    let task = Task::from_json(json.as_bytes()).unwrap();
+    assert_eq!(String::from_utf8(task.to_json()).unwrap(), json);
+    let result = tasks::compute::compute(&task);
+    assert_eq!(result.schema, 1);
+    assert_eq!(
+        result.outcome,
+        tasks::Outcome::Ok {
+            output: tasks::TaskOutput::Nqueens {
+                solutions: tasks::nqueens::count_completions(8, &[1]).unwrap()
+            }
+        }
+    );
+    // 8 queens: 4 solutions with the first queen on column 1 (weight 2: column 6's too).
+    assert_eq!(
+        result.outcome,
+        tasks::Outcome::Ok {
+            output: tasks::TaskOutput::Nqueens { solutions: 8 }
+        }
+    );
+    let parsed = TaskResult::from_json(&result.to_json()).unwrap();
+    assert_eq!(parsed.schema, 1);
+}
+
+/// A task split by classes is version 2, says so in its JSON, and counts whole classes.
+#[test]
+fn version_2_class_tasks_count_their_classes() {
+    let json = r#"{"schema":2,"project":"p","index":0,"kind":"nqueens","n":8,"prefix":[],"weight":1,"symmetry":"classes"}"#;
+    let task = Task::from_json(json.as_bytes()).unwrap();
+    assert_eq!(String::from_utf8(task.to_json()).unwrap(), json);
+    assert_eq!(task.spec.min_schema(), 2);
+    let result = tasks::compute::compute(&task);
+    assert_eq!(result.schema, 2);
+    assert_eq!(
+        result.outcome,
+        tasks::Outcome::Ok {
+            output: tasks::TaskOutput::Nqueens {
+                solutions: tasks::nqueens::known_count(8).unwrap()
+            }
+        }
+    );
 }
 
 /// The published JSON Schemas (`tasks/schema/`) are the ones the model generates; run with

@@ -1,21 +1,23 @@
 use proptest::prelude::*;
 use tasks::model::{Outcome, TaskOutput, TaskResult, TaskSpec};
-use tasks::nqueens::count_completions;
+use tasks::nqueens::{count_class, count_completions, MIN_CLASS_N};
 use tasks::reassemble::Recorded;
-use tasks::split::nqueens_project;
-use tasks::Reassembly;
+use tasks::split::{class_prefixes, nqueens_prefixes, nqueens_project};
+use tasks::{Reassembly, Symmetry};
 
-/// Splits, solves every task, reassembles: the total must equal the direct count.
+/// Splits, solves every task as the worker does, reassembles: the total must equal the
+/// direct count.
 fn split_solve_reassemble(n: u8, depth: u8) -> (u64, usize) {
     let project = nqueens_project("p", n, depth).unwrap();
     let tasks = project.tasks.clone();
     let mut reassembly = Reassembly::new(project);
     for task in &tasks {
-        let TaskSpec::Nqueens { n, prefix, .. } = &task.spec else {
-            panic!("not an N-queens task")
-        };
-        let solutions = count_completions(*n, prefix).unwrap();
-        let result = TaskResult::ok(task, TaskOutput::Nqueens { solutions });
+        let result = tasks::compute::compute(task);
+        assert!(
+            matches!(result.outcome, Outcome::Ok { .. }),
+            "task {:?}: {result:?}",
+            task.spec
+        );
         assert_eq!(reassembly.record(&result), Recorded::New);
     }
     let result = reassembly.result();
@@ -34,18 +36,97 @@ fn every_depth_of_every_board_up_to_12_reassembles_exactly() {
 }
 
 #[test]
+fn projects_split_by_classes_from_six_columns_and_by_the_mirror_below() {
+    for (n, depth) in [(5, 2), (6, 2), (12, 3)] {
+        let project = nqueens_project("p", n, depth).unwrap();
+        let expected = if n >= MIN_CLASS_N {
+            Symmetry::Classes
+        } else {
+            Symmetry::Mirror
+        };
+        for task in &project.tasks {
+            let TaskSpec::Nqueens {
+                symmetry, weight, ..
+            } = &task.spec
+            else {
+                panic!("not an N-queens task")
+            };
+            assert_eq!(*symmetry, expected, "N = {n}");
+            assert_eq!(task.schema, expected.min_schema(), "N = {n}");
+            if expected == Symmetry::Classes {
+                assert_eq!(*weight, 1, "a class task counts its classes whole");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_split_by_classes_keeps_the_first_queen_in_the_corner_or_the_left_half() {
+    // Depth 1: the corner, then the columns b with b < n-1-b (0 to 5 on 12 and 13 columns).
+    for n in [12u8, 13] {
+        let mut firsts = Vec::new();
+        class_prefixes(n, 1, |prefix| firsts.push(prefix[0]));
+        assert_eq!(firsts, (0..=(n - 2) / 2).collect::<Vec<_>>(), "N = {n}");
+    }
+    // Deeper, the split by classes has fewer tasks than the mirror split, each counting more.
+    let classes = nqueens_project("p", 12, 3).unwrap().tasks.len();
+    let mirror = nqueens_prefixes(12, 3).count();
+    assert!(
+        classes < mirror,
+        "{classes} class tasks, {mirror} mirror tasks"
+    );
+}
+
+#[test]
+fn every_depth_of_boards_13_to_16_split_by_classes_adds_up_to_oeis() {
+    // The engine's side of the split (every prefix's `count_class`, summed), at every depth:
+    // one thread per board, the largest first.
+    let boards: Vec<(u8, u64)> = crate::oeis_counts()
+        .into_iter()
+        .filter(|(n, _)| (13..=16).contains(n))
+        .rev()
+        .collect();
+    std::thread::scope(|scope| {
+        for &(n, expected) in &boards {
+            scope.spawn(move || {
+                for depth in 0..=n {
+                    let mut total = 0u64;
+                    let mut tasks = 0u64;
+                    class_prefixes(n, depth, |prefix| {
+                        total += count_class(n, prefix).unwrap();
+                        tasks += 1;
+                    });
+                    assert_eq!(total, expected, "N = {n}, depth = {depth} ({tasks} tasks)");
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn every_depth_of_every_board_up_to_12_split_by_the_mirror_adds_up_to_oeis() {
+    // The mirror split: version 1 tasks and boards below six columns.
+    for (n, expected) in crate::oeis_counts().into_iter().filter(|(n, _)| *n <= 12) {
+        for depth in 0..=n {
+            let total: u64 = nqueens_prefixes(n, depth)
+                .map(|(prefix, weight)| weight * count_completions(n, &prefix).unwrap())
+                .sum();
+            assert_eq!(total, expected, "N = {n}, depth = {depth}");
+        }
+    }
+}
+
+#[test]
 fn mirror_symmetry_halves_the_tasks() {
     // Without symmetry, depth 1 gives n tasks and depth 2 gives (n-1)(n-2) + 2(n-2)... ; with
     // it, about half.
-    let project = nqueens_project("p", 12, 1).unwrap();
-    assert_eq!(project.tasks.len(), 6);
-    let project = nqueens_project("p", 13, 1).unwrap();
-    assert_eq!(project.tasks.len(), 7);
+    assert_eq!(nqueens_prefixes(12, 1).count(), 6);
+    assert_eq!(nqueens_prefixes(13, 1).count(), 7);
     let full: usize = (0..12u8)
         .flat_map(|a| (0..12u8).map(move |b| (a, b)))
         .filter(|(a, b)| a != b && a.abs_diff(*b) != 1)
         .count();
-    let halved = nqueens_project("p", 12, 2).unwrap().tasks.len();
+    let halved = nqueens_prefixes(12, 2).count();
     assert_eq!(halved * 2, full);
 }
 
