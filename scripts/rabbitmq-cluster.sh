@@ -5,6 +5,8 @@
 #   scripts/rabbitmq-cluster.sh start N     # fresh cluster (or the running one if it has N nodes)
 #   scripts/rabbitmq-cluster.sh status [N]  # each node's state, the cluster's members
 #   scripts/rabbitmq-cluster.sh stop [N]    # stops every node of the cluster
+#   scripts/rabbitmq-cluster.sh start-node K  # starts node K again (after a kill), data kept
+#   scripts/rabbitmq-cluster.sh ctl K ARGS... # rabbitmqctl ARGS against node K (its cookie)
 #
 # `start` prints the comma-separated AMQP_URL of its nodes on stdout (progress goes to
 # stderr), so `export AMQP_URL=$(scripts/rabbitmq-cluster.sh start 3)` works.
@@ -22,18 +24,19 @@
 set -euo pipefail
 
 usage() {
-  echo "usage: $0 start N | status [N] | stop [N]    (N: number of nodes, 1-9)" >&2
+  echo "usage: $0 start N | status [N] | stop [N] | start-node K | ctl K ARGS...    (N, K: 1-9)" >&2
   exit 2
 }
 log() { printf '[rabbitmq-cluster] %s\n' "$*" >&2; }
 die() { printf '[rabbitmq-cluster] error: %s\n' "$*" >&2; exit 1; }
 
-[ $# -ge 1 ] && [ $# -le 2 ] || usage
+[ $# -ge 1 ] || usage
 action=$1
 n=${2:-}
 case "$action" in
-  start) [ -n "$n" ] || usage ;;
-  stop | status) ;;
+  start | start-node) [ -n "$n" ] && [ $# -eq 2 ] || usage ;;
+  stop | status) [ $# -le 2 ] || usage ;;
+  ctl) [ $# -ge 3 ] || usage ;;
   *) usage ;;
 esac
 case "$n" in '' | [1-9]) ;; *) usage ;; esac
@@ -240,5 +243,22 @@ case "$action" in
   stop)
     stop_all
     rm -rf "$cluster_home"
+    ;;
+  start-node)
+    # A node of the running cluster killed or stopped before: it boots on its own data
+    # and rejoins the others (its membership is in its mnesia folder).
+    [ -d "$(node_dir "$n")/mnesia" ] || die "no node $(node_name "$n") under $nodes_dir: start the cluster first"
+    if running "$n"; then
+      log "$(node_name "$n") is already running"
+      exit 0
+    fi
+    with_node "$n" /usr/lib/rabbitmq/bin/rabbitmq-server -detached >>"$(node_dir "$n")/log/startup.out" 2>&1
+    ctl "$n" wait --timeout "$wait_secs" "$(node_dir "$n")/rabbitmq.pid" >/dev/null 2>&1 \
+      || die "node $(node_name "$n") did not start within ${wait_secs} s; see $(node_dir "$n")/log"
+    log "$(node_name "$n") started again"
+    ;;
+  ctl)
+    shift 2
+    ctl "$n" "$@"
     ;;
 esac
