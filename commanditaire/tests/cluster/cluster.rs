@@ -46,8 +46,8 @@ impl Cluster {
     /// Starts a fresh 3-node cluster.
     pub fn start() -> Cluster {
         let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-        // A cluster left by an earlier run is replaced, not reused: the tests kill nodes.
-        let _ = Command::new("bash").arg(script()).arg("stop").output();
+        // The script keeps a running cluster of exactly these nodes (started again after a
+        // test's kill, it is whole) and replaces anything else.
         let urls = run(&["start", &NODES.to_string()]).trim().to_string();
         assert_eq!(urls.split(',').count(), NODES, "{urls}");
         Cluster {

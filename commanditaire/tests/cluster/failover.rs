@@ -140,11 +140,7 @@ impl Sampler {
         let samples = self.samples.lock().unwrap();
         let mut longest = Duration::ZERO;
         let mut since = from;
-        let mut last_done = samples
-            .iter()
-            .filter(|s| s.0 <= from)
-            .last()
-            .map_or(0, |s| s.1);
+        let mut last_done = samples.iter().rfind(|s| s.0 <= from).map_or(0, |s| s.1);
         for &(at, done) in samples.iter().filter(|s| s.0 > from) {
             if done > last_done {
                 longest = longest.max(at - since);
