@@ -2,7 +2,8 @@
 //! leading `todo` killed (SIGKILL of its VM) then started again, or a node paused (SIGSTOP)
 //! then resumed. Each run must end exact, with every task counted once, and no stretch
 //! without progress longer than [`MAX_STALL`]. The figures (election time, longest stretch
-//! without progress) are printed (`--nocapture` shows them).
+//! without progress) are printed (`--nocapture` shows them). The kill test first checks,
+//! on the same cluster, that a second follower of a project is refused ([`crate::followers`]).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -211,6 +212,10 @@ fn run(fault: Fault) {
             )
         })
         .collect();
+    if let Fault::KillTodoLeader = fault {
+        // Sharing this test's cluster (a start is 1-3 minutes here): one follower per project.
+        crate::followers::second_follower_is_refused(&cluster.urls);
+    }
     let client = Command::new(env!("CARGO_BIN_EXE_commanditaire"))
         .env("AMQP_URL", &cluster.urls)
         .env("RUST_LOG", "info")
