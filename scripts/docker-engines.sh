@@ -21,7 +21,8 @@
 # its log is $DIR/K/dockerd.log. The storage driver is the host engine's (DOCKER_ENGINES_STORAGE_DRIVER
 # overrides it). Task containers need no network (network mode none), hence no bridge.
 # Images: DOCKER_ENGINES_IMAGES (default: taskplatform/worker:latest debian:bookworm-slim) are
-# copied from the host's engine with `docker save | docker -H ... load` when missing.
+# copied from the host's engine with `docker save | docker -H ... load` when missing or not
+# the host's version.
 # `stop` keeps each data root (the images stay for the next start); remove $DIR to drop them.
 # Needs root.
 set -euo pipefail
@@ -144,11 +145,16 @@ stop_engine() {
   if ! grep -q " /run/docker-engine-$k/" /proc/mounts; then rm -rf "/run/docker-engine-$k"; fi
 }
 
-# Copies the images missing from engine K out of the host's engine, through one tar file.
+# Copies the images engine K lacks, or holds in another version than the host's engine (an
+# engine's data root outlives a rebuild of the worker image), out of the host's engine,
+# through one tar file.
 load_images() {
-  local k=$1 img missing=() tar
+  local k=$1 img missing=() tar want have
   for img in $images; do
-    engine "$k" image inspect "$img" >/dev/null 2>&1 || missing+=("$img")
+    want=$(docker image inspect -f '{{.Id}}' "$img" 2>/dev/null) \
+      || die "image $img is not on the host's engine (scripts/services.sh builds the platform's)"
+    have=$(engine "$k" image inspect -f '{{.Id}}' "$img" 2>/dev/null || true)
+    [ "$want" = "$have" ] || missing+=("$img")
   done
   [ ${#missing[@]} = 0 ] && return
   tar="$dir/images.tar"

@@ -5,6 +5,8 @@
 #   scripts/rabbitmq-cluster.sh start N     # fresh cluster (or the running one if it has N nodes)
 #   scripts/rabbitmq-cluster.sh status [N]  # each node's state, the cluster's members
 #   scripts/rabbitmq-cluster.sh stop [N]    # stops every node of the cluster
+#   scripts/rabbitmq-cluster.sh start-node K  # starts node K again (after a kill), data kept
+#   scripts/rabbitmq-cluster.sh ctl K ARGS... # rabbitmqctl ARGS against node K (its cookie)
 #
 # `start` prints the comma-separated AMQP_URL of its nodes on stdout (progress goes to
 # stderr), so `export AMQP_URL=$(scripts/rabbitmq-cluster.sh start 3)` works.
@@ -18,22 +20,25 @@
 # (cluster-home/.erlang.cookie there, new at each start), not the shared node's, so nothing
 # else can join or drive them. No plugins by default (so no management ports collide);
 # RABBITMQ_CLUSTER_MANAGEMENT=1 enables the management plugin on 127.0.0.1:$((BASE + 10000 + K)).
+# RABBITMQ_CLUSTER_NET_TICKTIME (default 10 s) is Erlang's net_ticktime of nodes and rabbitmqctl:
+# how soon the other nodes declare a node that stopped answering down.
 # Nodes 2..N join node 1 with `join_cluster`. Needs root (or the rabbitmq user).
 set -euo pipefail
 
 usage() {
-  echo "usage: $0 start N | status [N] | stop [N]    (N: number of nodes, 1-9)" >&2
+  echo "usage: $0 start N | status [N] | stop [N] | start-node K | ctl K ARGS...    (N, K: 1-9)" >&2
   exit 2
 }
 log() { printf '[rabbitmq-cluster] %s\n' "$*" >&2; }
 die() { printf '[rabbitmq-cluster] error: %s\n' "$*" >&2; exit 1; }
 
-[ $# -ge 1 ] && [ $# -le 2 ] || usage
+[ $# -ge 1 ] || usage
 action=$1
 n=${2:-}
 case "$action" in
-  start) [ -n "$n" ] || usage ;;
-  stop | status) ;;
+  start | start-node) [ -n "$n" ] && [ $# -eq 2 ] || usage ;;
+  stop | status) [ $# -le 2 ] || usage ;;
+  ctl) [ $# -ge 3 ] || usage ;;
   *) usage ;;
 esac
 case "$n" in '' | [1-9]) ;; *) usage ;; esac
@@ -48,6 +53,12 @@ host=$(hostname -s)
 # The cluster's own HOME for the rabbitmq user: its .erlang.cookie is the shared cookie.
 cluster_home=$nodes_dir/cluster-home
 wait_secs=${RABBITMQ_CLUSTER_WAIT:-90}
+# Erlang's net_ticktime (seconds), nodes and rabbitmqctl alike: a node that stops answering
+# (paused, hung, cut off) is declared down by the others after 3/4 to 5/4 of it, and only
+# then do its quorum queues elect a new leader. Erlang's default, 60 s, leaves the queues
+# the node led without a leader for up to 75 s; 10 s bounds that near 12.5 s.
+net_ticktime=${RABBITMQ_CLUSTER_NET_TICKTIME:-10}
+case "$net_ticktime" in '' | *[!0-9]*) die "RABBITMQ_CLUSTER_NET_TICKTIME must be a number" ;; esac
 
 node_name() { echo "cluster-$1@$host"; }
 node_dir() { echo "$nodes_dir/cluster-$1"; }
@@ -78,6 +89,8 @@ with_node() {
     RABBITMQ_CONFIG_FILE="$dir/rabbitmq.conf" \
     RABBITMQ_ADVANCED_CONFIG_FILE="$dir/advanced.config" \
     RABBITMQ_CONF_ENV_FILE="$dir/rabbitmq-env.conf" \
+    RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel net_ticktime $net_ticktime" \
+    RABBITMQ_CTL_ERL_ARGS="-kernel net_ticktime $net_ticktime" \
     "$@"
 }
 
@@ -240,5 +253,22 @@ case "$action" in
   stop)
     stop_all
     rm -rf "$cluster_home"
+    ;;
+  start-node)
+    # A node of the running cluster killed or stopped before: it boots on its own data
+    # and rejoins the others (its membership is in its mnesia folder).
+    [ -d "$(node_dir "$n")/mnesia" ] || die "no node $(node_name "$n") under $nodes_dir: start the cluster first"
+    if running "$n"; then
+      log "$(node_name "$n") is already running"
+      exit 0
+    fi
+    with_node "$n" /usr/lib/rabbitmq/bin/rabbitmq-server -detached >>"$(node_dir "$n")/log/startup.out" 2>&1
+    ctl "$n" wait --timeout "$wait_secs" "$(node_dir "$n")/rabbitmq.pid" >/dev/null 2>&1 \
+      || die "node $(node_name "$n") did not start within ${wait_secs} s; see $(node_dir "$n")/log"
+    log "$(node_name "$n") started again"
+    ;;
+  ctl)
+    shift 2
+    ctl "$n" "$@"
     ;;
 esac

@@ -97,6 +97,8 @@ pub enum AckMode {
 /// The connection, once up.
 struct Live {
     conn: Connection,
+    /// The broker node `conn` is connected to.
+    node: usize,
     publish: Vec<tokio::sync::Mutex<Channel>>,
     next: AtomicUsize,
     idle: Mutex<Vec<Channel>>,
@@ -104,7 +106,7 @@ struct Live {
 
 /// The broker as the service sees it. Cheap to share (`Arc`).
 pub struct Broker {
-    url: String,
+    nodes: platform::Nodes,
     name: String,
     publish_channels: usize,
     confirm_timeout: Duration,
@@ -160,7 +162,7 @@ impl Broker {
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         let broker = Arc::new(Broker {
-            url,
+            nodes: platform::Nodes::parse(&url),
             name,
             publish_channels: publish_channels.max(1),
             confirm_timeout,
@@ -366,12 +368,20 @@ impl Broker {
                 .await
                 .map_err(|e| self.fail(e, n))?;
         } else if let Some(project) = platform::project_of_results_queue(n) {
-            if kind != QueueType::Classic {
+            // Replicated (quorum) on a cluster, classic on one node, as every binary declares it.
+            let cluster = self.nodes.is_cluster();
+            let (expected, shown) = if cluster {
+                (QueueType::Quorum, "a quorum queue on a cluster")
+            } else {
+                (QueueType::Classic, "a classic queue on one node")
+            };
+            if kind != expected {
                 return Err(ApiError::Conflict(format!(
-                    "`{n}` is a platform results queue, always a classic queue: create it with type `classic`"
+                    "`{n}` is a platform results queue, always {shown}: create it with type `{}`",
+                    if cluster { "quorum" } else { "classic" }
                 )));
             }
-            platform::declare_results(&lease, project)
+            platform::declare_results_on(&lease, project, cluster)
                 .await
                 .map_err(|e| self.fail(e, n))?;
         } else {
@@ -535,7 +545,7 @@ impl Broker {
             backoff.reset();
             *self.live.write().unwrap_or_else(|e| e.into_inner()) = Some(live.clone());
             self.metrics.broker_up.set(1);
-            tracing::info!(url = %platform::redact_url(&self.url), "connected to the broker");
+            tracing::info!(url = %self.nodes.shown(live.node), "connected to the broker");
             while live.conn.status().connected() {
                 tokio::select! {
                     _ = self.lost.notified() => {
@@ -550,6 +560,7 @@ impl Broker {
                 }
             }
             self.live.write().unwrap_or_else(|e| e.into_inner()).take();
+            self.nodes.lost(live.node);
             if live.conn.status().connected() {
                 tokio::spawn(async move {
                     let close = live.conn.close(200, "broker-api reconnecting".into());
@@ -562,12 +573,21 @@ impl Broker {
     }
 
     async fn open(&self) -> Result<Arc<Live>, BrokerError> {
-        let connect = platform::connect(&self.url, &self.name);
-        let conn = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
-            Ok(conn) => conn?,
+        // One pass over the nodes (a cluster's are each given a few seconds).
+        let connect = self.nodes.connect(&self.name);
+        let platform::Link {
+            connection: conn,
+            node,
+        } = match tokio::time::timeout(
+            CONNECT_TIMEOUT.max(platform::nodes::NODE_CONNECT_TIMEOUT * self.nodes.len() as u32),
+            connect,
+        )
+        .await
+        {
+            Ok(link) => link?,
             Err(_) => {
                 return Err(BrokerError::Connect {
-                    url: platform::redact_url(&self.url),
+                    url: platform::redact_url(&self.nodes.shown(0)),
                     source: lapin::Error::from(std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
                         "connection attempt timed out",
@@ -583,6 +603,7 @@ impl Broker {
         }
         Ok(Arc::new(Live {
             conn,
+            node,
             publish,
             next: AtomicUsize::new(0),
             idle: Mutex::new(Vec::new()),

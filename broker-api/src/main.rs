@@ -25,9 +25,10 @@ struct Args {
     #[arg(long, env = "BROKER_API_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
     /// The broker's AMQP URL [default: amqp://guest:guest@127.0.0.1:5672/%2f]. A password
-    /// given here shows in `ps`: prefer --amqp-url-file.
-    #[arg(long, env = "AMQP_URL", hide_env_values = true)]
-    amqp_url: Option<String>,
+    /// given here shows in `ps`: prefer --amqp-url-file. A cluster: several node URLs,
+    /// comma-separated or the flag repeated; the service fails over between them.
+    #[arg(long, env = "AMQP_URL", hide_env_values = true, action = clap::ArgAction::Append)]
+    amqp_url: Vec<String>,
     /// A file holding the broker's AMQP URL (trimmed); not with --amqp-url/AMQP_URL.
     #[arg(long, env = tasks::amqp::AMQP_URL_FILE_VAR, hide_env_values = true, conflicts_with = "amqp_url")]
     amqp_url_file: Option<PathBuf>,
@@ -124,7 +125,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.request_timeout > 0.0 && args.request_timeout.is_finite(),
         "--request-timeout must be a positive number of seconds"
     );
-    let amqp_url = tasks::amqp::resolve_url(args.amqp_url, args.amqp_url_file.as_deref())?;
+    let amqp_url = tasks::amqp::resolve_url(
+        tasks::amqp::nodes::join_urls(&args.amqp_url),
+        args.amqp_url_file.as_deref(),
+    )?;
     let mut config = broker_api::Config::new(args.listen, amqp_url, tokens);
     config.workspace = args.workspace;
     config.body_limit = args.body_limit;

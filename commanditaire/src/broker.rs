@@ -1,15 +1,22 @@
 //! The client's side of the queues: publishing a project's tasks (following its results is
 //! [`crate::follow`]).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tasks::amqp::{self, BrokerError};
+use tasks::amqp::{self, BrokerError, Nodes};
 use tasks::trace::{SpanId, TraceId};
 
 use crate::tracking::Tracker;
 
 /// How long the client waits for a broker before giving up with an error.
 pub const CONNECT_PATIENCE: Duration = Duration::from_secs(20);
+/// How long publishing may go without a confirmed window (across reconnections to other
+/// nodes) before the client gives up with an error.
+pub const PUBLISH_PATIENCE: Duration = Duration::from_secs(120);
+/// How long one window of tasks may wait for its confirms before its node is given up.
+const WINDOW_CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long closing a connection may take (a node that stopped answering never answers).
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What went wrong following a project.
 #[derive(Debug, thiserror::Error)]
@@ -69,21 +76,123 @@ pub async fn publish(
     trace: &TraceId,
     tasks: &[tasks::Task],
 ) -> Result<(), BrokerError> {
-    let conn =
-        amqp::connect_with_backoff(url, "commanditaire publish", Some(CONNECT_PATIENCE)).await?;
-    let channel = amqp::confirm_channel(&conn).await?;
-    amqp::declare_todo(&channel).await?;
-    amqp::declare_results(&channel, project).await?;
-    let published = amqp::publish_traced_tasks(&channel, tasks, Some(trace)).await;
-    let _ = conn.close(200, "published".into()).await;
-    if published.is_ok() {
-        if tracing::enabled!(tracing::Level::DEBUG) {
-            for task in tasks {
-                let span_id = SpanId::of_task(trace, task.index);
-                tracing::debug!(task_id = %task.id(), trace_id = %trace, %span_id, "task published");
+    publish_on(&Nodes::parse(url), project, trace, tasks).await
+}
+
+/// [`publish`] to one of `nodes`. When the connection's node is lost mid-way, publishing
+/// goes on from the first window of tasks not confirmed, on another node (the tasks of that
+/// window may be in `todo` twice: a task may run twice, it is counted once), for as long as
+/// a window is confirmed every [`PUBLISH_PATIENCE`].
+pub async fn publish_on(
+    nodes: &Nodes,
+    project: &str,
+    trace: &TraceId,
+    tasks: &[tasks::Task],
+) -> Result<(), BrokerError> {
+    let mut confirmed = 0;
+    let mut last_progress = Instant::now();
+    loop {
+        let link = nodes
+            .connect_with_backoff("commanditaire publish", Some(CONNECT_PATIENCE))
+            .await?;
+        let published = publish_windows(&link, nodes, project, trace, &tasks[confirmed..], |n| {
+            confirmed += n;
+            last_progress = Instant::now();
+        })
+        .await;
+        close(&link.connection, "published").await;
+        let lost = match &published {
+            Ok(()) => {
+                log_published(project, trace, tasks);
+                return Ok(());
             }
+            Err(WindowError::Broker(_)) => !link.connection.status().connected(),
+            Err(WindowError::NoConfirm) => true,
+        };
+        if !lost || last_progress.elapsed() > PUBLISH_PATIENCE {
+            return Err(published
+                .err()
+                .map(WindowError::into_broker)
+                .expect("an error"));
         }
-        tracing::info!(project, trace_id = %trace, tasks = tasks.len(), "tasks published");
+        nodes.lost(link.node);
+        tracing::warn!(
+            confirmed,
+            remaining = tasks.len() - confirmed,
+            "publishing lost its broker node; going on with another"
+        );
     }
-    published
+}
+
+/// Why publishing windows stopped.
+enum WindowError {
+    Broker(BrokerError),
+    /// A window's confirms did not come within [`WINDOW_CONFIRM_TIMEOUT`].
+    NoConfirm,
+}
+
+impl WindowError {
+    fn into_broker(self) -> BrokerError {
+        match self {
+            WindowError::Broker(e) => e,
+            WindowError::NoConfirm => BrokerError::Operation {
+                op: "wait for publisher confirms",
+                source: lapin::Error::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no confirm within {WINDOW_CONFIRM_TIMEOUT:?}"),
+                )),
+            },
+        }
+    }
+}
+
+/// Declares the topology and publishes `tasks` window by window on `link`, calling
+/// `confirmed` with the size of each window the broker confirmed.
+async fn publish_windows(
+    link: &amqp::Link,
+    nodes: &Nodes,
+    project: &str,
+    trace: &TraceId,
+    tasks: &[tasks::Task],
+    mut confirmed: impl FnMut(usize),
+) -> Result<(), WindowError> {
+    let channel = amqp::confirm_channel(&link.connection)
+        .await
+        .map_err(WindowError::Broker)?;
+    amqp::declare_todo(&channel)
+        .await
+        .map_err(WindowError::Broker)?;
+    amqp::declare_results_on(&channel, project, nodes.is_cluster())
+        .await
+        .map_err(WindowError::Broker)?;
+    for window in tasks.chunks(amqp::PUBLISH_WINDOW) {
+        match tokio::time::timeout(
+            WINDOW_CONFIRM_TIMEOUT,
+            amqp::publish_traced_tasks(&channel, window, Some(trace)),
+        )
+        .await
+        {
+            Ok(Ok(())) => confirmed(window.len()),
+            Ok(Err(e)) => return Err(WindowError::Broker(e)),
+            Err(_) => return Err(WindowError::NoConfirm),
+        }
+    }
+    Ok(())
+}
+
+/// Logs the tasks published: each (debug) with its task id, trace id and span id, the
+/// project once (info).
+fn log_published(project: &str, trace: &TraceId, tasks: &[tasks::Task]) {
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        for task in tasks {
+            let span_id = SpanId::of_task(trace, task.index);
+            tracing::debug!(task_id = %task.id(), trace_id = %trace, %span_id, "task published");
+        }
+    }
+    tracing::info!(project, trace_id = %trace, tasks = tasks.len(), "tasks published");
+}
+
+/// Closes `connection`, waiting at most [`CLOSE_TIMEOUT`] for the broker's answer.
+pub async fn close(connection: &lapin::Connection, why: &str) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, why.into())).await;
 }

@@ -13,11 +13,11 @@ use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
-use lapin::Channel;
-use tasks::amqp::{self, BrokerError};
+use lapin::{Channel, Consumer};
+use tasks::amqp::{self, BrokerError, Nodes};
 use tasks::reassemble::Recorded;
 
-use crate::broker::{FollowError, Watcher, CONNECT_PATIENCE};
+use crate::broker::{close, FollowError, Watcher, CONNECT_PATIENCE};
 use crate::inbox::{self, Incoming};
 use crate::tracking::Tracker;
 
@@ -59,6 +59,7 @@ pub async fn follow(
     start: Start,
 ) -> Result<Followed, FollowError> {
     let project = tracker.project().id.clone();
+    let nodes = Nodes::parse(url);
     let mut seen = Followed::default();
     let mut lost = LostTasks::new(start, tracker);
     let mut first = true;
@@ -67,44 +68,37 @@ pub async fn follow(
             return Err(FollowError::Cancelled { project });
         }
         let patience = if first { Some(CONNECT_PATIENCE) } else { None };
-        let conn = amqp::connect_with_backoff(url, "commanditaire follow", patience).await?;
-        let channel = open_channel(&conn).await?;
-        let probe = open_channel(&conn).await?;
-        amqp::declare_todo(&channel).await?;
-        let queue = amqp::declare_results(&channel, &project).await?;
-        channel
-            .basic_qos(1000, BasicQosOptions::default())
-            .await
-            .map_err(amqp::op("set prefetch"))?;
-        let exclusive = BasicConsumeOptions {
-            exclusive: true,
-            ..BasicConsumeOptions::default()
-        };
-        let consumed = channel
-            .basic_consume(
-                queue.as_str().into(),
-                "".into(),
-                exclusive,
-                FieldTable::default(),
-            )
-            .await
-            .map_err(amqp::op("consume results"));
-        let mut consumer = match consumed {
-            Ok(consumer) => consumer,
-            Err(e) if e.reply_code() == Some(403) => {
-                let _ = conn.close(200, "refused".into()).await;
+        let link = nodes
+            .connect_with_backoff("commanditaire follow", patience)
+            .await?;
+        let conn = &link.connection;
+        let opened = open_follower(conn, &project, nodes.is_cluster(), first).await;
+        let (channel, probe, queue, mut consumer) = match opened {
+            Ok(opened) => opened,
+            Err(Opened::Refused) => {
+                close(conn, "refused").await;
                 if first {
                     return Err(FollowError::Followed { project });
                 }
                 // After a reconnect, the broker may not have noticed yet that our previous
                 // connection is gone.
                 watcher.warn(&format!(
-                    "{queue} still has another consumer (our previous connection?); retrying"
+                    "results.{project} still has another consumer (our previous connection?); retrying"
                 ));
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 continue;
             }
-            Err(e) => return Err(e.into()),
+            // The node went away while the follower was starting: another one takes over.
+            Err(Opened::Broker(e)) if !conn.status().connected() => {
+                nodes.lost(link.node);
+                watcher.warn(&format!(
+                    "lost the broker while starting to follow ({e}); reconnecting"
+                ));
+                close(conn, "reconnecting").await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(Opened::Broker(e)) => return Err(e.into()),
         };
         first = false;
         let mut unacked: Vec<Delivery> = Vec::new();
@@ -153,14 +147,28 @@ pub async fn follow(
                     }
                     Some(Err(e)) => {
                         watcher.warn(&format!("results consumer failed ({e}); reconnecting"));
+                        if !conn.status().connected() {
+                            nodes.lost(link.node);
+                        }
                         break;
                     }
                     None => {
                         watcher.warn("results consumer ended (broker restarted?); reconnecting");
+                        if !conn.status().connected() {
+                            nodes.lost(link.node);
+                        }
                         break;
                     }
                 },
                 _ = tick.tick() => {
+                    // A consumer whose connection died (a missed heartbeat) may not end.
+                    if !conn.status().connected() || !channel.status().connected() {
+                        watcher.warn("lost the connection to the broker; reconnecting");
+                        if !conn.status().connected() {
+                            nodes.lost(link.node);
+                        }
+                        break;
+                    }
                     if tracker.due() {
                         commit_and_ack(tracker, &mut unacked, watcher).await;
                     }
@@ -180,7 +188,7 @@ pub async fn follow(
                     if lost.due(&probe, &queue, last_delivery, tracker).await {
                         let tasks = tracker.remaining();
                         let trace = crate::trace::project_trace(tracker.workspace(), &project);
-                        match crate::broker::publish(url, &project, &trace, &tasks).await {
+                        match crate::broker::publish_on(&nodes, &project, &trace, &tasks).await {
                             Ok(()) => {
                                 seen.republished += tasks.len();
                                 watcher.warn(&format!(
@@ -225,7 +233,7 @@ pub async fn follow(
                 )
                 .await;
         }
-        let _ = conn.close(200, "done".into()).await;
+        close(conn, "done").await;
     }
     if seen.junk > 0 {
         watcher.warn(&format!(
@@ -361,6 +369,70 @@ async fn ready(channel: &Channel, queue: &str) -> Result<u32, lapin::Error> {
     Ok(q.message_count())
 }
 
+/// Why a follower could not start on a connection.
+enum Opened {
+    /// Another consumer holds the results queue.
+    Refused,
+    /// The broker failed (or refused something else).
+    Broker(BrokerError),
+}
+
+impl From<BrokerError> for Opened {
+    fn from(e: BrokerError) -> Self {
+        Opened::Broker(e)
+    }
+}
+
+/// Opens the follower's channels on `conn`, declares the topology and QoS again, and starts
+/// the exclusive consumer of the project's results queue: the consuming channel, a probe
+/// channel, the queue's name and the consumer.
+///
+/// On a cluster the results queue is a quorum queue, whose exclusive consumers RabbitMQ
+/// 3.10 does not enforce: a starting follower (`first`) that finds another consumer beside
+/// its own is refused all the same, before it reads a single delivery.
+async fn open_follower(
+    conn: &lapin::Connection,
+    project: &str,
+    cluster: bool,
+    first: bool,
+) -> Result<(Channel, Channel, String, Consumer), Opened> {
+    let channel = open_channel(conn).await?;
+    let probe = open_channel(conn).await?;
+    amqp::declare_todo(&channel).await?;
+    let queue = amqp::declare_results_on(&channel, project, cluster).await?;
+    channel
+        .basic_qos(1000, BasicQosOptions::default())
+        .await
+        .map_err(amqp::op("set prefetch"))?;
+    let exclusive = BasicConsumeOptions {
+        exclusive: true,
+        ..BasicConsumeOptions::default()
+    };
+    let consumed = channel
+        .basic_consume(
+            queue.as_str().into(),
+            "".into(),
+            exclusive,
+            FieldTable::default(),
+        )
+        .await
+        .map_err(amqp::op("consume results"));
+    let consumer = match consumed {
+        Ok(consumer) => consumer,
+        Err(e) if e.reply_code() == Some(403) => return Err(Opened::Refused),
+        Err(e) => return Err(e.into()),
+    };
+    if cluster && first {
+        let consumers = consumers(&probe, &queue)
+            .await
+            .map_err(amqp::op("count the results queue's consumers"))?;
+        if consumers > 1 {
+            return Err(Opened::Refused);
+        }
+    }
+    Ok((channel, probe, queue, consumer))
+}
+
 async fn open_channel(conn: &lapin::Connection) -> Result<Channel, BrokerError> {
     conn.create_channel()
         .await
@@ -399,9 +471,14 @@ async fn commit_and_ack(tracker: &mut Tracker, unacked: &mut Vec<Delivery>, watc
 }
 
 async fn todo_consumers(channel: &Channel) -> Result<u32, lapin::Error> {
+    consumers(channel, amqp::TODO_QUEUE).await
+}
+
+/// The consumers of `queue` (a passive declaration: the queue must exist).
+async fn consumers(channel: &Channel, queue: &str) -> Result<u32, lapin::Error> {
     let q = channel
         .queue_declare(
-            amqp::TODO_QUEUE.into(),
+            queue.into(),
             QueueDeclareOptions {
                 passive: true,
                 ..Default::default()

@@ -19,9 +19,10 @@ mod output;
 #[command(version, about)]
 struct Cli {
     /// The RabbitMQ URL [default: amqp://guest:guest@127.0.0.1:5672/%2f]. A password given
-    /// here shows in `ps`: prefer --amqp-url-file.
-    #[arg(long, global = true, env = "AMQP_URL", hide_env_values = true)]
-    amqp_url: Option<String>,
+    /// here shows in `ps`: prefer --amqp-url-file. A cluster: several node URLs, comma-separated
+    /// or the flag repeated; the binary fails over between them.
+    #[arg(long, global = true, env = "AMQP_URL", hide_env_values = true, action = clap::ArgAction::Append)]
+    amqp_url: Vec<String>,
     /// A file holding the RabbitMQ URL (trimmed); not with --amqp-url/AMQP_URL.
     #[arg(long, global = true, env = tasks::amqp::AMQP_URL_FILE_VAR, hide_env_values = true, conflicts_with = "amqp_url")]
     amqp_url_file: Option<PathBuf>,
@@ -175,7 +176,10 @@ fn main() -> ExitCode {
 /// Runs the command; the report of the project it ran, if any.
 async fn run(cli: Cli) -> anyhow::Result<Option<RunReport>> {
     let json = cli.json;
-    let amqp_url = tasks::amqp::resolve_url(cli.amqp_url.clone(), cli.amqp_url_file.as_deref())?;
+    let amqp_url = tasks::amqp::resolve_url(
+        tasks::amqp::nodes::join_urls(&cli.amqp_url),
+        cli.amqp_url_file.as_deref(),
+    )?;
     let remote = commanditaire::remote::RemoteOptions::from_flags(
         cli.remote.clone(),
         cli.github_owner.clone(),

@@ -97,6 +97,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         runner.clone(),
         cancelled.clone(),
     ));
+    let nodes = Arc::new(amqp::Nodes::parse(&config.amqp_url));
     let mut fatal = None;
     let mut engine_was_lost = false;
     let mut sessions = 0u64;
@@ -110,10 +111,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             engine_was_lost = false;
         }
         let session = tokio::select! {
-            s = open_session(&config, &metrics) => s,
+            s = open_session(&config, &nodes, &metrics) => s,
             _ = &mut shutdown => break,
         };
-        let Ok((consume_conn, publisher, channel, mut consumer)) = session else {
+        let Ok((consume_link, publisher, channel, mut consumer)) = session else {
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         };
@@ -148,6 +149,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         let mut health = tokio::time::interval(HEALTH_CHECK);
         // Dropped with the session, which stops its pings.
         let mut engine_lost = engine::watch_lost(runner.clone(), config.engine_grace);
+        let consume_conn = &consume_link.connection;
         loop {
             tokio::select! {
                 _ = &mut shutdown, if !stopping => { stopping = true; break; }
@@ -155,6 +157,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 _ = health.tick() => {
                     if !consume_conn.status().connected() || !channel.status().connected() {
                         tracing::warn!("consume connection or channel lost; reconnecting");
+                        if !consume_conn.status().connected() {
+                            nodes.lost(consume_link.node);
+                        }
                         break;
                     }
                 }
@@ -178,6 +183,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                     }
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "consumer failed; reconnecting");
+                        if !consume_conn.status().connected() {
+                            nodes.lost(consume_link.node);
+                        }
                         break;
                     }
                     None => {
@@ -262,7 +270,7 @@ impl Drop for AbortOnDrop {
 const HEALTH_CHECK: Duration = Duration::from_secs(1);
 
 type Session = (
-    lapin::Connection,
+    amqp::Link,
     Arc<publisher::Publisher>,
     lapin::Channel,
     lapin::Consumer,
@@ -272,30 +280,31 @@ type Session = (
 /// stop acks), declares the topology and starts consuming with prefetch = concurrency.
 async fn open_session(
     config: &Config,
+    nodes: &Arc<amqp::Nodes>,
     metrics: &Arc<metrics::Metrics>,
 ) -> Result<Session, amqp::BrokerError> {
-    let consume_conn = amqp::connect_with_backoff(
-        &config.amqp_url,
-        &format!("executant {} consume", config.name),
-        None,
-    )
-    .await?;
+    let consume_link = nodes
+        .connect_with_backoff(&format!("executant {} consume", config.name), None)
+        .await?;
     let publisher = Arc::new(publisher::Publisher::new(
-        &config.amqp_url,
+        nodes.clone(),
         format!("executant {} publish", config.name),
         config.confirm_timeout,
         metrics.clone(),
     ));
     publisher.ensure().await;
-    let consuming = start_consuming(config, &consume_conn).await;
+    let consuming = start_consuming(config, &consume_link.connection).await;
     match consuming {
         Ok((channel, consumer)) => {
-            tracing::info!(url = %amqp::redact_url(&config.amqp_url), "consuming todo");
-            Ok((consume_conn, publisher, channel, consumer))
+            tracing::info!(url = %nodes.shown(consume_link.node), "consuming todo");
+            Ok((consume_link, publisher, channel, consumer))
         }
         Err(e) => {
             tracing::warn!(error = %e, "starting the consumer failed; retrying");
-            let _ = consume_conn.close(200, "retrying".into()).await;
+            if !consume_link.connection.status().connected() {
+                nodes.lost(consume_link.node);
+            }
+            let _ = consume_link.connection.close(200, "retrying".into()).await;
             publisher.close().await;
             Err(e)
         }

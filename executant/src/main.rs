@@ -13,9 +13,10 @@ use executant::{Config, Limits};
 #[command(version, about, long_about = None)]
 struct Cli {
     /// The RabbitMQ URL [default: amqp://guest:guest@127.0.0.1:5672/%2f]. A password given
-    /// here shows in `ps`: prefer --amqp-url-file.
-    #[arg(long, env = "AMQP_URL", hide_env_values = true)]
-    amqp_url: Option<String>,
+    /// here shows in `ps`: prefer --amqp-url-file. A cluster: several node URLs, comma-separated
+    /// or the flag repeated; the binary fails over between them.
+    #[arg(long, env = "AMQP_URL", hide_env_values = true, action = clap::ArgAction::Append)]
+    amqp_url: Vec<String>,
     /// A file holding the RabbitMQ URL (trimmed); not with --amqp-url/AMQP_URL.
     #[arg(long, env = tasks::amqp::AMQP_URL_FILE_VAR, hide_env_values = true, conflicts_with = "amqp_url")]
     amqp_url_file: Option<std::path::PathBuf>,
@@ -108,7 +109,10 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_json);
-    let amqp_url = match tasks::amqp::resolve_url(cli.amqp_url, cli.amqp_url_file.as_deref()) {
+    let amqp_url = match tasks::amqp::resolve_url(
+        tasks::amqp::nodes::join_urls(&cli.amqp_url),
+        cli.amqp_url_file.as_deref(),
+    ) {
         Ok(url) => url,
         Err(e) => {
             eprintln!("executant: error: {e}");

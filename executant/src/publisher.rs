@@ -33,7 +33,7 @@ pub(crate) enum PublishError {
 
 /// A publishing connection that reconnects itself.
 pub(crate) struct Publisher {
-    url: String,
+    nodes: Arc<amqp::Nodes>,
     connection_name: String,
     confirm_timeout: Duration,
     metrics: Arc<Metrics>,
@@ -45,21 +45,24 @@ pub(crate) struct Publisher {
 struct State {
     generation: u64,
     link: Option<(Connection, Channel)>,
+    /// The broker node of `link`.
+    node: usize,
 }
 
 /// How long to wait before trying again when the broker is reachable but a publish failed.
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
 impl Publisher {
-    /// A publisher for `url`; connects on first use (and in [`Publisher::ensure`]).
+    /// A publisher to `nodes` (one broker node or a cluster's); connects on first use (and
+    /// in [`Publisher::ensure`]).
     pub(crate) fn new(
-        url: &str,
+        nodes: Arc<amqp::Nodes>,
         connection_name: String,
         confirm_timeout: Duration,
         metrics: Arc<Metrics>,
     ) -> Self {
         Publisher {
-            url: url.to_string(),
+            nodes,
             connection_name,
             confirm_timeout,
             metrics,
@@ -78,18 +81,24 @@ impl Publisher {
         }
         if let Some((connection, _)) = state.link.take() {
             tracing::warn!("publish connection or channel lost; reconnecting");
+            if !connection.status().connected() {
+                self.nodes.lost(state.node);
+            }
             close_in_background(connection);
         }
         let mut backoff = Backoff::new(Duration::from_millis(200), RETRY_MAX);
         loop {
             let opened = async {
-                let connection =
-                    amqp::connect_with_backoff(&self.url, &self.connection_name, None).await?;
-                let channel = amqp::confirm_channel(&connection).await?;
-                Ok::<_, BrokerError>((connection, channel))
+                let link = self
+                    .nodes
+                    .connect_with_backoff(&self.connection_name, None)
+                    .await?;
+                let channel = amqp::confirm_channel(&link.connection).await?;
+                Ok::<_, BrokerError>((link, channel))
             };
             match opened.await {
-                Ok((connection, channel)) => {
+                Ok((amqp::Link { connection, node }, channel)) => {
+                    state.node = node;
                     state.generation += 1;
                     if state.generation > 1 {
                         self.metrics
@@ -113,11 +122,15 @@ impl Publisher {
     }
 
     /// Drops the link of `generation` if it is still the current one, so that the next use
-    /// reconnects.
-    async fn invalidate(&self, generation: u64) {
+    /// reconnects; `node_lost` (or a connection that is gone) makes the next attempt start
+    /// with another node.
+    async fn invalidate(&self, generation: u64, node_lost: bool) {
         let mut state = self.state.lock().await;
         if state.generation == generation {
             if let Some((connection, _)) = state.link.take() {
+                if node_lost || !connection.status().connected() {
+                    self.nodes.lost(state.node);
+                }
                 close_in_background(connection);
             }
         }
@@ -157,7 +170,9 @@ impl Publisher {
         deadline: Instant,
     ) -> Result<(), PublishError> {
         self.retry(deadline, "declare results", |channel| async move {
-            amqp::declare_results(&channel, project).await.map(|_| ())
+            amqp::declare_results_on(&channel, project, self.nodes.is_cluster())
+                .await
+                .map(|_| ())
         })
         .await
     }
@@ -190,14 +205,16 @@ impl Publisher {
                 Ok(Ok(())) => return Ok(()),
                 Ok(Err(e)) if refused(&e) => {
                     // A channel-level refusal closed the channel: the next user gets a new one.
-                    self.invalidate(generation).await;
+                    self.invalidate(generation, false).await;
                     return Err(PublishError::Refused(e));
                 }
                 Ok(Err(e)) => e.to_string(),
                 Err(_) => "no confirm in time".to_string(),
             };
             tracing::warn!(op = what, error = %failure, "publishing failed; reconnecting and trying again");
-            self.invalidate(generation).await;
+            // No answer, or the connection failed: the node is given up (a node stopped with
+            // SIGSTOP keeps its connections open and never answers).
+            self.invalidate(generation, true).await;
             let delay = backoff.next_delay();
             if Instant::now() + delay >= deadline {
                 return Err(PublishError::Deadline);

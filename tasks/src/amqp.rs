@@ -13,9 +13,12 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 
-use crate::backoff::Backoff;
 pub use crate::trace::TRACEPARENT_HEADER;
 use crate::trace::{TraceId, TraceParent};
+
+pub mod nodes;
+
+pub use nodes::{Link, Nodes};
 
 /// The broker a binary talks to when nothing else is configured.
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -173,27 +176,16 @@ pub async fn connect(url: &str, name: &str) -> Result<Connection, BrokerError> {
 }
 
 /// Connects, retrying with exponential backoff (0.2 s doubling to 5 s) until `deadline`
-/// has passed; `None` retries forever.
+/// has passed; `None` retries forever. `url` may list several nodes ([`Nodes`]).
 pub async fn connect_with_backoff(
     url: &str,
     name: &str,
     deadline: Option<Duration>,
 ) -> Result<Connection, BrokerError> {
-    let start = std::time::Instant::now();
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-    loop {
-        match connect(url, name).await {
-            Ok(conn) => return Ok(conn),
-            Err(e) => {
-                let delay = backoff.next_delay();
-                if deadline.is_some_and(|d| start.elapsed() + delay > d) {
-                    return Err(e);
-                }
-                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "broker unreachable");
-                tokio::time::sleep(delay).await;
-            }
-        }
-    }
+    Nodes::parse(url)
+        .connect_with_backoff(name, deadline)
+        .await
+        .map(|link| link.connection)
 }
 
 fn quorum_todo_arguments() -> FieldTable {
@@ -301,8 +293,20 @@ pub async fn declare_todo(channel: &Channel) -> Result<(), BrokerError> {
 
 /// Declares the results exchange and the durable results queue of `project` (idempotent),
 /// bound to the results exchange by the project id and to [`DEAD_PROJECTS_EXCHANGE`] by the
-/// [`PROJECT_HEADER`], so that the project's dead-lettered tasks reach it too.
+/// [`PROJECT_HEADER`], so that the project's dead-lettered tasks reach it too. The queue is
+/// a classic one (one node): [`declare_results_on`] for a cluster.
 pub async fn declare_results(channel: &Channel, project: &str) -> Result<String, BrokerError> {
+    declare_results_on(channel, project, false).await
+}
+
+/// [`declare_results`], with the queue a quorum queue (replicated) when `cluster` is true:
+/// every binary of a cluster ([`Nodes::is_cluster`]) declares it so, or the broker refuses
+/// the second declaration (the type differs).
+pub async fn declare_results_on(
+    channel: &Channel,
+    project: &str,
+    cluster: bool,
+) -> Result<String, BrokerError> {
     declare_dead_letter_routing(channel).await?;
     channel
         .exchange_declare(
@@ -318,7 +322,7 @@ pub async fn declare_results(channel: &Channel, project: &str) -> Result<String,
         .map_err(op("declare exchange results"))?;
     let queue = results_queue(project);
     channel
-        .queue_declare(queue.as_str().into(), durable(), FieldTable::default())
+        .queue_declare(queue.as_str().into(), durable(), results_arguments(cluster))
         .await
         .map_err(op("declare results queue"))?;
     channel
@@ -415,6 +419,18 @@ pub async fn declare_control(channel: &Channel) -> Result<(), BrokerError> {
         .await
         .map_err(op("bind control.cancellations"))?;
     Ok(())
+}
+
+/// A results queue's arguments: none (classic) on one node, a quorum queue on a cluster.
+fn results_arguments(cluster: bool) -> FieldTable {
+    let mut args = FieldTable::default();
+    if cluster {
+        args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
+    }
+    args
 }
 
 /// Opens a channel in confirm mode, for publishing.

@@ -1,0 +1,324 @@
+//! A project of more than 2,000 tasks through a 3-node cluster while a node fails: the node
+//! leading `todo` killed (SIGKILL of its VM) then started again, or a node paused (SIGSTOP)
+//! then resumed. Each run must end exact, with every task counted once, and no stretch
+//! without progress longer than [`MAX_STALL`]. The figures (election time, longest stretch
+//! without progress) are printed (`--nocapture` shows them). The kill test first checks,
+//! on the same cluster, that a second follower of a project is refused ([`crate::followers`]).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::cluster::{Cluster, NODES};
+use crate::support::{oeis, script_workspaces};
+
+/// The longest stretch without progress a run may have.
+const MAX_STALL: Duration = Duration::from_secs(60);
+/// The longest a whole project may take.
+const PROJECT_TIMEOUT: Duration = Duration::from_secs(420);
+/// The board: N=12 split 4 rows deep is 2,000 tasks or more.
+const N: u8 = 12;
+const DEPTH: &str = "4";
+
+/// What is done to the node.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// SIGKILL of the node leading `todo`, started again 15 s later.
+    KillTodoLeader,
+    /// SIGSTOP of the node leading `todo` (the others see it vanish), SIGCONT 30 s later.
+    PauseTodoLeader,
+}
+
+/// An executant in-process on the cluster, stopped when dropped.
+struct Executant {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Executant {
+    fn start(urls: &str, name: String) -> Executant {
+        let mut config = executant::Config::new(urls);
+        config.name = name;
+        config.concurrency = 2;
+        config.reuse = 4;
+        config.allowed_script_repos = vec![format!("{}/**", script_workspaces().display())];
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            runtime
+                .block_on(executant::run(config, async {
+                    let _ = stopped.await;
+                }))
+                .unwrap();
+        });
+        Executant {
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Executant {
+    fn drop(&mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        let _ = self.thread.take().unwrap().join();
+    }
+}
+
+/// The project's progress at the tracking repository's HEAD: (done, tasks).
+fn progress(workspace: &Path, project: &str) -> Option<(u32, u32)> {
+    let repo = git2::Repository::open(workspace.join("tracking")).ok()?;
+    let tree = repo.head().ok()?.peel_to_tree().ok()?;
+    let entry = tree
+        .get_path(Path::new(&tasks::layout::progress(project)))
+        .ok()?;
+    let blob = repo.find_blob(entry.id()).ok()?;
+    let p: tasks::progress::Progress = serde_json::from_slice(blob.content()).ok()?;
+    Some((p.done, p.tasks))
+}
+
+/// Every task index recorded in the project's batches at HEAD, in order of the files.
+fn recorded_indexes(workspace: &Path, project: &str) -> Vec<u32> {
+    let repo = git2::Repository::open(workspace.join("tracking")).unwrap();
+    let tree = repo.head().unwrap().peel_to_tree().unwrap();
+    let dir = tree
+        .get_path(Path::new(&tasks::layout::results_folder(project)))
+        .unwrap();
+    let dir = repo.find_tree(dir.id()).unwrap();
+    let mut indexes = Vec::new();
+    for entry in dir.iter() {
+        let blob = repo.find_blob(entry.id()).unwrap();
+        for line in blob
+            .content()
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+        {
+            indexes.push(tasks::TaskResult::from_json(line).unwrap().index);
+        }
+    }
+    indexes
+}
+
+/// Samples the progress every 250 ms until stopped; the samples (time, done).
+struct Sampler {
+    samples: Arc<Mutex<Vec<(Instant, u32)>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Sampler {
+    fn start(workspace: PathBuf, project: String) -> Sampler {
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::spawn({
+            let (samples, stop) = (samples.clone(), stop.clone());
+            move || {
+                while !stop.load(Ordering::Relaxed) {
+                    if let Some((done, _)) = progress(&workspace, &project) {
+                        samples.lock().unwrap().push((Instant::now(), done));
+                    }
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+            }
+        });
+        Sampler {
+            samples,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn done(&self) -> u32 {
+        self.samples.lock().unwrap().last().map_or(0, |s| s.1)
+    }
+
+    /// The longest stretch after `from` during which `done` did not grow, up to the last
+    /// sample.
+    fn longest_stall_after(&self, from: Instant) -> Duration {
+        let samples = self.samples.lock().unwrap();
+        let mut longest = Duration::ZERO;
+        let mut since = from;
+        let mut last_done = samples.iter().rfind(|s| s.0 <= from).map_or(0, |s| s.1);
+        for &(at, done) in samples.iter().filter(|s| s.0 > from) {
+            if done > last_done {
+                longest = longest.max(at - since);
+                since = at;
+                last_done = done;
+            }
+        }
+        longest
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.take().unwrap().join();
+    }
+}
+
+/// Waits for the client to exit, within `timeout` (killed past it); its exit code, stdout
+/// and stderr.
+fn wait_client(mut child: Child, timeout: Duration) -> (i32, String, String) {
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            break child.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let (mut out, mut err) = (String::new(), String::new());
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (status.code().unwrap_or(-1), out, err)
+}
+
+fn run(fault: Fault) {
+    let cluster = Cluster::start();
+    // The topology first (so `todo` has a leader to fail), through the platform's code.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let conn = tasks::amqp::connect_with_backoff(&cluster.urls, "cluster test", None)
+            .await
+            .unwrap();
+        let channel = conn.create_channel().await.unwrap();
+        tasks::amqp::declare_todo(&channel).await.unwrap();
+        let _ = conn.close(200, "declared".into()).await;
+    });
+    let ws = tempfile::tempdir().unwrap();
+    let project = format!("cluster-{fault:?}-{}", std::process::id()).to_lowercase();
+    let executants: Vec<Executant> = (0..2)
+        .map(|i| {
+            Executant::start(
+                &cluster.urls,
+                format!("cluster-test-{}-{i}", std::process::id()),
+            )
+        })
+        .collect();
+    if let Fault::KillTodoLeader = fault {
+        // Sharing this test's cluster (a start is 1-3 minutes here): one follower per project.
+        crate::followers::second_follower_is_refused(&cluster.urls);
+    }
+    let client = Command::new(env!("CARGO_BIN_EXE_commanditaire"))
+        .env("AMQP_URL", &cluster.urls)
+        .env("RUST_LOG", "info")
+        .arg("--workspace")
+        .arg(ws.path())
+        .args([
+            "--json",
+            "nqueens",
+            &N.to_string(),
+            "--depth",
+            DEPTH,
+            "--id",
+            &project,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let sampler = Sampler::start(ws.path().to_path_buf(), project.clone());
+    // Mid-project: a tenth of the tasks done.
+    let began = Instant::now();
+    let total = loop {
+        if let Some((done, tasks)) = progress(ws.path(), &project) {
+            if done >= tasks / 10 {
+                break tasks;
+            }
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(180),
+            "a tenth of the project was not done within 180 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        total >= 2000,
+        "the project has {total} tasks, not 2,000 or more"
+    );
+    let leader = cluster
+        .leader(tasks::amqp::TODO_QUEUE, 1)
+        .expect("todo has a leader");
+    let other = (1..=NODES).find(|&k| k != leader).unwrap();
+    let done_at_fault = sampler.done();
+    let fault_at = Instant::now();
+    let election = match fault {
+        Fault::KillTodoLeader => {
+            cluster.signal(leader, "KILL");
+            let election = cluster.wait_new_leader(tasks::amqp::TODO_QUEUE, leader, other);
+            std::thread::sleep(Duration::from_secs(15).saturating_sub(fault_at.elapsed()));
+            cluster.restart(leader);
+            election
+        }
+        Fault::PauseTodoLeader => {
+            cluster.signal(leader, "STOP");
+            let election = cluster.wait_new_leader(tasks::amqp::TODO_QUEUE, leader, other);
+            std::thread::sleep(Duration::from_secs(30).saturating_sub(fault_at.elapsed()));
+            cluster.signal(leader, "CONT");
+            election
+        }
+    };
+    let (code, out, err) = wait_client(client, PROJECT_TIMEOUT);
+    let stall = sampler.longest_stall_after(fault_at);
+    drop(sampler);
+    drop(executants);
+    let json: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| {
+        panic!("the client printed no JSON ({e}), exit {code}: stdout {out:?}, stderr {err}")
+    });
+    assert_eq!(code, 0, "{json}\n{err}");
+    assert_eq!(json["solutions"].as_u64(), Some(oeis(N)), "{json}");
+    assert_eq!(json["complete"], true, "{json}");
+    let mut indexes = recorded_indexes(ws.path(), &project);
+    let recorded = indexes.len();
+    indexes.sort_unstable();
+    indexes.dedup();
+    assert_eq!(indexes.len(), recorded, "a task was recorded twice");
+    assert_eq!(indexes.len(), total as usize, "lost tasks");
+    println!(
+        "cluster failover {fault:?}: {total} tasks, node {leader} (leading todo) at {done_at_fault} done; \
+         new todo leader after {:.1} s; longest stretch without progress after the fault {:.1} s; \
+         duplicates ignored {}; whole project {:.0} s",
+        election.as_secs_f64(),
+        stall.as_secs_f64(),
+        json["duplicate_results"],
+        began.elapsed().as_secs_f64()
+    );
+    let took_over = err.contains("took over");
+    println!("client log names the node that took over: {took_over}");
+    assert!(
+        stall < MAX_STALL,
+        "{:.1} s without progress after the fault",
+        stall.as_secs_f64()
+    );
+    assert!(
+        !err.contains("guest:guest"),
+        "a password reached the client's log"
+    );
+}
+
+#[test]
+fn todo_leader_killed_mid_project_exact_result() {
+    run(Fault::KillTodoLeader);
+}
+
+#[test]
+fn todo_leader_paused_mid_project_exact_result() {
+    run(Fault::PauseTodoLeader);
+}
