@@ -13,6 +13,7 @@ shift || true
 scripts/services.sh docker rabbitmq base-image >&2
 echo "[run] building the release binaries" >&2
 cargo build --release -q -p worker -p executant -p commanditaire
+target_dir=${CARGO_TARGET_DIR:-$root/target}
 scripts/build-image.sh worker
 
 log=$(mktemp /tmp/executant.XXXXXX.log)
@@ -21,7 +22,7 @@ log=$(mktemp /tmp/executant.XXXXXX.log)
 # way, 5.6 s with --reuse 64 and the default concurrency (2, the cores).
 # Task scripts (code on demand) only from this checkout's default workspace, where the
 # client commits them (`script.repo` is that workspace's tasks repository).
-target/release/executant --reuse 256 --concurrency 32 \
+"$target_dir/release/executant" --reuse 256 --concurrency 32 \
   --allow-script-repo "$root/workspace/tasks" >"$log" 2>&1 &
 executant_pid=$!
 stop_executant() {
@@ -31,4 +32,4 @@ stop_executant() {
 trap stop_executant EXIT
 
 echo "[run] executant started (log: $log); running the ${n}-queens project" >&2
-target/release/commanditaire nqueens "$n" "$@"
+"$target_dir/release/commanditaire" nqueens "$n" "$@"
