@@ -82,24 +82,36 @@ fn a_project_recorded_without_a_broker_says_resume_publishes_it() {
 #[test]
 fn status_tells_stalled_from_running_and_names_the_command() {
     let ws = tempfile::tempdir().unwrap();
+    // A fresh id: `results.<id>` outlives the test (its follower is killed), and a
+    // project of the same id and task run later on the same broker would take the old
+    // outcome waiting there as its own (same task, same digest) and finish at once.
+    let id = format!(
+        "slow-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    );
+    let id = id.as_str();
     // A task that takes a while: no outcome for its first seconds, whoever runs it.
     let (code, detached, _) = client_json(
         ws.path(),
-        &["exec", "--id", "slow", "--detach", "--", "sleep", "20"],
+        &["exec", "--id", id, "--detach", "--", "sleep", "20"],
     );
     assert_eq!(code, 0, "{detached}");
 
     // Nobody follows it: running at first (no outcome expected yet), stalled once the
     // threshold passed; both name `resume`.
-    let (_, status, _) = client_json(ws.path(), &["status", "slow"]);
+    let (_, status, _) = client_json(ws.path(), &["status", id]);
     let p = only_project(&status);
     assert_eq!(p["state"], "running", "{p}");
     assert!(p["hint"]
         .as_str()
         .unwrap()
-        .contains("`commanditaire resume slow`"));
+        .contains(&format!("`commanditaire resume {id}`")));
     std::thread::sleep(Duration::from_millis(1100));
-    let (_, status, _) = client_json(ws.path(), &["status", "slow", "--stalled-after", "1"]);
+    let (_, status, _) = client_json(ws.path(), &["status", id, "--stalled-after", "1"]);
     let p = only_project(&status);
     assert_eq!(p["state"], "stalled", "{p}");
     assert!(p["idle_secs"].as_u64().unwrap() >= 1, "{p}");
@@ -108,7 +120,7 @@ fn status_tells_stalled_from_running_and_names_the_command() {
     // A follower holds it and records nothing: stalled, and the hint names the follower
     // and an executant; without the threshold it is running with no hint.
     let mut follower = client(ws.path())
-        .args(["resume", "slow"])
+        .args(["resume", id])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -118,17 +130,17 @@ fn status_tells_stalled_from_running_and_names_the_command() {
         "the follower to hold the project",
         Duration::from_secs(10),
         || {
-            let (_, status, _) = client_json(ws.path(), &["status", "slow"]);
+            let (_, status, _) = client_json(ws.path(), &["status", id]);
             only_project(&status)["follower"].is_string()
         },
     );
-    let (_, status, _) = client_json(ws.path(), &["status", "slow"]);
+    let (_, status, _) = client_json(ws.path(), &["status", id]);
     let p = only_project(&status);
     assert_eq!(p["state"], "running", "{p}");
     assert!(p["follower"].as_str().unwrap().contains(&pid), "{p}");
     assert!(p["hint"].is_null(), "{p}");
     let out = client(ws.path())
-        .args(["status", "slow", "--stalled-after", "1"])
+        .args(["status", id, "--stalled-after", "1"])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -139,6 +151,6 @@ fn status_tells_stalled_from_running_and_names_the_command() {
     // Once the follower is gone, nobody follows it any more.
     follower.kill().unwrap();
     follower.wait().unwrap();
-    let (_, status, _) = client_json(ws.path(), &["status", "slow"]);
+    let (_, status, _) = client_json(ws.path(), &["status", id]);
     assert!(only_project(&status)["follower"].is_null(), "{status}");
 }
