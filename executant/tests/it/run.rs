@@ -413,13 +413,18 @@ async fn a_worker_exiting_without_an_answer_is_the_tasks_failure() {
 
     let id = unique_project("exec-silent");
     let project = tasks::split::nqueens_project(&id, 6, 1).unwrap();
+    // A vhost of its own: this executant would fail any other test's task it took, and any
+    // other executant would answer this test's task.
+    let url = own_vhost("executant-tests-silent-worker");
     let mut config = test_config();
+    config.amqp_url = url.clone();
     config.worker_image = image.into();
     let executant = InProcess::start(config);
-    publish_tasks(&id, &project.tasks[..1]).await;
-    let (results, _) = collect_results(&id, 1, Duration::from_secs(120)).await;
+    publish_tasks_to(&url, &id, &project.tasks[..1]).await;
+    let (results, _) = collect_results_from(&url, &id, 1, Duration::from_secs(120))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     executant.stop().await;
-    drop_results(&id).await;
     let reason = outcome(&results[&0]).unwrap_err();
     assert!(
         reason.starts_with("exited with code 0 without answering"),

@@ -159,6 +159,41 @@ pub async fn collect_results_from(
     Ok((results, duplicates))
 }
 
+/// The tests' broker URL on a vhost of its own, `name` (created, with every permission for
+/// the tests' user), for a test whose executant must take no other test's tasks and whose
+/// tasks no other executant may take: every executant of this test binary consumes the
+/// shared `todo`.
+pub fn own_vhost(name: &str) -> String {
+    let url = amqp_url();
+    let user = url
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.split('@').next())
+        .filter(|creds| url.contains('@') && !creds.is_empty())
+        .and_then(|creds| creds.split(':').next())
+        .unwrap_or("guest")
+        .to_string();
+    for args in [
+        vec!["add_vhost", name],
+        vec!["set_permissions", "-p", name, &user, ".*", ".*", ".*"],
+    ] {
+        let status = std::process::Command::new("rabbitmqctl")
+            .arg("-q")
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        // `add_vhost` of an existing vhost fails: the permissions are what must hold.
+        assert!(
+            status.success() || args[0] == "add_vhost",
+            "rabbitmqctl {args:?} failed"
+        );
+    }
+    let base = url.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
+    format!("{base}/{name}")
+}
+
 /// The vhost of the tests' broker URL (`/` when it names none).
 pub fn vhost() -> String {
     let url = amqp_url();
