@@ -29,6 +29,17 @@ pub enum ConfigError {
     /// `--confirm-timeout 0`.
     #[error("--confirm-timeout must be at least 1 s")]
     NoConfirmTimeout,
+    /// A first retry delay of zero, or a ceiling below it.
+    #[error(
+        "--retry-delay-ms ({first_ms}) must be at least 1 and at most --retry-delay-max-ms \
+         ({max_ms})"
+    )]
+    RetryDelays {
+        /// `--retry-delay-ms`.
+        first_ms: u64,
+        /// `--retry-delay-max-ms`.
+        max_ms: u64,
+    },
     /// A task running as long as allowed would outlive its delivery.
     #[error(
         "--max-task-timeout {max_secs}s is too close to RabbitMQ's consumer_timeout \
@@ -120,6 +131,11 @@ pub struct Config {
     /// Where to serve Prometheus metrics and the health checks (`--metrics-listen`); none
     /// by default.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// How long a task returned after a fault outside it waits before its second attempt
+    /// (in a delay queue); each later retry waits twice as long, up to `retry_delay_max`.
+    pub retry_delay: Duration,
+    /// The longest wait between two attempts of a task.
+    pub retry_delay_max: Duration,
 }
 
 impl Config {
@@ -145,6 +161,8 @@ impl Config {
             allowed_script_repos: Vec::new(),
             script_fetch: crate::script::FetchLimits::default(),
             metrics_listen: None,
+            retry_delay: Duration::from_secs(1),
+            retry_delay_max: Duration::from_secs(60),
         }
     }
 
@@ -158,6 +176,12 @@ impl Config {
         }
         if self.default_timeout > self.max_timeout {
             return Err(ConfigError::DefaultAboveMax);
+        }
+        if self.retry_delay.is_zero() || self.retry_delay_max < self.retry_delay {
+            return Err(ConfigError::RetryDelays {
+                first_ms: self.retry_delay.as_millis() as u64,
+                max_ms: self.retry_delay_max.as_millis() as u64,
+            });
         }
         if self.confirm_timeout.is_zero() {
             return Err(ConfigError::NoConfirmTimeout);
@@ -215,7 +239,7 @@ mod tests {
     #[test]
     fn contradictions_are_typed() {
         assert_eq!(Config::new("amqp://x").validate(), Ok(()));
-        let table: [(Change, ConfigError); 5] = [
+        let table: [(Change, ConfigError); 6] = [
             (|c| c.concurrency = 0, ConfigError::NoConcurrency),
             (|c| c.reuse = 0, ConfigError::NoReuse),
             (
@@ -225,6 +249,13 @@ mod tests {
             (
                 |c| c.confirm_timeout = Duration::ZERO,
                 ConfigError::NoConfirmTimeout,
+            ),
+            (
+                |c| c.retry_delay_max = Duration::from_millis(500),
+                ConfigError::RetryDelays {
+                    first_ms: 1000,
+                    max_ms: 500,
+                },
             ),
             (
                 |c| c.consumer_timeout = Duration::from_secs(600),

@@ -123,7 +123,7 @@ impl Context {
             Disposition::Refuse(task, reason) => {
                 tracing::warn!(task = %task.id(), %reason, "refusing a task");
                 let started = OffsetDateTime::now_utc();
-                let attempt = amqp::delivery_count(&delivery.properties) + 1;
+                let attempt = amqp::delay::attempt(&delivery.properties);
                 let kind = task.spec.kind();
                 let result = TaskResult::failed(&task, reason);
                 let result = self.stamped(result, &task, attempt, started).await;
@@ -142,7 +142,7 @@ impl Context {
     ) -> Result<(), SandboxError> {
         // Finishing by then leaves a margin below the consumer timeout to publish the result.
         let deadline = received + self.config.holding_bound();
-        let attempt = amqp::delivery_count(&delivery.properties) + 1;
+        let attempt = amqp::delay::attempt(&delivery.properties);
         let started = OffsetDateTime::now_utc();
         let mut engine_wait = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
         let kind = task.spec.kind();
@@ -186,20 +186,18 @@ impl Context {
                     tracing::warn!(task = %task.id(), error = %e, "Docker engine unreachable; waiting");
                     tokio::time::sleep(engine_wait.next_delay()).await;
                 }
-                Err(e) if amqp::is_last_delivery(&delivery.properties) => {
+                Err(e) if amqp::delay::is_last_attempt(&delivery.properties) => {
                     self.count_engine_error(&e);
                     let reason = format!("gave up after {attempt} attempts, the last: {e}");
-                    tracing::error!(task = %task.id(), %reason, "task failed for good");
-                    let result = TaskResult::failed(&task, reason);
-                    let result = self.stamped(result, &task, attempt, started).await;
-                    self.report(delivery, kind, result, received).await;
+                    tracing::error!(task = %task.id(), %reason, "task failed for good; dead-lettering it");
+                    self.give_up(delivery, &task, &reason, received).await;
                     return Ok(());
                 }
                 Err(e) => {
-                    tracing::warn!(task = %task.id(), error = %e, attempt, "task will run again");
+                    tracing::warn!(task = %task.id(), error = %e, attempt, "task will run again after a delay");
                     self.count_engine_error(&e);
                     self.metrics.retried.with_label_values(&[kind]).inc();
-                    self.nack(delivery).await;
+                    self.retry_later(delivery, attempt, received).await;
                     return Ok(());
                 }
             }
@@ -316,6 +314,68 @@ impl Context {
                 self.nack(delivery).await;
             }
         }
+    }
+
+    /// Publishes a copy of the delivery to the delay queue of its next wait (attempt
+    /// `attempt` has just failed), then acks it; it comes back to the queue it came from
+    /// when the wait is over. Not confirmed, the delivery is returned at once instead.
+    async fn retry_later(&self, delivery: &Delivery, attempt: i64, received: Instant) {
+        let delay = amqp::delay::delay_before(
+            attempt + 1,
+            self.config.retry_delay,
+            self.config.retry_delay_max,
+        );
+        let origin = match delivery.routing_key.as_str() {
+            "" => amqp::TODO_QUEUE,
+            queue => queue,
+        };
+        tracing::debug!(
+            delay_ms = delay.as_millis() as u64,
+            origin,
+            "delaying the next attempt"
+        );
+        let props = amqp::delay::delayed_properties(&delivery.properties, attempt);
+        let published = self
+            .publisher
+            .publish_delayed(
+                delay,
+                origin,
+                &delivery.data,
+                props,
+                self.publish_by(received),
+            )
+            .await;
+        self.settle(delivery, published).await;
+    }
+
+    /// Dead-letters a task whose last attempt failed for a fault outside it, with `reason`
+    /// (to `todo.dead`, and to its project as a failed outcome), then acks it.
+    async fn give_up(&self, delivery: &Delivery, task: &Task, reason: &str, received: Instant) {
+        let mut props = delivery.properties.clone();
+        let mut headers = props.headers().clone().unwrap_or_default();
+        headers.insert(
+            amqp::REASON_HEADER.into(),
+            lapin::types::AMQPValue::LongString(reason.into()),
+        );
+        headers.insert(
+            amqp::PROJECT_HEADER.into(),
+            lapin::types::AMQPValue::LongString(task.project.as_str().into()),
+        );
+        props = props.with_headers(headers);
+        let published = self
+            .publisher
+            .publish_copy(
+                amqp::DEAD_LETTER_EXCHANGE,
+                amqp::TODO_QUEUE,
+                &delivery.data,
+                props,
+                self.publish_by(received),
+            )
+            .await;
+        if published.is_ok() {
+            self.metrics.dead_lettered.inc();
+        }
+        self.settle(delivery, published).await;
     }
 
     /// Acks a task of a cancelled project without publishing anything.

@@ -52,6 +52,13 @@ struct Cli {
     /// the queue (for other executants) and no more are taken until it answers again.
     #[arg(long, env = "EXECUTANT_ENGINE_GRACE", default_value_t = 15)]
     engine_grace: u64,
+    /// Milliseconds a task returned after a fault outside it (engine error, container lost)
+    /// waits in a delay queue before its next attempt; each later retry waits twice as long.
+    #[arg(long, env = "EXECUTANT_RETRY_DELAY_MS", default_value_t = 1000)]
+    retry_delay_ms: u64,
+    /// The longest wait between two attempts of a task, in milliseconds.
+    #[arg(long, env = "EXECUTANT_RETRY_DELAY_MAX_MS", default_value_t = 60_000)]
+    retry_delay_max_ms: u64,
     /// How many tasks of one project a worker container serves before it is replaced.
     #[arg(long, env = "EXECUTANT_REUSE", default_value_t = 1)]
     reuse: u32,
@@ -162,6 +169,8 @@ fn main() -> ExitCode {
     config.confirm_timeout = Duration::from_secs(cli.confirm_timeout);
     config.shutdown_grace = Duration::from_secs(cli.shutdown_grace);
     config.engine_grace = Duration::from_secs(cli.engine_grace);
+    config.retry_delay = Duration::from_millis(cli.retry_delay_ms);
+    config.retry_delay_max = Duration::from_millis(cli.retry_delay_max_ms);
     config.limits = Limits {
         memory_bytes: cli.memory_mib * 1024 * 1024,
         nano_cpus: (cli.cpus * 1e9) as i64,

@@ -163,6 +163,43 @@ impl Publisher {
         .await
     }
 
+    /// Publishes `body` with exactly `props` (a copy of a delivery: the same id and headers),
+    /// retried like [`Publisher::publish`].
+    pub(crate) async fn publish_copy(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        props: lapin::BasicProperties,
+        deadline: Instant,
+    ) -> Result<(), PublishError> {
+        let props = &props;
+        self.retry(deadline, "publish a copy", |channel| async move {
+            amqp::publish_with_properties(&channel, exchange, routing_key, body, props.clone())
+                .await
+        })
+        .await
+    }
+
+    /// Publishes the delayed copy of a task (`props`, from
+    /// [`amqp::delay::delayed_properties`]) to the delay queue of `delay`, declared first,
+    /// routed back to `origin` (the queue it came from) when its wait is over.
+    pub(crate) async fn publish_delayed(
+        &self,
+        delay: Duration,
+        origin: &str,
+        body: &[u8],
+        props: lapin::BasicProperties,
+        deadline: Instant,
+    ) -> Result<(), PublishError> {
+        let props = &props;
+        self.retry(deadline, "publish to a delay queue", |channel| async move {
+            let exchange = amqp::delay::declare_delay(&channel, delay).await?;
+            amqp::publish_with_properties(&channel, &exchange, origin, body, props.clone()).await
+        })
+        .await
+    }
+
     /// Declares `project`'s results queue, retried like [`Publisher::publish`].
     pub(crate) async fn declare_results(
         &self,

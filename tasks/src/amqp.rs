@@ -16,6 +16,7 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Exchange
 pub use crate::trace::TRACEPARENT_HEADER;
 use crate::trace::{TraceId, TraceParent};
 
+pub mod delay;
 pub mod nodes;
 
 pub use nodes::{Link, Nodes};

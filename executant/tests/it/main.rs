@@ -1,5 +1,6 @@
 //! Integration tests of the executant against the real RabbitMQ and Docker engine.
 
+mod backoff;
 mod cli;
 mod consumer_timeout;
 mod dashboard;
