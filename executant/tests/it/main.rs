@@ -7,6 +7,7 @@ mod dashboard;
 mod engines;
 mod metrics;
 mod reconnect;
+mod retention;
 mod run;
 mod script;
 mod support;
