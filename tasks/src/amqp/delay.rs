@@ -36,7 +36,7 @@ pub const MAX_ATTEMPTS: i64 = DELIVERY_LIMIT + 1;
 /// differently never declare the same queue with different arguments.
 pub fn delay_queue(delay: Duration) -> String {
     let ms = delay.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{DELAY_QUEUE_PREFIX}{}s", ms / 1000)
     } else {
         format!("{DELAY_QUEUE_PREFIX}{ms}ms")
@@ -136,15 +136,19 @@ pub fn is_last_attempt(props: &BasicProperties) -> bool {
 /// same message id, headers and properties, with [`ATTEMPT_HEADER`] set to `attempt` and
 /// the broker's delivery count left out (the copy is a new message to the queue).
 pub fn delayed_properties(props: &BasicProperties, attempt: i64) -> BasicProperties {
-    let mut headers = props.headers().clone().unwrap_or_default();
-    let mut kept = FieldTable::default();
-    for (key, value) in headers.inner() {
+    let mut headers = FieldTable::default();
+    for (key, value) in props
+        .headers()
+        .as_ref()
+        .map(|h| h.inner())
+        .into_iter()
+        .flatten()
+    {
         if key.as_str() != "x-delivery-count" {
-            kept.insert(key.clone(), value.clone());
+            headers.insert(key.clone(), value.clone());
         }
     }
-    kept.insert(ATTEMPT_HEADER.into(), AMQPValue::LongLongInt(attempt));
-    headers = kept;
+    headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongLongInt(attempt));
     props.clone().with_headers(headers)
 }
 
