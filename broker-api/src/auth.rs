@@ -44,6 +44,20 @@ pub fn required_scope(method: &Method, queue: Option<&str>) -> Scope {
     }
 }
 
+/// The route that cancels a project: it stops the project's tasks on every executant and
+/// deletes its results queue, so it needs [`Scope::Admin`].
+pub const CANCEL_ROUTE: &str = "/api/projects/{id}/cancel";
+
+/// The scope a request needs on the route `matched` (axum's matched path): [`CANCEL_ROUTE`]
+/// needs [`Scope::Admin`]; any other, [`required_scope`].
+pub fn route_scope(method: &Method, matched: Option<&str>, queue: Option<&str>) -> Scope {
+    if matched == Some(CANCEL_ROUTE) && method == Method::POST {
+        Scope::Admin
+    } else {
+        required_scope(method, queue)
+    }
+}
+
 /// Why a request needs `needed`, in words a person can act on.
 fn refusal(needed: Scope, queue: Option<&str>) -> String {
     match (needed, queue) {
@@ -51,6 +65,9 @@ fn refusal(needed: Scope, queue: Option<&str>) -> String {
             "`{queue}` is one of the platform's queues (todo, todo.dead, results.*): only the \
              `admin` scope (BROKER_API_ADMIN_TOKEN) may change it; other tokens read it"
         ),
+        (Scope::Admin, None) => "cancelling a project stops its tasks on every executant and \
+             deletes its results queue: only the `admin` scope (BROKER_API_ADMIN_TOKEN) may"
+            .to_string(),
         (needed, _) => format!(
             "this request needs the `{needed}` scope ({}); this token's scope is smaller",
             needed.variable()
@@ -239,7 +256,11 @@ pub async fn require_scope(
                 .find(|(key, _)| *key == "name")
                 .map(|(_, value)| value.to_string())
         });
-    let needed = required_scope(request.method(), queue.as_deref());
+    let needed = route_scope(
+        request.method(),
+        matched.map(MatchedPath::as_str),
+        queue.as_deref(),
+    );
     if granted < needed {
         return ApiError::Forbidden {
             needed,
@@ -252,7 +273,23 @@ pub async fn require_scope(
 
 #[cfg(test)]
 mod tests {
-    use super::{required_scope, Method, Scope, Token, Tokens};
+    use super::{required_scope, route_scope, Method, Scope, Token, Tokens, CANCEL_ROUTE};
+
+    #[test]
+    fn cancelling_needs_admin() {
+        let table = [
+            (Method::POST, Some(CANCEL_ROUTE), Scope::Admin),
+            (Method::GET, Some("/api/projects/{id}"), Scope::Read),
+            (Method::POST, Some("/api/queues/{name}/get"), Scope::User),
+        ];
+        for (method, matched, want) in table {
+            assert_eq!(
+                route_scope(&method, matched, None),
+                want,
+                "{method} {matched:?}"
+            );
+        }
+    }
 
     #[test]
     fn scopes() {

@@ -95,6 +95,9 @@ pub struct AppState {
     pub tokens: Arc<Tokens>,
     /// The workspace, when configured.
     pub workspace: Option<Arc<PathBuf>>,
+    /// The broker URL (one node or a cluster's), for the operations that open a connection
+    /// of their own (cancelling a project).
+    pub amqp_url: Arc<str>,
     /// The Prometheus registry and the service's metrics.
     pub metrics: Arc<metrics::Metrics>,
     /// The largest request body accepted.
@@ -122,6 +125,7 @@ impl AppState {
             broker,
             tokens: Arc::new(config.tokens.clone()),
             workspace: config.workspace.clone().map(Arc::new),
+            amqp_url: config.amqp_url.as_str().into(),
             metrics,
             body_limit: config.body_limit,
             request_timeout: config.request_timeout,
@@ -152,13 +156,20 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// How long a cancellation may take at least: the executants get 10 s to answer, after
+/// a connection that may take its own time.
+pub const CANCEL_TIMEOUT: Duration = Duration::from_secs(45);
+
 async fn timeout(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    match tokio::time::timeout(state.request_timeout, next.run(request)).await {
+    let path = request.uri().path();
+    let after = if path.starts_with("/api/projects/") && path.ends_with("/cancel") {
+        state.request_timeout.max(CANCEL_TIMEOUT)
+    } else {
+        state.request_timeout
+    };
+    match tokio::time::timeout(after, next.run(request)).await {
         Ok(response) => response,
-        Err(_) => ApiError::Timeout {
-            after: state.request_timeout,
-        }
-        .into_response(),
+        Err(_) => ApiError::Timeout { after }.into_response(),
     }
 }
 

@@ -8,7 +8,7 @@ use axum::response::IntoResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{health, messages, projects, queues};
+use crate::routes::{cancel, health, messages, projects, queues};
 
 /// The document.
 #[derive(OpenApi)]
@@ -29,8 +29,9 @@ use crate::routes::{health, messages, projects, queues};
         messages::get,
         projects::list,
         projects::one,
+        cancel::cancel,
     ),
-    components(schemas(crate::error::ErrorBody, crate::auth::Scope)),
+    components(schemas(crate::error::ErrorBody, crate::auth::Scope, cancel::CancelledView)),
     modifiers(&Bearer),
     tags(
         (name = "queues", description = "Queues and their depth"),

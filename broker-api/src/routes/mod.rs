@@ -1,6 +1,7 @@
 //! The routes, one module per group, and what they share: the JSON body extractor that
 //! turns every rejection into an [`ApiError`].
 
+pub mod cancel;
 pub mod health;
 pub mod messages;
 pub mod page;
@@ -47,6 +48,7 @@ pub fn api_router() -> Router<AppState> {
         .route("/queues/{name}/get", post(messages::get))
         .route("/projects", get(projects::list))
         .route("/projects/{id}", get(projects::one))
+        .route("/projects/{id}/cancel", post(cancel::cancel))
 }
 
 /// The fallback: a JSON 404.

@@ -9,7 +9,8 @@ use crate::error::{ApiError, ErrorBody};
 use crate::projects::{read_all, ProjectView};
 use crate::AppState;
 
-fn no_workspace() -> ApiError {
+/// The answer of a project route when no workspace is configured.
+pub(crate) fn no_workspace() -> ApiError {
     ApiError::NotFound(
         "no workspace is configured: start broker-api with --workspace DIR (env WORKSPACE) to see projects"
             .into(),
