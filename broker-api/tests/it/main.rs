@@ -8,6 +8,7 @@
 mod auth;
 mod binary;
 mod broker_down;
+mod cancel;
 mod messages;
 mod metrics;
 mod openapi;
