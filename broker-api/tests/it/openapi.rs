@@ -17,6 +17,7 @@ use crate::support::{unique_queue, write_tracking, Service};
 fn valid_requests(
     q: &str,
     fresh: &str,
+    cancel: &str,
 ) -> Vec<(&'static str, &'static str, String, Option<Value>)> {
     vec![
         ("get", "/healthz", "/healthz".into(), None),
@@ -58,6 +59,12 @@ fn valid_requests(
             "get",
             "/api/projects/{id}",
             "/api/projects/walker".into(),
+            None,
+        ),
+        (
+            "post",
+            "/api/projects/{id}/cancel",
+            format!("/api/projects/{cancel}/cancel"),
             None,
         ),
     ]
@@ -213,12 +220,18 @@ fn check_response(doc: &Value, op: &Value, what: &str, status: StatusCode, body:
 
 #[tokio::test]
 async fn every_documented_operation_answers_as_documented() {
-    let (s, doc, _ws) = start().await;
+    let (s, doc, ws) = start().await;
     let q = unique_queue("walk");
     s.create_queue(&q, "classic").await;
     let fresh = unique_queue("walk-fresh");
     s.delete_later(&fresh);
-    let table = valid_requests(&q, &fresh);
+    // A project recorded as the client does, to cancel (an id of its own: cancellations
+    // are kept a week for every executant).
+    let cancel = format!("bapi-walk-{}", crate::support::random_hex(6));
+    let workspace = commanditaire::workspace::Workspace::open_or_init(ws.path()).unwrap();
+    let project = tasks::split::nqueens_project(&cancel, 6, 0).unwrap();
+    commanditaire::tracking::record_project(&workspace, &project, &json!({})).unwrap();
+    let table = valid_requests(&q, &fresh, &cancel);
 
     let documented_ops: BTreeSet<(String, String)> = operations(&doc)
         .into_iter()
