@@ -24,11 +24,13 @@ pub use crate::scope::Scope;
 use crate::AppState;
 
 /// Whether `queue` is one of the platform's own queues, which only [`Scope::Admin`] may
-/// change: `todo`, `todo.dead` and every `results.<project>`.
+/// change: `todo`, `todo.dead`, every `results.<project>` and every delay queue
+/// (`todo.delay.<wait>`, holding tasks until their next attempt).
 pub fn is_platform_queue(queue: &str) -> bool {
     queue == tasks::amqp::TODO_QUEUE
         || queue == tasks::amqp::DEAD_QUEUE
         || queue.starts_with(tasks::amqp::RESULTS_QUEUE_PREFIX)
+        || queue.starts_with(tasks::amqp::delay::DELAY_QUEUE_PREFIX)
 }
 
 /// The scope a request needs: reading (`GET`) needs [`Scope::Read`]; any other method on a
@@ -62,7 +64,7 @@ pub fn route_scope(method: &Method, matched: Option<&str>, queue: Option<&str>) 
 fn refusal(needed: Scope, queue: Option<&str>) -> String {
     match (needed, queue) {
         (Scope::Admin, Some(queue)) => format!(
-            "`{queue}` is one of the platform's queues (todo, todo.dead, results.*): only the \
+            "`{queue}` is one of the platform's queues (todo, todo.delay.*, todo.dead, results.*): only the \
              `admin` scope (BROKER_API_ADMIN_TOKEN) may change it; other tokens read it"
         ),
         (Scope::Admin, None) => "cancelling a project stops its tasks on every executant and \
@@ -306,6 +308,7 @@ mod tests {
             (Method::DELETE, Some("results.p"), Scope::Admin),
             (Method::POST, Some("results.x.y"), Scope::Admin),
             (Method::DELETE, Some("todo.other"), Scope::User),
+            (Method::DELETE, Some("todo.delay.1s"), Scope::Admin),
             (Method::DELETE, Some("results"), Scope::User),
         ];
         for (method, queue, want) in table {
