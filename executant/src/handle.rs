@@ -1,7 +1,8 @@
 //! Handling one TODO delivery, from decision to ack.
 //!
-//! Invariant: a delivery is acked only after its outcome (a result, or a dead-lettered copy)
-//! was confirmed by the broker. An outcome that could not be published for a lost connection
+//! Invariant: a delivery is acked only after its outcome (a result, or a dead-lettered copy),
+//! or its copy in a delay queue (a retry after a fault outside the task), was confirmed by
+//! the broker. An outcome that could not be published for a lost connection
 //! is published again on a new one while the delivery stays unacked (a returned delivery
 //! would spend one of its attempts); only a refusal by the broker, or its consumer timeout
 //! coming, nacks it back to the queue.
