@@ -41,6 +41,19 @@ fn settings_are_checked_before_anything_starts() {
         "{text}"
     );
 
+    // Retry waits: a first wait of zero, or a ceiling below it, is refused at start.
+    for args in [
+        ["--retry-delay-ms", "0", "--retry-delay-max-ms", "60000"],
+        ["--retry-delay-ms", "5000", "--retry-delay-max-ms", "1000"],
+    ] {
+        let (ok, text) = run(executant().env("AMQP_URL_FILE", &url_file).args(args));
+        assert!(!ok, "{args:?}: {text}");
+        assert!(
+            text.contains("--retry-delay-ms") && text.contains("--retry-delay-max-ms"),
+            "{args:?}: {text}"
+        );
+    }
+
     let (ok, text) = run(executant()
         .arg("--help")
         .env("AMQP_URL", "amqp://someone:env-secret@127.0.0.1:1/%2f"));
