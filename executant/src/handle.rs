@@ -326,10 +326,7 @@ impl Context {
             self.config.retry_delay,
             self.config.retry_delay_max,
         );
-        let origin = match delivery.routing_key.as_str() {
-            "" => amqp::TODO_QUEUE,
-            queue => queue,
-        };
+        let origin = amqp::delay::origin_queue(delivery.routing_key.as_str());
         tracing::debug!(
             delay_ms = delay.as_millis() as u64,
             origin,

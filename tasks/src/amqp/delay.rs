@@ -43,6 +43,23 @@ pub fn delay_queue(delay: Duration) -> String {
     }
 }
 
+/// The work queue a delivery came from, by its routing key (tasks are published to their
+/// queue on the default exchange, and a copy back from a delay queue keeps the key):
+/// `todo` or a queue named `todo.<something>` other than a delay queue and `todo.dead`;
+/// [`super::TODO_QUEUE`] for any other key, so a delayed copy never comes back unroutable.
+pub fn origin_queue(routing_key: &str) -> &str {
+    let work_queue = routing_key == super::TODO_QUEUE
+        || (routing_key.starts_with("todo.")
+            && routing_key.len() > "todo.".len()
+            && !routing_key.starts_with(DELAY_QUEUE_PREFIX)
+            && routing_key != super::DEAD_QUEUE);
+    if work_queue {
+        routing_key
+    } else {
+        super::TODO_QUEUE
+    }
+}
+
 /// The wait before attempt `next` (2 for the first retry): `first` doubled for each retry
 /// before it, capped at `max`.
 pub fn delay_before(next: i64, first: Duration, max: Duration) -> Duration {
@@ -172,6 +189,22 @@ mod tests {
         ];
         for (next, want) in table {
             assert_eq!(delay_before(next, ms(1000), ms(60_000)), ms(want), "{next}");
+        }
+    }
+
+    #[test]
+    fn copies_go_back_to_a_work_queue() {
+        let table = [
+            ("todo", "todo"),
+            ("todo.high", "todo.high"),
+            ("", "todo"),
+            ("todo.", "todo"),
+            ("todo.dead", "todo"),
+            ("todo.delay.1s", "todo"),
+            ("jobs", "todo"),
+        ];
+        for (key, want) in table {
+            assert_eq!(origin_queue(key), want, "{key:?}");
         }
     }
 
