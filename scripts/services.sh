@@ -33,6 +33,7 @@ ensure_docker() {
 
 ensure_rabbitmq() {
   if command -v rabbitmqctl >/dev/null && timeout 10 rabbitmqctl -q await_startup >/dev/null 2>&1; then
+    ensure_retention
     return
   fi
   command -v rabbitmq-server >/dev/null || apt_install rabbitmq-server
@@ -48,6 +49,13 @@ ensure_rabbitmq() {
   timeout 120 rabbitmqctl -q await_startup >/dev/null 2>&1 \
     || die "RabbitMQ did not start (see /var/log/rabbitmq/)"
   log "rabbitmq is up"
+  ensure_retention
+}
+
+# Retention on the default vhost (results queues unused 7 days, todo.dead entries 14 days):
+# policies, so set again on every start (scripts/rabbitmq-retention.sh).
+ensure_retention() {
+  "$root/scripts/rabbitmq-retention.sh" >/dev/null
 }
 
 # Headless Chromium: broker-api's page test loads the page in a real browser.
