@@ -206,11 +206,10 @@ impl Context {
         }
     }
 
-    /// Whether the delivery asks for another executant than this one (a `verify` re-run) and
-    /// may still be returned for one.
+    /// Whether the delivery asks for another executant than this one (a `verify` re-run, a
+    /// `--replicas` run) and may still be returned for one.
     fn leave_to_another(&self, delivery: &Delivery) -> bool {
-        amqp::avoided_executant(&delivery.properties).as_deref() == Some(self.config.name.as_str())
-            && amqp::delivery_count(&delivery.properties) < amqp::AVOID_RETURNS
+        amqp::leave_to_another(&delivery.properties, &self.config.name)
     }
 
     /// `result` with the digest of `task` and its provenance: every result this executant

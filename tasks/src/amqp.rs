@@ -514,7 +514,7 @@ pub fn with_traceparent(props: BasicProperties, traceparent: &TraceParent) -> Ba
 }
 
 /// The properties of a task published to `todo` that executant `avoid` should leave to
-/// another ([`AVOID_HEADER`]).
+/// another ([`AVOID_HEADER`]; several executants: their names joined by commas).
 pub fn task_properties_avoiding(task: &crate::Task, avoid: &str) -> BasicProperties {
     let props = task_properties(task);
     let mut headers = props.headers().clone().unwrap_or_default();
@@ -536,12 +536,40 @@ pub fn traceparent_of(props: &BasicProperties) -> Option<TraceParent> {
     }
 }
 
-/// The executant a delivery asks not to run it ([`AVOID_HEADER`]), if any.
+/// The executant a delivery asks not to run it ([`AVOID_HEADER`]), if any: the header's
+/// whole value (several names are separated by commas, see [`avoided_executants`]).
 pub fn avoided_executant(props: &BasicProperties) -> Option<String> {
     match props.headers().as_ref()?.inner().get(AVOID_HEADER)? {
         AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
         _ => None,
     }
+}
+
+/// The executants a delivery asks not to run it: the [`AVOID_HEADER`] value split on commas
+/// (`verify` names one, `--replicas` every executant that already answered the task).
+pub fn avoided_executants(props: &BasicProperties) -> Vec<String> {
+    avoided_executant(props)
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether executant `name` should return this delivery for another executant: the
+/// delivery names it in [`AVOID_HEADER`] and has been returned fewer than
+/// [`AVOID_RETURNS`] times per executant named (at most [`DELIVERY_LIMIT`] - 1 times, so
+/// that the last deliveries always run somewhere).
+pub fn leave_to_another(props: &BasicProperties, name: &str) -> bool {
+    let avoided = avoided_executants(props);
+    if !avoided.iter().any(|a| a == name) {
+        return false;
+    }
+    let returns = (AVOID_RETURNS * avoided.len() as i64).min(DELIVERY_LIMIT - 1);
+    delivery_count(props) < returns
 }
 
 /// Publishes `message` as mandatory on a confirm channel and waits for the broker's ack;
@@ -825,6 +853,31 @@ mod tests {
         project_of_results_queue, redact_url, resolve_url, results_queue, UrlSourceError,
         DEFAULT_AMQP_URL,
     };
+
+    #[test]
+    fn several_avoided_executants_get_more_returns_but_never_the_last_deliveries() {
+        use super::{leave_to_another, AVOID_HEADER};
+        use lapin::types::{AMQPValue, FieldTable, LongString};
+        let props = |avoid: &str, count: i64| {
+            let mut headers = FieldTable::default();
+            headers.insert(
+                AVOID_HEADER.into(),
+                AMQPValue::LongString(LongString::from(avoid)),
+            );
+            headers.insert("x-delivery-count".into(), AMQPValue::LongLongInt(count));
+            lapin::BasicProperties::default().with_headers(headers)
+        };
+        // One name (`verify`): returned twice, as before.
+        assert!(leave_to_another(&props("a", 1), "a"));
+        assert!(!leave_to_another(&props("a", 2), "a"));
+        assert!(!leave_to_another(&props("a", 0), "b"));
+        // Two names (`--replicas`): four returns, by either.
+        assert!(leave_to_another(&props("a,b", 3), "b"));
+        assert!(!leave_to_another(&props("a,b", 4), "a"));
+        assert!(!leave_to_another(&props("a,b", 0), "c"));
+        // Many names: never past the delivery limit less one.
+        assert!(!leave_to_another(&props("a,b,c,d", 4), "d"));
+    }
 
     #[test]
     fn results_queue_names_and_their_inverse() {
