@@ -39,11 +39,19 @@ pub const DELIVERY_LIMIT: i64 = 5;
 /// Header carrying why a message was dead-lettered by a client (not by the broker).
 pub const REASON_HEADER: &str = "x-platform-reason";
 /// Header asking executants of that name not to run the task (a `verify` re-run wants
-/// another executant than the first run's): the named one returns it to the queue up to
-/// [`AVOID_RETURNS`] times, then runs it (no other executant may be there).
+/// another executant than the first run's, a `--replicas` run every one that answered):
+/// the named one passes it on (see [`pass_on_properties`]) up to [`AVOID_RETURNS`] times
+/// per name, then runs it (no other executant may be there).
 pub const AVOID_HEADER: &str = "x-avoid-executant";
-/// How many deliveries of a task an avoided executant returns before running it anyway.
+/// How many times a task is passed on per avoided executant before it runs anyway.
 pub const AVOID_RETURNS: i64 = 2;
+/// How long an avoided executant holds a task before passing it on: time for another
+/// executant to free a slot (passed on at once, a task mostly lands on an avoided executant
+/// again when the others are busy).
+pub const AVOID_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+/// Header counting how many times avoided executants passed a task on: a copy published
+/// again starts with no `x-delivery-count`.
+pub const PASSED_ON_HEADER: &str = "x-passed-on";
 /// Header carrying a task's project id, so that a dead-lettered task also reaches its
 /// project's results queue (through [`DEAD_PROJECTS_EXCHANGE`]).
 pub const PROJECT_HEADER: &str = "x-project";
@@ -569,7 +577,38 @@ pub fn leave_to_another(props: &BasicProperties, name: &str) -> bool {
         return false;
     }
     let returns = (AVOID_RETURNS * avoided.len() as i64).min(DELIVERY_LIMIT - 1);
-    delivery_count(props) < returns
+    delivery_count(props).max(passed_on(props)) < returns
+}
+
+/// How many times avoided executants passed this task on ([`PASSED_ON_HEADER`]).
+pub fn passed_on(props: &BasicProperties) -> i64 {
+    match props
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(PASSED_ON_HEADER).cloned())
+    {
+        Some(AMQPValue::LongLongInt(n)) => n,
+        Some(AMQPValue::LongInt(n)) => n.into(),
+        _ => 0,
+    }
+}
+
+/// The properties of the copy of a task an avoided executant publishes again at the tail
+/// of `todo` (requeued, a delivery goes back to the head of the queue and mostly to the
+/// very slot it just freed): the same, its [`PASSED_ON_HEADER`] one more, without the
+/// broker's delivery count.
+pub fn pass_on_properties(props: &BasicProperties) -> BasicProperties {
+    let count = delivery_count(props).max(passed_on(props)) + 1;
+    let mut headers = props.headers().clone().unwrap_or_default();
+    let mut kept = FieldTable::default();
+    for (key, value) in headers.inner() {
+        if key.as_str() != "x-delivery-count" {
+            kept.insert(key.clone(), value.clone());
+        }
+    }
+    kept.insert(PASSED_ON_HEADER.into(), AMQPValue::LongLongInt(count));
+    headers = kept;
+    props.clone().with_headers(headers)
 }
 
 /// Publishes `message` as mandatory on a confirm channel and waits for the broker's ack;
