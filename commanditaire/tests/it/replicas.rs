@@ -171,3 +171,87 @@ fn a_lying_executant_is_outvoted_and_reported_and_the_count_stays_exact() {
         .unwrap();
     assert_eq!(verify.status.code(), Some(0), "{verify:?}");
 }
+
+/// A run of task `index` of `project` by `executant`, counting `solutions`.
+fn run_of(
+    project: &tasks::Project,
+    index: u32,
+    executant: &str,
+    solutions: u64,
+) -> tasks::TaskResult {
+    let task = &project.tasks[index as usize];
+    let mut run = tasks::TaskResult::ok(task, tasks::TaskOutput::Nqueens { solutions });
+    run.digest = Some(task.digest());
+    run.provenance = Some(Box::new(tasks::provenance::Provenance {
+        executant: executant.into(),
+        attempt: 1,
+        ..Default::default()
+    }));
+    run
+}
+
+#[test]
+fn a_killed_client_replays_its_recorded_runs_to_the_same_outcomes() {
+    use commanditaire::{tracking, BatchPolicy, Tracker, Workspace};
+    use tasks::reassemble::Recorded;
+
+    let dir = tempfile::tempdir().unwrap();
+    let ws = Workspace::open_or_init(dir.path()).unwrap();
+    let project = tasks::split::nqueens_project("replay", 8, 1).unwrap();
+    tracking::record_project(&ws, &project, &serde_json::json!({ "replicas": 2 })).unwrap();
+    let mut tracker = Tracker::load(&ws, project.clone(), BatchPolicy::default());
+    assert_eq!(tracker.replicas(), 2);
+    // Task 0: two executants agree. Task 1: one run so far, the next one asked for.
+    assert_eq!(tracker.record(run_of(&project, 0, "a", 4)), Recorded::New);
+    assert!(!tracker.has(0));
+    assert_eq!(tracker.record(run_of(&project, 0, "b", 4)), Recorded::New);
+    assert!(tracker.has(0));
+    assert_eq!(tracker.record(run_of(&project, 1, "a", 7)), Recorded::New);
+    let wanted = tracker.take_wanted_runs();
+    assert_eq!(wanted.len(), 1);
+    assert_eq!(
+        (wanted[0].0.index, wanted[0].1.clone()),
+        (1, vec!["a".to_string()])
+    );
+    tracker.flush().unwrap();
+
+    // The client is killed; another starts from the record alone.
+    let mut again = Tracker::load(&ws, project.clone(), BatchPolicy::default());
+    assert!(again.has(0) && !again.has(1));
+    // The run already recorded, delivered again, does not count twice.
+    assert_eq!(
+        again.record(run_of(&project, 1, "a", 7)),
+        Recorded::Duplicate
+    );
+    // Its runs were lost: every undecided task gets one more, avoiding who answered.
+    assert_eq!(again.want_runs_again(), project.tasks.len() - 1);
+    let wanted = again.take_wanted_runs();
+    let task1 = wanted.iter().find(|(t, _)| t.index == 1).unwrap();
+    assert_eq!(task1.1, vec!["a".to_string()]);
+    // A dissenting run, then a third executant settles it; a late run does not count.
+    assert_eq!(again.record(run_of(&project, 1, "liar", 17)), Recorded::New);
+    assert!(!again.has(1));
+    assert_eq!(again.record(run_of(&project, 1, "c", 7)), Recorded::New);
+    assert!(again.has(1));
+    assert_eq!(
+        again.record(run_of(&project, 1, "d", 7)),
+        Recorded::Duplicate
+    );
+    again.flush().unwrap();
+    let report = again.replicas_report().unwrap();
+    let disagreements = report["disagreements"].as_array().unwrap();
+    assert_eq!(disagreements.len(), 1, "{report}");
+    assert_eq!(disagreements[0]["index"], 1);
+    assert_eq!(disagreements[0]["counted"], "7 completions");
+
+    // A third client sees the same: 0 and 1 counted, once each, with the first agreeing run.
+    let third = Tracker::load(&ws, project.clone(), BatchPolicy::default());
+    assert!(third.has(0) && third.has(1) && !third.has(2));
+    assert_eq!(third.replicas_report(), Some(report));
+    let history = commanditaire::history::History::read(&ws, "replay").unwrap();
+    assert_eq!(history.counted.len(), 2);
+    assert_eq!(
+        history.counted[&1].provenance.as_ref().unwrap().executant,
+        "a"
+    );
+}
