@@ -62,6 +62,7 @@ pub async fn follow(
     let nodes = Nodes::parse(url);
     let mut seen = Followed::default();
     let mut lost = LostTasks::new(start, tracker);
+    let trace = crate::trace::project_trace(tracker.workspace(), &project);
     let mut first = true;
     while !tracker.finished() {
         if crate::cancel::is_cancelled(tracker.workspace(), &project) {
@@ -100,7 +101,11 @@ pub async fn follow(
             }
             Err(Opened::Broker(e)) => return Err(e.into()),
         };
+        if first {
+            warn_few_executants(&probe, tracker.replicas(), watcher).await;
+        }
         first = false;
+        let mut runs_channel = None;
         let mut unacked: Vec<Delivery> = Vec::new();
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         let mut last_progress = Instant::now();
@@ -138,6 +143,7 @@ pub async fn follow(
                                 drop_junk(&delivery, why, &mut seen, watcher).await;
                             }
                         }
+                        publish_runs(conn, &mut runs_channel, tracker, &trace, watcher).await;
                         if tracker.due() || tracker.finished() {
                             commit_and_ack(tracker, &mut unacked, watcher).await;
                         }
@@ -172,6 +178,7 @@ pub async fn follow(
                     if tracker.due() {
                         commit_and_ack(tracker, &mut unacked, watcher).await;
                     }
+                    publish_runs(conn, &mut runs_channel, tracker, &trace, watcher).await;
                     if cancel_check.elapsed() >= CANCEL_CHECK {
                         cancel_check = Instant::now();
                         if crate::cancel::is_cancelled(tracker.workspace(), &project) {
@@ -185,9 +192,17 @@ pub async fn follow(
                             warned_idle = true;
                         }
                     }
-                    if lost.due(&probe, &queue, last_delivery, tracker).await {
+                    let lost_now = lost.due(&probe, &queue, last_delivery, tracker).await;
+                    if lost_now && tracker.replicas() > 1 {
+                        // Published at the next tick, each avoiding the executants that
+                        // already answered its task.
+                        let again = tracker.want_runs_again();
+                        seen.republished += again;
+                        watcher.warn(&format!(
+                            "{again} tasks had no outcome agreed and no run in any queue: asking for one more run of each"
+                        ));
+                    } else if lost_now {
                         let tasks = tracker.remaining();
-                        let trace = crate::trace::project_trace(tracker.workspace(), &project);
                         match crate::broker::publish_on(&nodes, &project, &trace, &tasks).await {
                             Ok(()) => {
                                 seen.republished += tasks.len();
@@ -242,6 +257,65 @@ pub async fn follow(
         ));
     }
     Ok(seen)
+}
+
+/// Publishes the runs a replicated project needs now (the next replica of each task just
+/// answered, or lost runs asked again), on a confirm channel of `conn` opened once; runs
+/// that could not be published are put back, for the next tick.
+async fn publish_runs(
+    conn: &lapin::Connection,
+    channel: &mut Option<Channel>,
+    tracker: &mut Tracker,
+    trace: &tasks::trace::TraceId,
+    watcher: &dyn Watcher,
+) {
+    if tracker.replicas() <= 1 {
+        return;
+    }
+    let runs = tracker.take_wanted_runs();
+    if runs.is_empty() {
+        return;
+    }
+    if channel.as_ref().is_none_or(|c| !c.status().connected()) {
+        match amqp::confirm_channel(conn).await {
+            Ok(c) => *channel = Some(c),
+            Err(e) => {
+                watcher.warn(&format!(
+                    "cannot publish replica runs yet ({e}); will retry"
+                ));
+                tracker.put_back_runs(runs);
+                return;
+            }
+        }
+    }
+    let list: Vec<(&tasks::Task, &[String])> =
+        runs.iter().map(|(t, a)| (t, a.as_slice())).collect();
+    let channel_ref = channel.as_ref().expect("opened above");
+    match crate::replicas::publish(channel_ref, trace, &list).await {
+        Ok(()) => tracing::debug!(runs = runs.len(), "replica runs published"),
+        Err(e) => {
+            watcher.warn(&format!(
+                "cannot publish replica runs yet ({e}); will retry"
+            ));
+            *channel = None;
+            tracker.put_back_runs(runs);
+        }
+    }
+}
+
+/// Tells the person when fewer executants consume `todo` than a replicated project needs.
+async fn warn_few_executants(probe: &Channel, replicas: u32, watcher: &dyn Watcher) {
+    if replicas <= 1 {
+        return;
+    }
+    if let Ok(consumers) = todo_consumers(probe).await {
+        if consumers < replicas {
+            watcher.warn(&format!(
+                "--replicas {replicas}: {consumers} executants consume todo; each task needs {replicas} different ones (one more when they disagree), or it fails after {} runs",
+                crate::replicas::max_runs(replicas)
+            ));
+        }
+    }
 }
 
 /// Logs (debug) an outcome as it arrives, with its task id and the trace context its message

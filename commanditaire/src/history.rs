@@ -70,7 +70,8 @@ impl History {
 }
 
 /// The provenance of project `id` as `status P --json` shows it: the tasks commit, the
-/// images it ran with, and each counted outcome's provenance.
+/// images it ran with, each counted outcome's provenance, and for a replicated project its
+/// runs and disagreements (`replicas`).
 pub fn provenance(ws: &Workspace, id: &str) -> Result<serde_json::Value, LoadError> {
     let history = History::read(ws, id)?;
     let images = ws
@@ -90,9 +91,14 @@ pub fn provenance(ws: &Workspace, id: &str) -> Result<serde_json::Value, LoadErr
             })
         })
         .collect();
-    Ok(serde_json::json!({
+    let mut shown = serde_json::json!({
         "tasks_commit": tracking::tasks_commit_of(ws, id),
         "images": images,
         "outcomes": outcomes,
-    }))
+    });
+    // A replicated project: every run, and the tasks whose replicas disagreed.
+    if let Some(replicas) = crate::replicas::report(ws, history.project()) {
+        shown["replicas"] = replicas;
+    }
+    Ok(shown)
 }

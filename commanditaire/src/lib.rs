@@ -11,6 +11,7 @@ pub mod inbox;
 pub mod local;
 pub mod project_lock;
 pub mod remote;
+pub mod replicas;
 pub mod status;
 pub mod trace;
 pub mod tracking;
@@ -163,6 +164,10 @@ pub struct RunOptions {
     /// Print one JSON line on standard output per batch of results committed
     /// (`--progress-json`, [`tracking::BatchRecorded`]).
     pub progress_json: bool,
+    /// A new project: the executants each task runs on (`--replicas N`, 1 to
+    /// [`replicas::MAX_REPLICAS`]; 1 is the plain platform). A resumed project keeps the
+    /// number it was recorded with.
+    pub replicas: u32,
 }
 
 /// What a run did.
@@ -180,6 +185,8 @@ pub struct RunReport {
     pub duplicates: usize,
     /// Messages of the results queue that were not for this project, dropped.
     pub junk: usize,
+    /// A replicated project's runs and disagreements (`result.json`'s `replicas`).
+    pub replicas: Option<serde_json::Value>,
 }
 
 /// Why a project could not run.
@@ -243,6 +250,11 @@ pub async fn submit(
             _ => None,
         }).collect::<std::collections::BTreeSet<_>>(),
     });
+    let mut config = config;
+    if options.replicas > 1 {
+        // Only a replicated project says so: a plain project's record stays as it was.
+        config["replicas"] = options.replicas.into();
+    }
     let _lock = project_lock::ProjectLock::acquire(ws.root(), &project.id)?;
     ensure_new(&ws, &project.id)?;
     let targets = resolve_remotes(options).await?;
@@ -395,6 +407,7 @@ async fn drive(
                 result: None,
                 duplicates: 0,
                 junk: 0,
+                replicas: None,
             });
         }
         // Tasks this run just published are in `todo`: not lost.
@@ -415,5 +428,6 @@ async fn drive(
         result: Some(result),
         duplicates: tracker.duplicates(),
         junk,
+        replicas: tracker.replicas_report(),
     })
 }

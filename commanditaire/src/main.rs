@@ -62,6 +62,12 @@ struct RunFlags {
     /// Project id (default: generated).
     #[arg(long)]
     id: Option<String>,
+    /// Run each task on N different executants; an outcome counts when N agree, a
+    /// disagreement gets one more run and is reported (1 to 5; needs N executants, N + 1
+    /// to settle a disagreement).
+    #[arg(long, value_name = "N", default_value_t = 1, conflicts_with = "local",
+          value_parser = clap::value_parser!(u32).range(1..=commanditaire::replicas::MAX_REPLICAS as i64))]
+    replicas: u32,
 }
 
 impl RunFlags {
@@ -186,7 +192,7 @@ async fn run(cli: Cli) -> anyhow::Result<Option<RunReport>> {
         cli.github_prefix.clone(),
         &cli.workspace,
     )?;
-    let options = |mode, retry_failed| RunOptions {
+    let options = |mode, retry_failed, replicas| RunOptions {
         amqp_url: amqp_url.clone(),
         workspace: cli.workspace.clone(),
         mode,
@@ -194,6 +200,7 @@ async fn run(cli: Cli) -> anyhow::Result<Option<RunReport>> {
         remote: remote.clone(),
         retry_failed,
         progress_json: cli.progress_json,
+        replicas,
     };
     let (request, flags) = match cli.command {
         Command::Nqueens { n, depth, run } => (Request::Nqueens { n, depth }, run),
@@ -253,14 +260,14 @@ async fn run(cli: Cli) -> anyhow::Result<Option<RunReport>> {
         } => {
             let watcher = output::Bar::new(0, json);
             let report =
-                commanditaire::resume(&options(Mode::Broker, retry_failed), &project, &watcher)
+                commanditaire::resume(&options(Mode::Broker, retry_failed, 1), &project, &watcher)
                     .await?;
             watcher.finish();
             output::report(&report, json);
             return Ok(Some(report));
         }
     };
-    let options = options(flags.mode(), false);
+    let options = options(flags.mode(), false, flags.replicas);
     let project = generate::project(&cli.workspace, &request, flags.id.as_deref())?;
     let watcher = output::Bar::new(project.tasks.len() as u64, json);
     output::started(&project, options.mode, json);

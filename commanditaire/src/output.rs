@@ -80,6 +80,9 @@ pub fn result(result: &ProjectResult, run: &commanditaire::RunReport, json: bool
         value["published"] = run.published.into();
         value["duplicate_results"] = duplicates.into();
         value["junk_results"] = run.junk.into();
+        if let Some(replicas) = &run.replicas {
+            value["replicas"] = replicas.clone();
+        }
         if let tasks::ProjectSpec::Nqueens { n, depth } = result.spec {
             value["n"] = n.into();
             value["depth"] = depth.into();
@@ -102,6 +105,9 @@ pub fn result(result: &ProjectResult, run: &commanditaire::RunReport, json: bool
             "{} messages on the results queue were not results of this project and were dropped",
             run.junk
         );
+    }
+    if let Some(replicas) = &run.replicas {
+        disagreements(replicas);
     }
     if duplicates > 0 {
         eprintln!(
@@ -131,6 +137,31 @@ pub fn result(result: &ProjectResult, run: &commanditaire::RunReport, json: bool
             result.project,
             result.failed.len(),
             result.missing.len()
+        );
+    }
+}
+
+/// Prints each task whose replicas disagreed: every run, where it ran, and what counted.
+fn disagreements(replicas: &serde_json::Value) {
+    for d in replicas["disagreements"].as_array().into_iter().flatten() {
+        let runs: Vec<String> = d["runs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                format!(
+                    "{} by {}",
+                    r["outcome"].as_str().unwrap_or("?"),
+                    r["executant"].as_str().unwrap_or("the broker")
+                )
+            })
+            .collect();
+        let counted = d["counted"].as_str().unwrap_or("nothing (the task failed)");
+        eprintln!(
+            "task {}: the replicas disagreed ({}); counted: {}",
+            d["index"],
+            printable(&runs.join("; ")),
+            printable(counted)
         );
     }
 }

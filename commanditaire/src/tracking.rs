@@ -11,6 +11,7 @@ use tasks::progress::Progress;
 use tasks::reassemble::Recorded;
 use tasks::{Project, ProjectResult, Reassembly, TaskError, TaskResult, SCHEMA_VERSION};
 
+use crate::replicas::{Offer, Quorum};
 use crate::workspace::{Workspace, WorkspaceError};
 
 /// When a batch of results is committed.
@@ -233,6 +234,8 @@ pub struct Tracker {
     images: Images,
     on_batch: Option<BatchHook>,
     started: Instant,
+    /// A replicated project's runs (`--replicas N`, N > 1); `None`: one run per task.
+    quorum: Option<Quorum>,
 }
 
 /// What is called after each batch commit ([`Tracker::notify_batches`]).
@@ -284,7 +287,9 @@ impl Tracker {
         let published = ws
             .read_at_head(TRACKING, &layout::published_marker(&id))
             .is_some();
-        Tracker {
+        let replicas = crate::replicas::replicas_of(ws, &id);
+        let quorum = (replicas > 1).then(|| Quorum::load(ws, reassembly.project(), replicas));
+        let mut tracker = Tracker {
             ws: ws.clone(),
             reassembly,
             pending: Vec::new(),
@@ -297,7 +302,20 @@ impl Tracker {
             images,
             on_batch: None,
             started: Instant::now(),
+            quorum,
+        };
+        // Runs committed by a client killed before it committed the outcome they decided.
+        let decided = tracker
+            .quorum
+            .as_ref()
+            .map(|q| q.decided(tracker.project()))
+            .unwrap_or_default();
+        for result in decided {
+            if !tracker.has(result.index) {
+                tracker.keep(result);
+            }
         }
+        tracker
     }
 
     /// Calls `hook` after each commit this tracker makes (a push request, say). The hook
@@ -378,21 +396,105 @@ impl Tracker {
 
     /// Offers a result: kept unless its task already has one. A kept result's provenance
     /// gets the tasks-repository commit its task was recorded in.
+    ///
+    /// A replicated project records every run (`New` for a run of an undecided task, even
+    /// when it does not decide it yet; `Duplicate` for a run seen again or one that came
+    /// after its task was decided), and counts the outcome its runs decide
+    /// ([`crate::replicas`]).
     pub fn record(&mut self, mut result: TaskResult) -> Recorded {
+        if let (Some(p), Some(commit)) = (&mut result.provenance, &self.tasks_commit) {
+            p.tasks_commit.get_or_insert_with(|| commit.clone());
+        }
+        if self.quorum.is_some() {
+            return self.record_run(result);
+        }
         let recorded = self.reassembly.record(&result);
         match recorded {
-            Recorded::New => {
-                if let (Some(p), Some(commit)) = (&mut result.provenance, &self.tasks_commit) {
-                    p.tasks_commit.get_or_insert_with(|| commit.clone());
-                }
-                self.images.add(&result);
-                self.pending.push(result);
-                self.oldest_pending.get_or_insert_with(Instant::now);
-            }
+            Recorded::New => self.keep_recorded(result),
             Recorded::Duplicate => self.duplicates += 1,
             Recorded::Unknown => {}
         }
         recorded
+    }
+
+    /// Counts an outcome and keeps it for the next batch.
+    fn keep(&mut self, result: TaskResult) {
+        if self.reassembly.record(&result) == Recorded::New {
+            self.keep_recorded(result);
+        }
+    }
+
+    /// Keeps an outcome the reassembly just counted for the next batch.
+    fn keep_recorded(&mut self, result: TaskResult) {
+        self.images.add(&result);
+        self.pending.push(result);
+        self.oldest_pending.get_or_insert_with(Instant::now);
+    }
+
+    /// [`Tracker::record`] for a replicated project.
+    fn record_run(&mut self, result: TaskResult) -> Recorded {
+        let project = self.reassembly.project();
+        let Some(task) = project.tasks.get(result.index as usize) else {
+            return Recorded::Unknown;
+        };
+        if result.project != project.id {
+            return Recorded::Unknown;
+        }
+        let task = task.clone();
+        let quorum = self.quorum.as_mut().expect("a replicated project");
+        let offered = quorum.offer(&task, result);
+        if offered != Offer::Again {
+            self.oldest_pending.get_or_insert_with(Instant::now);
+        }
+        match offered {
+            Offer::Again | Offer::Late => {
+                self.duplicates += 1;
+                Recorded::Duplicate
+            }
+            Offer::Undecided => Recorded::New,
+            Offer::Decided(counted) => {
+                self.keep(counted);
+                Recorded::New
+            }
+        }
+    }
+
+    /// The number of replicas of each task (1: not replicated).
+    pub fn replicas(&self) -> u32 {
+        self.quorum.as_ref().map_or(1, Quorum::n)
+    }
+
+    /// The runs a replicated project needs published now: each task with the executants to
+    /// avoid (none for a project that is not replicated). Counted as in flight.
+    pub fn take_wanted_runs(&mut self) -> Vec<(tasks::Task, Vec<String>)> {
+        let Some(quorum) = &mut self.quorum else {
+            return Vec::new();
+        };
+        let tasks = &self.reassembly.project().tasks;
+        quorum
+            .take_wanted()
+            .into_iter()
+            .map(|(index, avoid)| (tasks[index as usize].clone(), avoid))
+            .collect()
+    }
+
+    /// Puts back runs that could not be published.
+    pub fn put_back_runs(&mut self, runs: Vec<(tasks::Task, Vec<String>)>) {
+        if let Some(quorum) = &mut self.quorum {
+            quorum.put_back(runs.into_iter().map(|(t, a)| (t.index, a)).collect());
+        }
+    }
+
+    /// A replicated project: asks for one more run of every undecided task (their runs
+    /// were lost); returns how many.
+    pub fn want_runs_again(&mut self) -> usize {
+        let remaining = self.remaining();
+        self.quorum.as_mut().map_or(0, |q| q.want_again(&remaining))
+    }
+
+    /// A replicated project's runs and disagreements, as `result.json` reports them.
+    pub fn replicas_report(&self) -> Option<serde_json::Value> {
+        self.quorum.as_ref().map(|q| q.report(self.project()))
     }
 
     /// Results this tracker ignored because their task already had one: a task run again
@@ -403,7 +505,7 @@ impl Tracker {
 
     /// Whether the waiting results should be committed now.
     pub fn due(&self) -> bool {
-        self.pending.len() >= self.policy.max_results
+        self.pending() >= self.policy.max_results
             || self
                 .oldest_pending
                 .is_some_and(|t| t.elapsed() >= self.policy.max_age)
@@ -411,13 +513,15 @@ impl Tracker {
 
     /// How many results wait for a commit.
     pub fn pending(&self) -> usize {
-        self.pending.len()
+        self.pending.len() + self.quorum.as_ref().map_or(0, Quorum::unrecorded)
     }
 
     /// Commits the waiting results as one batch (nothing if none wait). On error the results
     /// stay waiting, to be committed by a later call.
     pub fn flush(&mut self) -> Result<(), WorkspaceError> {
+        self.flush_runs()?;
         if self.pending.is_empty() {
+            self.oldest_pending = None;
             return Ok(());
         }
         let id = self.project().id.clone();
@@ -439,7 +543,7 @@ impl Tracker {
         // lock: a batch is never written over another.
         self.ws.commit_numbered(
             TRACKING,
-            &[&layout::results_folder(&id), &layout::retries_folder(&id)],
+            &sequence(&id).iter().map(String::as_str).collect::<Vec<_>>(),
             &layout::results_folder(&id),
             layout::BATCH_SUFFIX,
             lines,
@@ -460,6 +564,40 @@ impl Tracker {
                 elapsed_ms: self.started.elapsed().as_millis() as u64,
             });
         }
+        Ok(())
+    }
+
+    /// Commits the runs of a replicated project received since the last batch, in a file of
+    /// their own (`replicas/NNNNNN.jsonl`), before the outcomes they decided.
+    fn flush_runs(&mut self) -> Result<(), WorkspaceError> {
+        let Some(quorum) = &mut self.quorum else {
+            return Ok(());
+        };
+        let runs = quorum.take_unrecorded();
+        if runs.is_empty() {
+            return Ok(());
+        }
+        let id = self.reassembly.project().id.clone();
+        let mut lines = Vec::with_capacity(runs.len() * 400);
+        for r in &runs {
+            lines.extend_from_slice(&r.to_json());
+            lines.push(b'\n');
+        }
+        let message = format!("Project {id}: {} runs of replicas", runs.len());
+        let committed = self.ws.commit_numbered(
+            TRACKING,
+            &sequence(&id).iter().map(String::as_str).collect::<Vec<_>>(),
+            &layout::replicas_folder(&id),
+            layout::BATCH_SUFFIX,
+            lines,
+            &[],
+            &message,
+        );
+        if let Err(e) = committed {
+            self.quorum.as_mut().expect("replicated").restore(runs);
+            return Err(e);
+        }
+        self.committed();
         Ok(())
     }
 
@@ -504,7 +642,7 @@ impl Tracker {
         );
         self.ws.commit_numbered(
             TRACKING,
-            &[&layout::results_folder(&id), &layout::retries_folder(&id)],
+            &sequence(&id).iter().map(String::as_str).collect::<Vec<_>>(),
             &layout::retries_folder(&id),
             layout::RETRY_SUFFIX,
             pretty(&record),
@@ -514,6 +652,9 @@ impl Tracker {
         // Recorded: only now do the failures stop counting.
         for &index in &indexes {
             self.reassembly.retry(index);
+            if let Some(quorum) = &mut self.quorum {
+                quorum.forget(index);
+            }
         }
         self.committed();
         Ok(self
@@ -531,10 +672,19 @@ impl Tracker {
         self.flush()?;
         let result = self.reassembly.result();
         let id = self.project().id.clone();
-        let summary = summary(&result);
+        let mut summary = summary(&result);
+        let mut recorded = serde_json::to_value(&result).expect("a result serialises");
+        if let Some(report) = self.replicas_report() {
+            let disagreements = report["disagreements"].as_array().map_or(0, Vec::len);
+            summary.push_str(&format!(
+                ", replicas {} ({disagreements} disagreements)",
+                self.replicas()
+            ));
+            recorded["replicas"] = report;
+        }
         self.ws.commit(
             RESULTS,
-            &[(layout::result(&id), pretty(&result))],
+            &[(layout::result(&id), pretty(&recorded))],
             &format!("Project {id} result: {summary}"),
         )?;
         if !self.images.is_empty() {
@@ -648,6 +798,15 @@ impl Images {
     fn record(&self) -> serde_json::Value {
         serde_json::json!({ "images": self.0.values().collect::<Vec<_>>() })
     }
+}
+
+/// The folders whose files share one numbering: batches, retry records, runs of replicas.
+fn sequence(id: &str) -> [String; 3] {
+    [
+        layout::results_folder(id),
+        layout::retries_folder(id),
+        layout::replicas_folder(id),
+    ]
 }
 
 fn file_name(path: &str) -> &str {

@@ -516,7 +516,8 @@ pub async fn verify(
     })
 }
 
-fn describe(outcome: &Outcome) -> String {
+/// An outcome in a few words (a count, the start of an output, a failure and its reason).
+pub(crate) fn describe(outcome: &Outcome) -> String {
     match outcome {
         Outcome::Ok {
             output: tasks::TaskOutput::Nqueens { solutions },

@@ -89,8 +89,7 @@ impl Context {
         // The broker takes the delivery back (closing the channel) past its consumer timeout.
         let received = Instant::now();
         if self.leave_to_another(&delivery) {
-            tracing::debug!("a delivery asks for another executant; returning it");
-            self.nack(&delivery).await;
+            self.pass_on(&delivery).await;
             return Ok(());
         }
         match decide(&delivery.data, &self.config) {
@@ -205,11 +204,36 @@ impl Context {
         }
     }
 
-    /// Whether the delivery asks for another executant than this one (a `verify` re-run) and
-    /// may still be returned for one.
+    /// Whether the delivery asks for another executant than this one (a `verify` re-run, a
+    /// `--replicas` run) and may still be returned for one.
     fn leave_to_another(&self, delivery: &Delivery) -> bool {
-        amqp::avoided_executant(&delivery.properties).as_deref() == Some(self.config.name.as_str())
-            && amqp::delivery_count(&delivery.properties) < amqp::AVOID_RETURNS
+        amqp::leave_to_another(&delivery.properties, &self.config.name)
+    }
+
+    /// Leaves a delivery to another executant: publishes a copy at the tail of `todo` (its
+    /// passes counted, [`amqp::pass_on_properties`]), then acks it; if the copy is not
+    /// confirmed, returns the delivery instead.
+    async fn pass_on(&self, delivery: &Delivery) {
+        tracing::debug!("a delivery asks for another executant; passing it on");
+        tokio::time::sleep(amqp::AVOID_PAUSE).await;
+        let props = amqp::pass_on_properties(&delivery.properties);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let copied = self
+            .publisher
+            .publish_with("", amqp::TODO_QUEUE, &delivery.data, props, deadline)
+            .await;
+        match copied {
+            Ok(()) => {
+                if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+                    // The task is in `todo` twice: it may run twice, counted once.
+                    tracing::warn!(error = %e, "ack of a delivery passed on failed");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot pass a delivery on; returning it");
+                self.nack(delivery).await;
+            }
+        }
     }
 
     /// `result` with the digest of `task` and its provenance: every result this executant

@@ -149,16 +149,30 @@ impl Publisher {
         if let Some(tp) = traceparent {
             props = amqp::with_traceparent(props, tp);
         }
+        self.publish_with(
+            message.exchange,
+            message.routing_key,
+            message.body,
+            props,
+            deadline,
+        )
+        .await
+    }
+
+    /// Publishes `body` with `props` as they are (a task passed on to another executant),
+    /// retried like [`Publisher::publish`].
+    pub(crate) async fn publish_with(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        props: lapin::BasicProperties,
+        deadline: Instant,
+    ) -> Result<(), PublishError> {
         let props = &props;
         self.retry(deadline, "publish", |channel| async move {
-            amqp::publish_with_properties(
-                &channel,
-                message.exchange,
-                message.routing_key,
-                message.body,
-                props.clone(),
-            )
-            .await
+            amqp::publish_with_properties(&channel, exchange, routing_key, body, props.clone())
+                .await
         })
         .await
     }

@@ -40,11 +40,19 @@ pub const DELIVERY_LIMIT: i64 = 5;
 /// Header carrying why a message was dead-lettered by a client (not by the broker).
 pub const REASON_HEADER: &str = "x-platform-reason";
 /// Header asking executants of that name not to run the task (a `verify` re-run wants
-/// another executant than the first run's): the named one returns it to the queue up to
-/// [`AVOID_RETURNS`] times, then runs it (no other executant may be there).
+/// another executant than the first run's, a `--replicas` run every one that answered):
+/// the named one passes it on (see [`pass_on_properties`]) up to [`AVOID_RETURNS`] times
+/// per name, then runs it (no other executant may be there).
 pub const AVOID_HEADER: &str = "x-avoid-executant";
-/// How many deliveries of a task an avoided executant returns before running it anyway.
+/// How many times a task is passed on per avoided executant before it runs anyway.
 pub const AVOID_RETURNS: i64 = 2;
+/// How long an avoided executant holds a task before passing it on: time for another
+/// executant to free a slot (passed on at once, a task mostly lands on an avoided executant
+/// again when the others are busy).
+pub const AVOID_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+/// Header counting how many times avoided executants passed a task on: a copy published
+/// again starts with no `x-delivery-count`.
+pub const PASSED_ON_HEADER: &str = "x-passed-on";
 /// Header carrying a task's project id, so that a dead-lettered task also reaches its
 /// project's results queue (through [`DEAD_PROJECTS_EXCHANGE`]).
 pub const PROJECT_HEADER: &str = "x-project";
@@ -515,7 +523,7 @@ pub fn with_traceparent(props: BasicProperties, traceparent: &TraceParent) -> Ba
 }
 
 /// The properties of a task published to `todo` that executant `avoid` should leave to
-/// another ([`AVOID_HEADER`]).
+/// another ([`AVOID_HEADER`]; several executants: their names joined by commas).
 pub fn task_properties_avoiding(task: &crate::Task, avoid: &str) -> BasicProperties {
     let props = task_properties(task);
     let mut headers = props.headers().clone().unwrap_or_default();
@@ -537,12 +545,71 @@ pub fn traceparent_of(props: &BasicProperties) -> Option<TraceParent> {
     }
 }
 
-/// The executant a delivery asks not to run it ([`AVOID_HEADER`]), if any.
+/// The executant a delivery asks not to run it ([`AVOID_HEADER`]), if any: the header's
+/// whole value (several names are separated by commas, see [`avoided_executants`]).
 pub fn avoided_executant(props: &BasicProperties) -> Option<String> {
     match props.headers().as_ref()?.inner().get(AVOID_HEADER)? {
         AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
         _ => None,
     }
+}
+
+/// The executants a delivery asks not to run it: the [`AVOID_HEADER`] value split on commas
+/// (`verify` names one, `--replicas` every executant that already answered the task).
+pub fn avoided_executants(props: &BasicProperties) -> Vec<String> {
+    avoided_executant(props)
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether executant `name` should return this delivery for another executant: the
+/// delivery names it in [`AVOID_HEADER`] and has been returned fewer than
+/// [`AVOID_RETURNS`] times per executant named (at most [`DELIVERY_LIMIT`] - 1 times, so
+/// that the last deliveries always run somewhere).
+pub fn leave_to_another(props: &BasicProperties, name: &str) -> bool {
+    let avoided = avoided_executants(props);
+    if !avoided.iter().any(|a| a == name) {
+        return false;
+    }
+    let returns = (AVOID_RETURNS * avoided.len() as i64).min(DELIVERY_LIMIT - 1);
+    delivery_count(props).max(passed_on(props)) < returns
+}
+
+/// How many times avoided executants passed this task on ([`PASSED_ON_HEADER`]).
+pub fn passed_on(props: &BasicProperties) -> i64 {
+    match props
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(PASSED_ON_HEADER).cloned())
+    {
+        Some(AMQPValue::LongLongInt(n)) => n,
+        Some(AMQPValue::LongInt(n)) => n.into(),
+        _ => 0,
+    }
+}
+
+/// The properties of the copy of a task an avoided executant publishes again at the tail
+/// of `todo` (requeued, a delivery goes back to the head of the queue and mostly to the
+/// very slot it just freed): the same, its [`PASSED_ON_HEADER`] one more, without the
+/// broker's delivery count.
+pub fn pass_on_properties(props: &BasicProperties) -> BasicProperties {
+    let count = delivery_count(props).max(passed_on(props)) + 1;
+    let mut headers = props.headers().clone().unwrap_or_default();
+    let mut kept = FieldTable::default();
+    for (key, value) in headers.inner() {
+        if key.as_str() != "x-delivery-count" {
+            kept.insert(key.clone(), value.clone());
+        }
+    }
+    kept.insert(PASSED_ON_HEADER.into(), AMQPValue::LongLongInt(count));
+    headers = kept;
+    props.clone().with_headers(headers)
 }
 
 /// Publishes `message` as mandatory on a confirm channel and waits for the broker's ack;
@@ -826,6 +893,31 @@ mod tests {
         project_of_results_queue, redact_url, resolve_url, results_queue, UrlSourceError,
         DEFAULT_AMQP_URL,
     };
+
+    #[test]
+    fn several_avoided_executants_get_more_returns_but_never_the_last_deliveries() {
+        use super::{leave_to_another, AVOID_HEADER};
+        use lapin::types::{AMQPValue, FieldTable, LongString};
+        let props = |avoid: &str, count: i64| {
+            let mut headers = FieldTable::default();
+            headers.insert(
+                AVOID_HEADER.into(),
+                AMQPValue::LongString(LongString::from(avoid)),
+            );
+            headers.insert("x-delivery-count".into(), AMQPValue::LongLongInt(count));
+            lapin::BasicProperties::default().with_headers(headers)
+        };
+        // One name (`verify`): returned twice, as before.
+        assert!(leave_to_another(&props("a", 1), "a"));
+        assert!(!leave_to_another(&props("a", 2), "a"));
+        assert!(!leave_to_another(&props("a", 0), "b"));
+        // Two names (`--replicas`): four returns, by either.
+        assert!(leave_to_another(&props("a,b", 3), "b"));
+        assert!(!leave_to_another(&props("a,b", 4), "a"));
+        assert!(!leave_to_another(&props("a,b", 0), "c"));
+        // Many names: never past the delivery limit less one.
+        assert!(!leave_to_another(&props("a,b,c,d", 4), "d"));
+    }
 
     #[test]
     fn results_queue_names_and_their_inverse() {

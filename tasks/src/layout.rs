@@ -10,7 +10,8 @@
 //!   `tracking/P/cancelled.json` (`commanditaire cancel`: when, and the counts then),
 //!   `tracking/P/results/NNNNNN.jsonl` (one file per batch of results) and
 //!   `tracking/P/retries/NNNNNN.json` (`resume --retry-failed`, numbered in the same
-//!   sequence as the batches);
+//!   sequence as the batches); with `--replicas N`, `tracking/P/replicas/NNNNNN.jsonl`
+//!   (every run of every replica, numbered in that sequence too);
 //! - `results/P/result.json` (the reassembled outcome).
 //!
 //! Paths below are relative to their repository, with `/` separators (as git2 takes them).
@@ -78,6 +79,13 @@ pub fn retries_folder(project: &str) -> String {
     format!("{project}/retries")
 }
 
+/// In [`TRACKING`]: the folder of a replicated project's runs (`--replicas N`): every
+/// outcome received, one line each, whether it counted or not; `results/` holds only the
+/// outcomes that counted.
+pub fn replicas_folder(project: &str) -> String {
+    format!("{project}/replicas")
+}
+
 /// In [`TRACKING`]: present once the project was cancelled, with the counts at that moment.
 pub fn cancellation(project: &str) -> String {
     format!("{project}/cancelled.json")
@@ -103,6 +111,7 @@ mod tests {
             (published_marker("p"), "p/published"),
             (results_folder("p"), "p/results"),
             (retries_folder("p"), "p/retries"),
+            (replicas_folder("p"), "p/replicas"),
             (result("p"), "p/result.json"),
             (cancellation("p"), "p/cancelled.json"),
         ];

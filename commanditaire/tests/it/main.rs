@@ -6,6 +6,7 @@ mod platform;
 mod progress_json;
 mod provenance;
 mod remote;
+mod replicas;
 mod support;
 mod trace;
 mod tracking;

@@ -33,8 +33,18 @@ impl Executant {
     /// Each gets a name of its own: executants in one process would otherwise share the
     /// default name (host-pid), and one stopping would sweep away another's containers.
     pub fn start(reuse: u32) -> Executant {
+        Executant::start_on(&amqp_url(), reuse, |_| {})
+    }
+
+    /// Starts one on the broker at `url`, its configuration changed by `change` (its name
+    /// and worker image, say) before it runs.
+    pub fn start_on(
+        url: &str,
+        reuse: u32,
+        change: impl FnOnce(&mut executant::Config),
+    ) -> Executant {
         static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let mut config = executant::Config::new(amqp_url());
+        let mut config = executant::Config::new(url.to_string());
         config.name = format!(
             "test-executant-{}-{}",
             std::process::id(),
@@ -45,6 +55,7 @@ impl Executant {
         // Every test executant allows the same script repositories: they all consume
         // `todo`, and any of them may take a script task of another test.
         config.allowed_script_repos = vec![format!("{}/**", script_workspaces().display())];
+        change(&mut config);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -168,4 +179,38 @@ pub fn read_at_head(repo: &Path, path: &str) -> Vec<u8> {
     let entry = tree.get_path(Path::new(path)).unwrap();
     let blob = repo.find_blob(entry.id()).unwrap();
     blob.content().to_vec()
+}
+
+/// The broker URL of vhost `name` of the test broker, created (with permissions for the
+/// test user) if missing: a test whose executants must not take other tests' tasks, nor
+/// other tests' executants its own, runs there.
+pub fn own_vhost(name: &str) -> String {
+    let url = amqp_url();
+    let user = url
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.split('@').next())
+        .filter(|creds| url.contains('@') && !creds.is_empty())
+        .and_then(|creds| creds.split(':').next())
+        .unwrap_or("guest")
+        .to_string();
+    for args in [
+        vec!["add_vhost", name],
+        vec!["set_permissions", "-p", name, &user, ".*", ".*", ".*"],
+    ] {
+        let status = Command::new("rabbitmqctl")
+            .arg("-q")
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        // `add_vhost` of an existing vhost fails: the permissions are what must hold.
+        assert!(
+            status.success() || args[0] == "add_vhost",
+            "rabbitmqctl {args:?} failed"
+        );
+    }
+    let base = url.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
+    format!("{base}/{name}")
 }
