@@ -210,17 +210,19 @@ impl Context {
         amqp::leave_to_another(&delivery.properties, &self.config.name)
     }
 
-    /// Leaves a delivery to another executant: publishes a copy at the tail of `todo` (its
+    /// Leaves a delivery to another executant: publishes a copy at the tail of the queue it
+    /// came from (`todo`, or `todo.<name>`: [`amqp::delay::origin_queue`]; its
     /// passes counted, [`amqp::pass_on_properties`]), then acks it; if the copy is not
     /// confirmed, returns the delivery instead.
     async fn pass_on(&self, delivery: &Delivery) {
         tracing::debug!("a delivery asks for another executant; passing it on");
         tokio::time::sleep(amqp::AVOID_PAUSE).await;
         let props = amqp::pass_on_properties(&delivery.properties);
+        let origin = amqp::delay::origin_queue(delivery.routing_key.as_str());
         let deadline = Instant::now() + Duration::from_secs(30);
         let copied = self
             .publisher
-            .publish_with("", amqp::TODO_QUEUE, &delivery.data, props, deadline)
+            .publish_with("", origin, &delivery.data, props, deadline)
             .await;
         match copied {
             Ok(()) => {
