@@ -1,12 +1,14 @@
 //! How the client's recording and tracking cost grows with the number of tasks.
 //!
 //! `cargo bench -p commanditaire --bench tracking [-- SIZE...]` (default sizes 1,000, 10,000
-//! and 100,000). Each size runs in a child process (this binary again), so that its peak
-//! memory (`VmHWM`) is its own. A child runs the client's real recording code on a project
-//! of trivial `exec` tasks whose results it synthesises (computing is not the point):
-//! `record_project`, then every result offered to a `Tracker` and committed in batches as
-//! the client does, then the final commit; then it reloads the project's progress as
-//! `resume` does. Each size runs three times; the table shows the best of each measure.
+//! and 100,000; the growth target is `-- 10000 100000 1000000`). Each size runs in a child
+//! process (this binary again), so that its peak memory (`VmHWM`) is its own. A child runs
+//! the client's real recording code on a project of trivial `exec` tasks whose results it
+//! synthesises (computing is not the point): `record_project`, then every result offered to
+//! a `Tracker` and committed in batches as the client does, then `finish` (the reassembly,
+//! `result.json` and the final commits); then it reloads the project and its progress as
+//! `resume` does. Each size runs `TRACKING_BENCH_RUNS` times (default 3); the table shows
+//! the best of each measure. `project` is the resident memory once the project is built.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -17,7 +19,8 @@ use tasks::model::ExecSpec;
 use tasks::{Project, TaskOutput, TaskResult, TaskSpec};
 
 const CHILD_ENV: &str = "TRACKING_BENCH_CHILD";
-/// Runs per size; the best of each measure is shown (the machine may be busy).
+/// Runs per size unless `TRACKING_BENCH_RUNS` says; the best of each measure is shown (the
+/// machine may be busy).
 const RUNS: usize = 3;
 
 fn main() {
@@ -32,40 +35,51 @@ fn main() {
     if sizes.is_empty() {
         sizes = vec![1_000, 10_000, 100_000];
     }
+    let runs: usize = std::env::var("TRACKING_BENCH_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .filter(|&r| r > 0)
+        .unwrap_or(RUNS);
     let me = std::env::current_exe().expect("the bench's own path");
     let mut rows: Vec<Row> = Vec::new();
     println!(
-        "{:>8} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "{:>8} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
         "tasks",
+        "project",
         "peak RSS",
         "RSS/task",
         "record",
         "rec/task",
         "tracking",
         "trk/task",
+        "finish",
         "reload",
         "batches"
     );
     for n in sizes {
-        let runs: Vec<Row> = (0..RUNS).map(|_| run_child(&me, n)).collect();
+        let runs: Vec<Row> = (0..runs).map(|_| run_child(&me, n)).collect();
         let best = |f: fn(&Row) -> f64| runs.iter().map(f).fold(f64::INFINITY, f64::min);
         let row = Row {
             tasks: n,
+            project_kib: runs.iter().map(|r| r.project_kib).min().unwrap_or_default(),
             peak_kib: runs.iter().map(|r| r.peak_kib).min().unwrap_or_default(),
             record_ms: best(|r| r.record_ms),
             tracking_ms: best(|r| r.tracking_ms),
+            finish_ms: best(|r| r.finish_ms),
             reload_ms: best(|r| r.reload_ms),
             batches: runs[0].batches,
         };
         println!(
-            "{:>8} {:>7.1} MiB {:>7.0} B {:>7.0} ms {:>6.1} µs {:>6.0} ms {:>6.1} µs {:>6.0} ms {:>9}",
+            "{:>8} {:>6.1} MiB {:>6.1} MiB {:>7.0} B {:>6.0} ms {:>6.1} µs {:>6.0} ms {:>6.1} µs {:>6.0} ms {:>6.0} ms {:>9}",
             row.tasks,
+            row.project_kib as f64 / 1024.0,
             row.peak_kib as f64 / 1024.0,
             row.peak_kib as f64 * 1024.0 / row.tasks as f64,
             row.record_ms,
             row.record_ms * 1000.0 / row.tasks as f64,
             row.tracking_ms,
             row.tracking_ms * 1000.0 / row.tasks as f64,
+            row.finish_ms,
             row.reload_ms,
             row.batches,
         );
@@ -75,17 +89,18 @@ fn main() {
         println!();
         println!("ratios between consecutive sizes (linear growth: the same ratio as the tasks)");
         println!(
-            "{:>16} {:>9} {:>9} {:>9} {:>9}",
-            "tasks", "peak RSS", "record", "tracking", "reload"
+            "{:>16} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "tasks", "peak RSS", "record", "tracking", "finish", "reload"
         );
         for w in rows.windows(2) {
             let (a, b) = (&w[0], &w[1]);
             println!(
-                "{:>16} {:>8.1}x {:>8.1}x {:>8.1}x {:>8.1}x",
+                "{:>16} {:>8.1}x {:>8.1}x {:>8.1}x {:>8.1}x {:>8.1}x",
                 format!("{}x", b.tasks as f64 / a.tasks as f64),
                 b.peak_kib as f64 / a.peak_kib as f64,
                 b.record_ms / a.record_ms,
                 b.tracking_ms / a.tracking_ms,
+                b.finish_ms / a.finish_ms,
                 b.reload_ms / a.reload_ms,
             );
         }
@@ -108,9 +123,11 @@ fn run_child(me: &std::path::Path, n: usize) -> Row {
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Row {
     tasks: usize,
+    project_kib: u64,
     peak_kib: u64,
     record_ms: f64,
     tracking_ms: f64,
+    finish_ms: f64,
     reload_ms: f64,
     batches: usize,
 }
@@ -129,6 +146,7 @@ fn child(n: usize) {
         .collect();
     let project = Project::from_specs("bench", specs).expect("a valid project");
     let config = serde_json::json!({ "mode": "bench" });
+    let project_kib = status_kib("VmRSS:");
 
     let start = Instant::now();
     tracking::record_project(&ws, &project, &config).expect("recording the project");
@@ -150,10 +168,16 @@ fn child(n: usize) {
             tracker.flush().expect("a batch");
         }
     }
-    let result = tracker.finish().expect("the final commit");
     let tracking = start.elapsed();
+    let start = Instant::now();
+    let result = tracker.finish().expect("the final commit");
+    let finish = start.elapsed();
     assert!(result.complete);
     assert_eq!(result.outputs.len(), n);
+    // Exact: every output, in task order.
+    for (i, out) in result.outputs.iter().enumerate() {
+        assert_eq!(out.as_deref(), Some(format!("bench task {i}\n").as_str()));
+    }
     drop((tracker, result));
 
     // What `resume` does first: read the project and every committed batch back.
@@ -165,21 +189,24 @@ fn child(n: usize) {
 
     let row = Row {
         tasks: n,
-        peak_kib: peak_rss_kib(),
+        project_kib,
+        peak_kib: status_kib("VmHWM:"),
         record_ms: record.as_secs_f64() * 1000.0,
         tracking_ms: tracking.as_secs_f64() * 1000.0,
+        finish_ms: finish.as_secs_f64() * 1000.0,
         reload_ms: reload.as_secs_f64() * 1000.0,
         batches: ws.list_at_head("tracking", "bench/results").len(),
     };
     println!("{}", serde_json::to_string(&row).expect("serializable"));
 }
 
-/// The process's peak resident set (`VmHWM`), in KiB.
-fn peak_rss_kib() -> u64 {
+/// A measure of the process's memory in `/proc/self/status`, in KiB: `VmHWM:` (the peak
+/// resident set) or `VmRSS:` (the resident set now).
+fn status_kib(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/self/status")
+        .expect("the field in /proc/self/status")
 }

@@ -55,14 +55,22 @@ pub trait Watcher {
 /// Publishes, with confirms, every task that has no outcome yet, then records that the
 /// project was published; returns how many.
 pub async fn publish_missing(url: &str, tracker: &mut Tracker) -> Result<usize, FollowError> {
-    let todo: Vec<_> = tracker.remaining();
     let id = &tracker.project().id;
     let trace = crate::trace::project_trace(tracker.workspace(), id);
-    publish(url, id, &trace, &todo).await?;
+    let count = if tracker.done() == 0 {
+        // A fresh project: its tasks as they are, not a copy of a million of them.
+        let all = &tracker.project().tasks;
+        publish(url, id, &trace, all).await?;
+        all.len()
+    } else {
+        let todo: Vec<_> = tracker.remaining();
+        publish(url, id, &trace, &todo).await?;
+        todo.len()
+    };
     if !tracker.published() {
         tracker.mark_published()?;
     }
-    Ok(todo.len())
+    Ok(count)
 }
 
 /// Publishes `tasks` of `project` to `todo` with confirms, on a connection of its own (a

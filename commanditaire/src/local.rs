@@ -9,7 +9,9 @@ use tasks::{Task, TaskResult};
 /// the calling thread (which records it).
 pub fn compute(tasks: &[Task], threads: usize, mut sink: impl FnMut(TaskResult)) {
     let next = AtomicUsize::new(0);
-    let (tx, rx) = mpsc::channel();
+    // Bounded: computing waits while results are committed, rather than piling every
+    // result of a large project up in memory (tasks of a millisecond outrun git commits).
+    let (tx, rx) = mpsc::sync_channel(threads.max(1) * 256);
     std::thread::scope(|scope| {
         for _ in 0..threads.max(1) {
             let tx = tx.clone();

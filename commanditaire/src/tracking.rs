@@ -170,19 +170,21 @@ pub fn load_project(ws: &Workspace, id: &str) -> Result<Project, LoadError> {
             file: format!("{}: spec", layout::project_header(id)),
             source,
         })?;
-    let lines = ws
-        .read_at_head(TASKS, &layout::task_list(id))
-        .ok_or_else(|| LoadError::MissingFile(layout::task_list(id)))?;
-    let tasks = lines
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            tasks::Task::from_json(l).map_err(|source| LoadError::Task {
-                file: layout::task_list(id),
-                source,
-            })
+    // Parsed where git holds the file: no copy of the whole list.
+    let tasks = ws
+        .read_with(TASKS, &layout::task_list(id), |lines| {
+            lines
+                .split(|&b| b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(|l| {
+                    tasks::Task::from_json(l).map_err(|source| LoadError::Task {
+                        file: layout::task_list(id),
+                        source,
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .ok_or_else(|| LoadError::MissingFile(layout::task_list(id)))??;
     let project = Project {
         schema: SCHEMA_VERSION,
         id: id.to_string(),
@@ -267,22 +269,21 @@ impl Tracker {
         let id = project.id.clone();
         let mut reassembly = Reassembly::new(project);
         let mut images = Images::new();
-        for record in recorded(ws, &id) {
-            match record {
-                Record::Retry(indexes) => {
-                    for index in indexes {
-                        reassembly.retry(index);
-                    }
+        // One batch in memory at a time: a million results are never all held at once.
+        for_each_record(ws, &id, |record| match record {
+            Record::Retry(indexes) => {
+                for index in indexes {
+                    reassembly.retry(index);
                 }
-                Record::Batch(results) => {
-                    for result in results {
-                        if reassembly.record(&result) == Recorded::New {
-                            images.add(&result);
-                        }
+            }
+            Record::Batch(results) => {
+                for result in results {
+                    if reassembly.record(&result) == Recorded::New {
+                        images.add(&result);
                     }
                 }
             }
-        }
+        });
         let tasks_commit = tasks_commit_of(ws, &id);
         let published = ws
             .read_at_head(TRACKING, &layout::published_marker(&id))
@@ -727,6 +728,14 @@ pub enum Record {
 /// The tracking history of project `id` at HEAD: its batches and retry records, in their
 /// shared numbering (replaying them in this order gives the counted outcomes).
 pub fn recorded(ws: &Workspace, id: &str) -> Vec<Record> {
+    let mut out = Vec::new();
+    for_each_record(ws, id, |record| out.push(record));
+    out
+}
+
+/// Calls `f` with each record of project `id`'s tracking history at HEAD, in the order of
+/// [`recorded`], reading one file at a time (memory bounded by the largest batch).
+pub fn for_each_record(ws: &Workspace, id: &str, mut f: impl FnMut(Record)) {
     let mut paths: Vec<(String, bool)> = Vec::new();
     for (folder, retry) in [
         (layout::results_folder(id), false),
@@ -737,14 +746,13 @@ pub fn recorded(ws: &Workspace, id: &str) -> Vec<Record> {
         }
     }
     paths.sort_by(|a, b| file_name(&a.0).cmp(file_name(&b.0)));
-    let mut out = Vec::with_capacity(paths.len());
     for (path, retry) in paths {
         let Some(bytes) = ws.read_at_head(TRACKING, &path) else {
             continue;
         };
         if retry {
             match serde_json::from_slice::<RetryRecord>(&bytes) {
-                Ok(r) => out.push(Record::Retry(r.retry)),
+                Ok(r) => f(Record::Retry(r.retry)),
                 Err(e) => tracing::warn!(file = %path, error = %e, "unreadable retry record"),
             }
             continue;
@@ -754,9 +762,8 @@ pub fn recorded(ws: &Workspace, id: &str) -> Vec<Record> {
             .filter(|l| !l.is_empty())
             .filter_map(|line| TaskResult::from_json(line).ok())
             .collect();
-        out.push(Record::Batch(results));
+        f(Record::Batch(results));
     }
-    out
 }
 
 /// The tasks-repository commit project `id` was recorded in, as its config says (projects

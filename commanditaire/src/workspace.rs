@@ -206,11 +206,17 @@ impl Workspace {
 
     /// Reads a file of repository `name` at HEAD (not the working tree, which may be mid-write).
     pub fn read_at_head(&self, name: &str, rel: &str) -> Option<Vec<u8>> {
+        self.read_with(name, rel, <[u8]>::to_vec)
+    }
+
+    /// Like [`Workspace::read_at_head`], but hands the content to `f` where git holds it,
+    /// without a copy (a project's task list may be tens of megabytes).
+    pub fn read_with<T>(&self, name: &str, rel: &str, f: impl FnOnce(&[u8]) -> T) -> Option<T> {
         let repo = Repository::open(self.repo_path(name)).ok()?;
         let tree = repo.head().ok()?.peel_to_tree().ok()?;
         let entry = tree.get_path(Path::new(rel)).ok()?;
-        let content = repo.find_blob(entry.id()).ok()?.content().to_vec();
-        Some(content)
+        let blob = repo.find_blob(entry.id()).ok()?;
+        Some(f(blob.content()))
     }
 
     /// Lists the names of the entries of folder `rel` of repository `name` at HEAD.

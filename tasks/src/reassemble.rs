@@ -21,12 +21,46 @@ pub enum Recorded {
 }
 
 /// Collects the results of one project's tasks.
+///
+/// Compact by design (a project may have a million tasks): one [`Slot`] of 16 bytes per
+/// task, the standard outputs of command tasks one after the other in one string, and the
+/// reasons of failed tasks (few) by index. A duplicate is refused before anything is stored,
+/// so nothing is ever stored twice.
 #[derive(Debug, Clone)]
 pub struct Reassembly {
     project: Project,
-    results: BTreeMap<u32, Outcome>,
-    /// Running count of failed outcomes, so progress needs no pass over every result.
-    failed: usize,
+    slots: Vec<Slot>,
+    /// The standard outputs kept, one after the other ([`Slot::value`] is an offset here).
+    stdout: String,
+    /// The reasons of the failed outcomes, by task index.
+    failures: BTreeMap<u32, String>,
+    /// Tasks with an outcome (ok or failed).
+    done: usize,
+}
+
+/// What one task has, in 16 bytes.
+#[derive(Debug, Clone, Copy, Default)]
+struct Slot {
+    /// The solutions counted ([`Kept::Nqueens`]) or the offset of the standard output in
+    /// [`Reassembly::stdout`] ([`Kept::Exec`]).
+    value: u64,
+    /// The length of the standard output ([`Kept::Exec`]).
+    len: u32,
+    kept: Kept,
+}
+
+/// Which outcome a task has.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Kept {
+    /// No outcome yet.
+    #[default]
+    Nothing,
+    /// Succeeded with an N-queens count.
+    Nqueens,
+    /// Succeeded with a standard output.
+    Exec,
+    /// Failed (the reason is in [`Reassembly::failures`]).
+    Failed,
 }
 
 /// The reassembled outcome of a project.
@@ -64,10 +98,13 @@ pub struct FailedTask {
 impl Reassembly {
     /// Starts the reassembly of `project`, with no result yet.
     pub fn new(project: Project) -> Reassembly {
+        let slots = vec![Slot::default(); project.tasks.len()];
         Reassembly {
             project,
-            results: BTreeMap::new(),
-            failed: 0,
+            slots,
+            stdout: String::new(),
+            failures: BTreeMap::new(),
+            done: 0,
         }
     }
 
@@ -78,57 +115,94 @@ impl Reassembly {
 
     /// Offers a result; keeps it unless its task already has one or does not exist.
     pub fn record(&mut self, result: &TaskResult) -> Recorded {
-        if result.project != self.project.id || result.index as usize >= self.project.tasks.len() {
+        if result.project != self.project.id {
             return Recorded::Unknown;
         }
-        if self.results.contains_key(&result.index) {
+        let Some(slot) = self.slots.get_mut(result.index as usize) else {
+            return Recorded::Unknown;
+        };
+        if slot.kept != Kept::Nothing {
             return Recorded::Duplicate;
         }
-        if matches!(result.outcome, Outcome::Failed { .. }) {
-            self.failed += 1;
-        }
-        self.results.insert(result.index, result.outcome.clone());
+        *slot = match &result.outcome {
+            Outcome::Ok {
+                output: TaskOutput::Nqueens { solutions },
+            } => Slot {
+                value: *solutions,
+                len: 0,
+                kept: Kept::Nqueens,
+            },
+            Outcome::Ok {
+                output: TaskOutput::Exec { stdout },
+            } => {
+                // No message through the broker holds 4 GiB; were one to, its output would be
+                // cut at a character boundary, never a panic.
+                let mut len = stdout.len().min(u32::MAX as usize);
+                while !stdout.is_char_boundary(len) {
+                    len -= 1;
+                }
+                let value = self.stdout.len() as u64;
+                self.stdout.push_str(&stdout[..len]);
+                Slot {
+                    value,
+                    len: len as u32,
+                    kept: Kept::Exec,
+                }
+            }
+            Outcome::Failed { reason } => {
+                self.failures.insert(result.index, reason.clone());
+                Slot {
+                    kept: Kept::Failed,
+                    ..Slot::default()
+                }
+            }
+        };
+        self.done += 1;
         Recorded::New
     }
 
     /// Forgets task `index`'s outcome if it is a failure, so that the task can be run again
     /// and its next outcome counts (`resume --retry-failed`); returns whether it was one.
     pub fn retry(&mut self, index: u32) -> bool {
-        if !matches!(self.results.get(&index), Some(Outcome::Failed { .. })) {
+        if self.failures.remove(&index).is_none() {
             return false;
         }
-        self.results.remove(&index);
-        self.failed -= 1;
+        self.slots[index as usize] = Slot::default();
+        self.done -= 1;
         true
     }
 
     /// The indexes of the tasks whose outcome is a failure, in order.
     pub fn failed_indexes(&self) -> Vec<u32> {
-        self.results
-            .iter()
-            .filter(|(_, o)| matches!(o, Outcome::Failed { .. }))
-            .map(|(i, _)| *i)
-            .collect()
+        self.failures.keys().copied().collect()
     }
 
     /// Whether task `index` already has an outcome.
     pub fn has(&self, index: u32) -> bool {
-        self.results.contains_key(&index)
+        self.slots
+            .get(index as usize)
+            .is_some_and(|s| s.kept != Kept::Nothing)
     }
 
     /// How many tasks have an outcome.
     pub fn done(&self) -> usize {
-        self.results.len()
+        self.done
     }
 
     /// How many tasks failed, in O(1) (for progress; [`Reassembly::result`] walks every task).
     pub fn failed(&self) -> usize {
-        self.failed
+        self.failures.len()
     }
 
     /// Whether every task has an outcome (failed or not).
     pub fn finished(&self) -> bool {
-        self.results.len() == self.project.tasks.len()
+        self.done == self.project.tasks.len()
+    }
+
+    /// The standard output kept in `slot` ([`Kept::Exec`]).
+    fn stdout_of(&self, slot: &Slot) -> &str {
+        let start = slot.value as usize;
+        &self.stdout[start..start + slot.len as usize]
     }
 
     /// The project's result as it stands.
@@ -143,43 +217,41 @@ impl Reassembly {
         let mut missing = Vec::new();
         let mut inconsistent = false;
         let mut overflow = false;
-        for task in &self.project.tasks {
-            let outcome = self.results.get(&task.index);
-            match outcome {
-                None => missing.push(task.index),
-                Some(Outcome::Failed { reason }) => failed.push(FailedTask {
+        for (task, slot) in self.project.tasks.iter().zip(&self.slots) {
+            match slot.kept {
+                Kept::Nothing => missing.push(task.index),
+                Kept::Failed => failed.push(FailedTask {
                     index: task.index,
-                    reason: reason.clone(),
+                    reason: self.failures.get(&task.index).cloned().unwrap_or_default(),
                 }),
-                Some(Outcome::Ok { .. }) => {}
+                Kept::Nqueens | Kept::Exec => {}
             }
-            let output = match outcome {
-                Some(Outcome::Ok { output }) => Some(output),
-                _ => None,
-            };
-            match (&task.spec, output) {
-                (TaskSpec::Nqueens { weight, .. }, output) => {
+            match &task.spec {
+                TaskSpec::Nqueens { weight, .. } => {
                     let total = solutions.get_or_insert(0u64);
-                    match output {
+                    match slot.kept {
                         // Checked: a total that does not fit is an error, never a wrong
                         // number.
-                        Some(TaskOutput::Nqueens { solutions: s }) => {
-                            match weight.checked_mul(*s).and_then(|w| total.checked_add(w)) {
+                        Kept::Nqueens => {
+                            match weight
+                                .checked_mul(slot.value)
+                                .and_then(|w| total.checked_add(w))
+                            {
                                 Some(sum) => *total = sum,
                                 None => overflow = true,
                             }
                         }
-                        Some(_) => inconsistent = true,
-                        None => {}
+                        Kept::Exec => inconsistent = true,
+                        Kept::Nothing | Kept::Failed => {}
                     }
                 }
-                (TaskSpec::Exec(_), output) => outputs.push(match output {
-                    Some(TaskOutput::Exec { stdout }) => Some(stdout.clone()),
-                    Some(_) => {
+                TaskSpec::Exec(_) => outputs.push(match slot.kept {
+                    Kept::Exec => Some(self.stdout_of(slot).to_string()),
+                    Kept::Nqueens => {
                         inconsistent = true;
                         None
                     }
-                    None => None,
+                    Kept::Nothing | Kept::Failed => None,
                 }),
             }
         }
