@@ -9,12 +9,14 @@ pub mod github;
 pub mod history;
 pub mod inbox;
 pub mod local;
+pub mod priority;
 pub mod project_lock;
 pub mod remote;
 pub mod status;
 pub mod trace;
 pub mod tracking;
 pub mod verify;
+pub mod window;
 pub mod workspace;
 
 use std::path::{Path, PathBuf};
@@ -163,6 +165,11 @@ pub struct RunOptions {
     /// Print one JSON line on standard output per batch of results committed
     /// (`--progress-json`, [`tracking::BatchRecorded`]).
     pub progress_json: bool,
+    /// A new project's priority (`--priority`); a resumed one keeps its recorded one.
+    pub priority: tasks::Priority,
+    /// While following: at most this many of the project's tasks published and without an
+    /// outcome (`--max-in-flight`, [`window`]); 0: every task published at once.
+    pub max_in_flight: usize,
 }
 
 /// What a run did.
@@ -242,6 +249,7 @@ pub async fn submit(
             tasks::TaskSpec::Exec(e) => Some(e.image.clone()),
             _ => None,
         }).collect::<std::collections::BTreeSet<_>>(),
+        priority::PRIORITY_FIELD: options.priority,
     });
     let _lock = project_lock::ProjectLock::acquire(ws.root(), &project.id)?;
     ensure_new(&ws, &project.id)?;
@@ -366,21 +374,32 @@ async fn drive(
             return Err(e.into());
         }
     } else {
+        let windowed = options.mode == Mode::Broker && options.max_in_flight > 0;
+        let mut window = None;
         if !tracker.published() {
-            published = broker::publish_missing(&options.amqp_url, &mut tracker)
-                .await
-                .map_err(|source| ClientError::NotPublished {
-                    project: tracker.project().id.clone(),
-                    workspace: tracker.workspace().root().display().to_string(),
-                    source,
-                })?;
+            let first = if windowed {
+                window::publish_first(&options.amqp_url, &mut tracker, options.max_in_flight)
+                    .await
+                    .map(|(n, w)| {
+                        window = w;
+                        n
+                    })
+            } else {
+                broker::publish_missing(&options.amqp_url, &mut tracker).await
+            };
+            published = first.map_err(|source| ClientError::NotPublished {
+                project: tracker.project().id.clone(),
+                workspace: tracker.workspace().root().display().to_string(),
+                source,
+            })?;
         }
         if options.retry_failed {
             let again = tracker.retry_failed()?;
             if !again.is_empty() {
                 let id = tracker.project().id.clone();
                 let trace = trace::project_trace(tracker.workspace(), &id);
-                broker::publish(&options.amqp_url, &id, &trace, &again)
+                let priority = priority::project_priority(tracker.workspace(), &id);
+                broker::publish(&options.amqp_url, &id, &trace, priority, &again)
                     .await
                     .map_err(broker::FollowError::from)?;
                 published += again.len();
@@ -403,8 +422,9 @@ async fn drive(
         } else {
             start
         };
-        let seen = follow::follow(&options.amqp_url, &mut tracker, watcher, start).await?;
-        published += seen.republished;
+        let seen = follow::follow_windowed(&options.amqp_url, &mut tracker, watcher, start, window)
+            .await?;
+        published += seen.republished + seen.published;
         junk = seen.junk;
     }
     let result = tracker.finish()?;

@@ -47,6 +47,11 @@ struct Cli {
     /// The GitHub repositories' name prefix (default: the workspace folder's name).
     #[arg(long, global = true, env = "GITHUB_PREFIX")]
     github_prefix: Option<String>,
+    /// While following a project, keep at most this many of its tasks published and
+    /// without an outcome, publishing more as outcomes arrive, so that projects submitted
+    /// after it get their turn (0: publish every task at once; --detach always does).
+    #[arg(long, global = true, default_value_t = commanditaire::window::DEFAULT_MAX_IN_FLIGHT)]
+    max_in_flight: usize,
     #[command(subcommand)]
     command: Command,
 }
@@ -62,6 +67,10 @@ struct RunFlags {
     /// Project id (default: generated).
     #[arg(long)]
     id: Option<String>,
+    /// How soon the project's tasks run: high ones before every normal and low task
+    /// waiting, low ones only when no other waits (recorded with the project).
+    #[arg(long, default_value = "normal", value_name = "high|normal|low")]
+    priority: tasks::Priority,
 }
 
 impl RunFlags {
@@ -186,7 +195,7 @@ async fn run(cli: Cli) -> anyhow::Result<Option<RunReport>> {
         cli.github_prefix.clone(),
         &cli.workspace,
     )?;
-    let options = |mode, retry_failed| RunOptions {
+    let options = |mode, retry_failed, priority| RunOptions {
         amqp_url: amqp_url.clone(),
         workspace: cli.workspace.clone(),
         mode,
@@ -194,6 +203,8 @@ async fn run(cli: Cli) -> anyhow::Result<Option<RunReport>> {
         remote: remote.clone(),
         retry_failed,
         progress_json: cli.progress_json,
+        priority,
+        max_in_flight: cli.max_in_flight,
     };
     let (request, flags) = match cli.command {
         Command::Nqueens { n, depth, run } => (Request::Nqueens { n, depth }, run),
@@ -252,15 +263,15 @@ async fn run(cli: Cli) -> anyhow::Result<Option<RunReport>> {
             retry_failed,
         } => {
             let watcher = output::Bar::new(0, json);
-            let report =
-                commanditaire::resume(&options(Mode::Broker, retry_failed), &project, &watcher)
-                    .await?;
+            // The priority recorded with the project is the one used.
+            let options = options(Mode::Broker, retry_failed, tasks::Priority::default());
+            let report = commanditaire::resume(&options, &project, &watcher).await?;
             watcher.finish();
             output::report(&report, json);
             return Ok(Some(report));
         }
     };
-    let options = options(flags.mode(), false);
+    let options = options(flags.mode(), false, flags.priority);
     let project = generate::project(&cli.workspace, &request, flags.id.as_deref())?;
     let watcher = output::Bar::new(project.tasks.len() as u64, json);
     output::started(&project, options.mode, json);

@@ -3,6 +3,7 @@
 
 mod cancel;
 mod platform;
+mod priorities;
 mod progress_json;
 mod provenance;
 mod remote;

@@ -33,14 +33,20 @@ impl Executant {
     /// Each gets a name of its own: executants in one process would otherwise share the
     /// default name (host-pid), and one stopping would sweep away another's containers.
     pub fn start(reuse: u32) -> Executant {
+        Executant::start_on(&amqp_url(), 2, reuse)
+    }
+
+    /// Starts one on the broker `url` (a vhost of a test's own, say), running up to
+    /// `concurrency` tasks at once.
+    pub fn start_on(url: &str, concurrency: u16, reuse: u32) -> Executant {
         static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let mut config = executant::Config::new(amqp_url());
+        let mut config = executant::Config::new(url);
         config.name = format!(
             "test-executant-{}-{}",
             std::process::id(),
             STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
-        config.concurrency = 2;
+        config.concurrency = concurrency;
         config.reuse = reuse;
         // Every test executant allows the same script repositories: they all consume
         // `todo`, and any of them may take a script task of another test.
@@ -168,4 +174,39 @@ pub fn read_at_head(repo: &Path, path: &str) -> Vec<u8> {
     let entry = tree.get_path(Path::new(path)).unwrap();
     let blob = repo.find_blob(entry.id()).unwrap();
     blob.content().to_vec()
+}
+
+/// The tests' broker URL on a vhost of its own, `name` (created, with every permission for
+/// the tests' user), for a test whose executant must take no other test's tasks and whose
+/// tasks no other executant may take: every executant of this test binary consumes the
+/// shared work queues.
+pub fn own_vhost(name: &str) -> String {
+    let url = amqp_url();
+    let user = url
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.split('@').next())
+        .filter(|creds| url.contains('@') && !creds.is_empty())
+        .and_then(|creds| creds.split(':').next())
+        .unwrap_or("guest")
+        .to_string();
+    for args in [
+        vec!["add_vhost", name],
+        vec!["set_permissions", "-p", name, &user, ".*", ".*", ".*"],
+    ] {
+        let status = Command::new("rabbitmqctl")
+            .arg("-q")
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        // `add_vhost` of an existing vhost fails: the permissions are what must hold.
+        assert!(
+            status.success() || args[0] == "add_vhost",
+            "rabbitmqctl {args:?} failed"
+        );
+    }
+    let base = url.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
+    format!("{base}/{name}")
 }
