@@ -148,3 +148,56 @@ pub async fn top_up(
     }
     batch.len()
 }
+
+#[cfg(test)]
+mod tests {
+    use tasks::{Task, TaskOutput, TaskResult};
+
+    use super::Window;
+    use crate::tracking::{self, BatchPolicy, Tracker};
+    use crate::workspace::Workspace;
+
+    fn indexes(batch: &[Task]) -> Vec<u32> {
+        batch.iter().map(|t| t.index).collect()
+    }
+
+    fn outcome(tracker: &mut Tracker, index: u32) {
+        let task = tracker.project().tasks[index as usize].clone();
+        let output = TaskOutput::Nqueens { solutions: 0 };
+        tracker.record(TaskResult::ok(&task, output));
+    }
+
+    #[test]
+    fn at_most_the_bound_in_flight_topped_up_by_quarters() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = Workspace::open_or_init(dir.path()).unwrap();
+        let project = tasks::split::nqueens_project("w", 8, 3).unwrap();
+        let total = project.tasks.len() as u32;
+        assert!(total > 12, "{total} tasks");
+        tracking::record_project(&ws, &project, &serde_json::json!({})).unwrap();
+        let mut tracker = Tracker::load(&ws, project, BatchPolicy::default());
+        // Task 1 already has an outcome: never published.
+        outcome(&mut tracker, 1);
+        let mut window = Window::new(&tracker, 8);
+        assert_eq!(
+            indexes(&window.next_batch(&tracker)),
+            [0, 2, 3, 4, 5, 6, 7, 8]
+        );
+        assert!(window.next_batch(&tracker).is_empty(), "a full window");
+        // One outcome is less than a quarter of the bound: nothing yet.
+        outcome(&mut tracker, 0);
+        assert!(window.next_batch(&tracker).is_empty());
+        outcome(&mut tracker, 3);
+        assert_eq!(indexes(&window.next_batch(&tracker)), [9, 10]);
+        assert!(window.published(10) && !window.published(11));
+        // A batch that could not be published is held back again, in order.
+        outcome(&mut tracker, 2);
+        outcome(&mut tracker, 4);
+        let batch = window.next_batch(&tracker);
+        assert_eq!(indexes(&batch), [11, 12]);
+        window.give_back(&batch);
+        assert!(!window.published(11));
+        assert_eq!(indexes(&window.next_batch(&tracker)), [11, 12]);
+        assert!(!window.all_published());
+    }
+}

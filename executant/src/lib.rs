@@ -324,20 +324,15 @@ type Session = (
 /// The consumers of the three work queues, as one stream of `(priority, delivery)`; a
 /// `(priority, None)` says that queue's consumer ended.
 struct Consumers {
-    streams: SelectAll<
-        BoxStream<
-            'static,
-            (
-                Priority,
-                Option<Result<lapin::message::Delivery, lapin::Error>>,
-            ),
-        >,
-    >,
+    streams: SelectAll<BoxStream<'static, (Priority, Option<Consumed>)>>,
     tags: Vec<String>,
 }
 
+/// What a consumer stream yields.
+type Consumed = Result<lapin::message::Delivery, lapin::Error>;
+
 /// Connects (consumer and publisher on separate connections: a blocked publisher must not
-/// stop acks), declares the topology and starts consuming with prefetch = concurrency.
+/// stop acks), declares the topology and starts consuming the work queues.
 async fn open_session(
     config: &Config,
     nodes: &Arc<amqp::Nodes>,

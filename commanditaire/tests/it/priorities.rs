@@ -48,7 +48,7 @@ fn a_high_project_submitted_behind_a_large_normal_one_starts_within_2_s_and_fini
         .args(SMALL)
         .args(["--priority", "high", "--id", &high])
         .output()
-        .map(|o| parse(o))
+        .map(parse)
         .unwrap();
     assert_eq!(code, 0, "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(json["solutions"], 92);
@@ -113,7 +113,7 @@ fn two_projects_of_one_priority_submitted_one_after_the_other_both_progress() {
         .args(SMALL)
         .args(["--id", &second])
         .output()
-        .map(|o| parse(o))
+        .map(parse)
         .unwrap();
     assert_eq!(code, 0, "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(json["solutions"], 92);
