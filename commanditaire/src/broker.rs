@@ -185,6 +185,10 @@ async fn publish_windows(
             Err(_) => return Err(WindowError::NoConfirm),
         }
     }
+    // Closed before the connection: a channel merely dropped closes in the background, and
+    // the connection closing under it logged a lapin ERROR line at every publish (every
+    // window a following client tops up).
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, channel.close(200, "published".into())).await;
     Ok(())
 }
 
