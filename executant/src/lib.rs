@@ -148,7 +148,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             cancelled.clone(),
         ));
         let mut inflight = JoinSet::new();
-        // Held, not started: started highest priority first, up to `concurrency` at once.
+        // Held, not started: started highest priority first, up to `concurrency` at once;
+        // returned if no slot frees in time.
         let mut waiting = waiting::Waiting::new(overdue(&config));
         let mut stopping = false;
         let mut health = tokio::time::interval(HEALTH_CHECK);
@@ -160,6 +161,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 _ = &mut shutdown, if !stopping => { stopping = true; break; }
                 // A consumer whose connection or channel died may end silently, or not at all.
                 _ = health.tick() => {
+                    return_expired(&mut waiting);
                     if !consume_conn.status().connected() || !channel.status().connected() {
                         tracing::warn!("consume connection or channel lost; reconnecting");
                         if !consume_conn.status().connected() {
@@ -296,8 +298,29 @@ fn start_waiting(
     }
 }
 
-/// How long a delivery may wait behind higher priorities before it starts first: what is
-/// left of the holding bound once its longest run is set aside.
+/// Returns to their queue the deliveries that waited too long to start (all slots busy):
+/// started now, they could not be acked within the consumer timeout. Each return spends one
+/// of the task's deliveries, as any return does.
+fn return_expired(waiting: &mut waiting::Waiting<lapin::message::Delivery>) {
+    for delivery in waiting.take_expired(Instant::now()) {
+        tracing::warn!(
+            task = %amqp::message_id_of(&delivery.properties),
+            "a task waited too long for a free slot; returning it before the broker's consumer timeout"
+        );
+        tokio::spawn(async move {
+            let requeue = lapin::options::BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            };
+            if let Err(e) = delivery.nack(requeue).await {
+                tracing::warn!(error = %e, "nack failed; the broker returns the task when the channel closes");
+            }
+        });
+    }
+}
+
+/// How long a delivery may wait for a slot (after half of it, it starts first): what is left
+/// of the holding bound once its longest run is set aside.
 fn overdue(config: &Config) -> Duration {
     config.holding_bound().saturating_sub(config.max_timeout)
 }
