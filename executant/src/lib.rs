@@ -325,15 +325,16 @@ fn overdue(config: &Config) -> Duration {
     config.holding_bound().saturating_sub(config.max_timeout)
 }
 
-/// A work queue's prefetch: twice the concurrency for `todo.high` and `todo`, so that when a
-/// task ends, the next delivery of that priority is already here (its successor comes only
-/// after the ack's round trip, and a lower one waiting would take the slot meanwhile); the
-/// concurrency for `todo.low`, which has nothing below it. So while higher ones run, at most
-/// twice the concurrency of normal deliveries and the concurrency of low ones wait here.
+/// A work queue's prefetch: twice the concurrency for `todo.high`, so that when a task ends,
+/// the next high delivery is already here (its successor comes only after the ack's round
+/// trip, and a normal one waiting would take the slot meanwhile); the concurrency for `todo`
+/// (as before priorities: an executant holds no more normal tasks than it runs, which other
+/// executants could otherwise run) and `todo.low`. So while higher ones run, at most the
+/// concurrency of normal and of low deliveries wait here.
 fn prefetch(priority: Priority, concurrency: u16) -> u16 {
     match priority {
-        Priority::High | Priority::Normal => concurrency.saturating_mul(2),
-        Priority::Low => concurrency,
+        Priority::High => concurrency.saturating_mul(2),
+        Priority::Normal | Priority::Low => concurrency,
     }
 }
 
