@@ -24,10 +24,11 @@ pub use crate::scope::Scope;
 use crate::AppState;
 
 /// Whether `queue` is one of the platform's own queues, which only [`Scope::Admin`] may
-/// change: `todo`, `todo.dead`, every `results.<project>` and every delay queue
-/// (`todo.delay.<wait>`, holding tasks until their next attempt).
+/// change: the work queues (`todo.high`, `todo`, `todo.low`), `todo.dead`, every
+/// `results.<project>` and every delay queue (`todo.delay.<wait>`, holding tasks until their
+/// next attempt).
 pub fn is_platform_queue(queue: &str) -> bool {
-    queue == tasks::amqp::TODO_QUEUE
+    tasks::amqp::is_todo_queue(queue)
         || queue == tasks::amqp::DEAD_QUEUE
         || queue.starts_with(tasks::amqp::RESULTS_QUEUE_PREFIX)
         || queue.starts_with(tasks::amqp::delay::DELAY_QUEUE_PREFIX)
@@ -305,6 +306,8 @@ mod tests {
             (Method::DELETE, Some("todo"), Scope::Admin),
             (Method::POST, Some("todo"), Scope::Admin),
             (Method::PUT, Some("todo.dead"), Scope::Admin),
+            (Method::POST, Some("todo.high"), Scope::Admin),
+            (Method::DELETE, Some("todo.low"), Scope::Admin),
             (Method::DELETE, Some("results.p"), Scope::Admin),
             (Method::POST, Some("results.x.y"), Scope::Admin),
             (Method::DELETE, Some("todo.other"), Scope::User),

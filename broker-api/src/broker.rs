@@ -15,9 +15,9 @@
 //!
 //! **Listing.** AMQP has no "list queues" operation, and the management plugin is both
 //! optional and slower than we want to be. The service keeps a registry of the queue names
-//! it knows: the platform's `todo` and `todo.dead`, the `results.<project>` queues of the
-//! workspace's projects, queues configured with `--queue`, and every queue created or used
-//! through the API. Their depth and consumer count come from a passive `queue.declare`;
+//! it knows: the platform's work queues (`todo.high`, `todo`, `todo.low`) and `todo.dead`,
+//! the `results.<project>` queues of the workspace's projects, queues configured with
+//! `--queue`, and every queue created or used through the API. Their depth and consumer count come from a passive `queue.declare`;
 //! names whose queue no longer exists are dropped from the registry.
 //!
 //! **Reconnection.** A background task connects with backoff; while the connection is down,
@@ -317,7 +317,9 @@ impl Broker {
     ) -> Result<Vec<QueueStats>, ApiError> {
         self.live()?;
         let mut names: BTreeSet<String> = lock(&self.known).clone();
-        names.insert(platform::TODO_QUEUE.to_string());
+        for priority in tasks::Priority::ALL {
+            names.insert(platform::todo_queue(priority).to_string());
+        }
         names.insert(platform::DEAD_QUEUE.to_string());
         names.extend(extra);
         let stats = names.into_iter().map(|name| async move {
@@ -343,9 +345,9 @@ impl Broker {
     /// Declares a durable queue; `Ok((stats, true))` when it did not exist before.
     ///
     /// The platform's own queues are declared through [`tasks::amqp`], with the arguments
-    /// every binary agrees on: `todo` and `todo.dead` with [`platform::declare_todo`], and
-    /// `results.<project>` with [`platform::declare_results`] (bound to the results
-    /// exchange).
+    /// every binary agrees on: the work queues and `todo.dead` with
+    /// [`platform::declare_todo`], and `results.<project>` with [`platform::declare_results`]
+    /// (bound to the results exchange).
     pub async fn declare(
         &self,
         name: &QueueName,
@@ -358,7 +360,7 @@ impl Broker {
         };
         let lease = self.lease().await?;
         let n = name.as_str();
-        if n == platform::TODO_QUEUE || n == platform::DEAD_QUEUE {
+        if platform::is_todo_queue(n) || n == platform::DEAD_QUEUE {
             if kind != QueueType::Quorum {
                 return Err(ApiError::Conflict(format!(
                     "`{n}` is one of the platform's queues, always a quorum queue"

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use tasks::amqp::{self, BrokerError, Nodes};
 use tasks::trace::{SpanId, TraceId};
+use tasks::Priority;
 
 use crate::tracking::Tracker;
 
@@ -57,14 +58,15 @@ pub trait Watcher {
 pub async fn publish_missing(url: &str, tracker: &mut Tracker) -> Result<usize, FollowError> {
     let id = &tracker.project().id;
     let trace = crate::trace::project_trace(tracker.workspace(), id);
+    let priority = crate::priority::project_priority(tracker.workspace(), id);
     let count = if tracker.done() == 0 {
         // A fresh project: its tasks as they are, not a copy of a million of them.
         let all = &tracker.project().tasks;
-        publish(url, id, &trace, all).await?;
+        publish(url, id, &trace, priority, all).await?;
         all.len()
     } else {
         let todo: Vec<_> = tracker.remaining();
-        publish(url, id, &trace, &todo).await?;
+        publish(url, id, &trace, priority, &todo).await?;
         todo.len()
     };
     if !tracker.published() {
@@ -73,7 +75,8 @@ pub async fn publish_missing(url: &str, tracker: &mut Tracker) -> Result<usize, 
     Ok(count)
 }
 
-/// Publishes `tasks` of `project` to `todo` with confirms, on a connection of its own (a
+/// Publishes `tasks` of `project` to the work queue of `priority` (`todo` for normal) with
+/// confirms, on a connection of its own (a
 /// blocked publisher never stalls the consumer); the results queue is declared first, so
 /// that no outcome is unroutable. Each task carries its span of `trace` in a `traceparent`
 /// header; each is logged (debug) with its task id, trace id and span id, the project once
@@ -82,9 +85,10 @@ pub async fn publish(
     url: &str,
     project: &str,
     trace: &TraceId,
+    priority: Priority,
     tasks: &[tasks::Task],
 ) -> Result<(), BrokerError> {
-    publish_on(&Nodes::parse(url), project, trace, tasks).await
+    publish_on(&Nodes::parse(url), project, trace, priority, tasks).await
 }
 
 /// [`publish`] to one of `nodes`. When the connection's node is lost mid-way, publishing
@@ -95,15 +99,18 @@ pub async fn publish_on(
     nodes: &Nodes,
     project: &str,
     trace: &TraceId,
+    priority: Priority,
     tasks: &[tasks::Task],
 ) -> Result<(), BrokerError> {
+    let queue = amqp::todo_queue(priority);
     let mut confirmed = 0;
     let mut last_progress = Instant::now();
     loop {
         let link = nodes
             .connect_with_backoff("commanditaire publish", Some(CONNECT_PATIENCE))
             .await?;
-        let published = publish_windows(&link, nodes, project, trace, &tasks[confirmed..], |n| {
+        let rest = &tasks[confirmed..];
+        let published = publish_windows(&link, nodes, project, trace, queue, rest, |n| {
             confirmed += n;
             last_progress = Instant::now();
         })
@@ -111,7 +118,7 @@ pub async fn publish_on(
         close(&link.connection, "published").await;
         let lost = match &published {
             Ok(()) => {
-                log_published(project, trace, tasks);
+                log_published(project, trace, queue, tasks);
                 return Ok(());
             }
             Err(WindowError::Broker(_)) => !link.connection.status().connected(),
@@ -161,6 +168,7 @@ async fn publish_windows(
     nodes: &Nodes,
     project: &str,
     trace: &TraceId,
+    queue: &str,
     tasks: &[tasks::Task],
     mut confirmed: impl FnMut(usize),
 ) -> Result<(), WindowError> {
@@ -176,7 +184,7 @@ async fn publish_windows(
     for window in tasks.chunks(amqp::PUBLISH_WINDOW) {
         match tokio::time::timeout(
             WINDOW_CONFIRM_TIMEOUT,
-            amqp::publish_traced_tasks(&channel, window, Some(trace)),
+            amqp::publish_traced_tasks_to(&channel, queue, window, Some(trace)),
         )
         .await
         {
@@ -185,19 +193,23 @@ async fn publish_windows(
             Err(_) => return Err(WindowError::NoConfirm),
         }
     }
+    // Closed before the connection: a channel merely dropped closes in the background, and
+    // the connection closing under it logged a lapin ERROR line at every publish (every
+    // window a following client tops up).
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, channel.close(200, "published".into())).await;
     Ok(())
 }
 
 /// Logs the tasks published: each (debug) with its task id, trace id and span id, the
 /// project once (info).
-fn log_published(project: &str, trace: &TraceId, tasks: &[tasks::Task]) {
+fn log_published(project: &str, trace: &TraceId, queue: &str, tasks: &[tasks::Task]) {
     if tracing::enabled!(tracing::Level::DEBUG) {
         for task in tasks {
             let span_id = SpanId::of_task(trace, task.index);
             tracing::debug!(task_id = %task.id(), trace_id = %trace, %span_id, "task published");
         }
     }
-    tracing::info!(project, trace_id = %trace, tasks = tasks.len(), "tasks published");
+    tracing::info!(project, trace_id = %trace, queue, tasks = tasks.len(), "tasks published");
 }
 
 /// Closes `connection`, waiting at most [`CLOSE_TIMEOUT`] for the broker's answer.

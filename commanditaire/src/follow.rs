@@ -20,6 +20,7 @@ use tasks::reassemble::Recorded;
 use crate::broker::{close, FollowError, Watcher, CONNECT_PATIENCE};
 use crate::inbox::{self, Incoming};
 use crate::tracking::Tracker;
+use crate::window::{self, Window};
 
 /// How long the results queue must stay silent before the follower looks for lost tasks.
 pub const QUIET: Duration = Duration::from_secs(3);
@@ -47,6 +48,8 @@ pub struct Followed {
     pub junk: usize,
     /// Tasks published again because they had no outcome and were in no queue.
     pub republished: usize,
+    /// Tasks published as the window moved on ([`crate::window`]).
+    pub published: usize,
 }
 
 /// Consumes the project's results queue until every task has an outcome, recording results
@@ -58,10 +61,24 @@ pub async fn follow(
     watcher: &dyn Watcher,
     start: Start,
 ) -> Result<Followed, FollowError> {
+    follow_windowed(url, tracker, watcher, start, None).await
+}
+
+/// [`follow`], publishing the tasks `window` holds back as outcomes arrive (fair share,
+/// [`crate::window`]); only the tasks it published count as possibly lost.
+pub async fn follow_windowed(
+    url: &str,
+    tracker: &mut Tracker,
+    watcher: &dyn Watcher,
+    start: Start,
+    mut window: Option<Window>,
+) -> Result<Followed, FollowError> {
     let project = tracker.project().id.clone();
+    let priority = crate::priority::project_priority(tracker.workspace(), &project);
     let nodes = Nodes::parse(url);
+    let mut since_top_up = 0;
     let mut seen = Followed::default();
-    let mut lost = LostTasks::new(start, tracker);
+    let mut lost = LostTasks::new(start, tracker, priority);
     let trace = crate::trace::project_trace(tracker.workspace(), &project);
     let mut first = true;
     while !tracker.finished() {
@@ -136,6 +153,7 @@ pub async fn follow(
                                 lost.progress();
                                 watcher.progress(tracker.done());
                                 unacked.push(delivery);
+                                since_top_up += 1;
                             }
                             Recorded::Duplicate => unacked.push(delivery),
                             Recorded::Unknown => {
@@ -143,9 +161,13 @@ pub async fn follow(
                                 drop_junk(&delivery, why, &mut seen, watcher).await;
                             }
                         }
-                        publish_runs(conn, &mut runs_channel, tracker, &trace, watcher).await;
+                        publish_runs(conn, &mut runs_channel, tracker, &trace, priority, watcher).await;
                         if tracker.due() || tracker.finished() {
                             commit_and_ack(tracker, &mut unacked, watcher).await;
+                        }
+                        if let Some(w) = window.as_mut().filter(|w| since_top_up >= w.step()) {
+                            since_top_up = 0;
+                            seen.published += window::top_up(w, &nodes, tracker, watcher).await;
                         }
                         if tracker.finished() && tracker.pending() == 0 {
                             break;
@@ -178,7 +200,11 @@ pub async fn follow(
                     if tracker.due() {
                         commit_and_ack(tracker, &mut unacked, watcher).await;
                     }
-                    publish_runs(conn, &mut runs_channel, tracker, &trace, watcher).await;
+                    publish_runs(conn, &mut runs_channel, tracker, &trace, priority, watcher).await;
+                    if let Some(w) = window.as_mut() {
+                        since_top_up = 0;
+                        seen.published += window::top_up(w, &nodes, tracker, watcher).await;
+                    }
                     if cancel_check.elapsed() >= CANCEL_CHECK {
                         cancel_check = Instant::now();
                         if crate::cancel::is_cancelled(tracker.workspace(), &project) {
@@ -202,8 +228,14 @@ pub async fn follow(
                             "{again} tasks had no outcome agreed and no run in any queue: asking for one more run of each"
                         ));
                     } else if lost_now {
-                        let tasks = tracker.remaining();
-                        match crate::broker::publish_on(&nodes, &project, &trace, &tasks).await {
+                        let mut tasks = tracker.remaining();
+                        if let Some(w) = &window {
+                            tasks.retain(|t| w.published(t.index));
+                        }
+                        let published =
+                            crate::broker::publish_on(&nodes, &project, &trace, priority, &tasks);
+                        match published.await {
+                            Ok(()) if tasks.is_empty() => {}
                             Ok(()) => {
                                 seen.republished += tasks.len();
                                 watcher.warn(&format!(
@@ -267,6 +299,7 @@ async fn publish_runs(
     channel: &mut Option<Channel>,
     tracker: &mut Tracker,
     trace: &tasks::trace::TraceId,
+    priority: tasks::Priority,
     watcher: &dyn Watcher,
 ) {
     if tracker.replicas() <= 1 {
@@ -291,7 +324,7 @@ async fn publish_runs(
     let list: Vec<(&tasks::Task, &[String])> =
         runs.iter().map(|(t, a)| (t, a.as_slice())).collect();
     let channel_ref = channel.as_ref().expect("opened above");
-    match crate::replicas::publish(channel_ref, trace, &list).await {
+    match crate::replicas::publish(channel_ref, trace, priority, &list).await {
         Ok(()) => tracing::debug!(runs = runs.len(), "replica runs published"),
         Err(e) => {
             watcher.warn(&format!(
@@ -348,6 +381,8 @@ fn log_outcome(result: &tasks::TaskResult, props: &lapin::BasicProperties) {
 ///
 /// A task running at that moment may run twice; its outcome is counted once.
 struct LostTasks {
+    /// The project's work queue.
+    todo: &'static str,
     quick: bool,
     todo_empty_since: Option<Instant>,
     next_probe: Instant,
@@ -356,7 +391,7 @@ struct LostTasks {
 }
 
 impl LostTasks {
-    fn new(start: Start, tracker: &Tracker) -> LostTasks {
+    fn new(start: Start, tracker: &Tracker, priority: tasks::Priority) -> LostTasks {
         let longest = tracker
             .remaining()
             .iter()
@@ -367,6 +402,7 @@ impl LostTasks {
             .max()
             .unwrap_or(ASSUMED_TASK_TIMEOUT);
         LostTasks {
+            todo: amqp::todo_queue(priority),
             quick: start == Start::Resumed,
             todo_empty_since: None,
             next_probe: Instant::now() + QUIET,
@@ -398,7 +434,7 @@ impl LostTasks {
         }
         self.next_probe = Instant::now() + PROBE_EVERY;
         let depths = match (
-            ready(probe, amqp::TODO_QUEUE).await,
+            ready(probe, self.todo).await,
             ready(probe, results_queue).await,
         ) {
             (Ok(todo), Ok(results)) => (todo, results),

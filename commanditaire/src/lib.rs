@@ -9,6 +9,7 @@ pub mod github;
 pub mod history;
 pub mod inbox;
 pub mod local;
+pub mod priority;
 pub mod project_lock;
 pub mod remote;
 pub mod replicas;
@@ -16,6 +17,7 @@ pub mod status;
 pub mod trace;
 pub mod tracking;
 pub mod verify;
+pub mod window;
 pub mod workspace;
 
 use std::path::{Path, PathBuf};
@@ -168,6 +170,11 @@ pub struct RunOptions {
     /// [`replicas::MAX_REPLICAS`]; 1 is the plain platform). A resumed project keeps the
     /// number it was recorded with.
     pub replicas: u32,
+    /// A new project's priority (`--priority`); a resumed one keeps its recorded one.
+    pub priority: tasks::Priority,
+    /// While following: at most this many of the project's tasks published and without an
+    /// outcome (`--max-in-flight`, [`window`]); 0: every task published at once.
+    pub max_in_flight: usize,
 }
 
 /// What a run did.
@@ -249,6 +256,7 @@ pub async fn submit(
             tasks::TaskSpec::Exec(e) => Some(e.image.clone()),
             _ => None,
         }).collect::<std::collections::BTreeSet<_>>(),
+        priority::PRIORITY_FIELD: options.priority,
     });
     let mut config = config;
     if options.replicas > 1 {
@@ -378,21 +386,32 @@ async fn drive(
             return Err(e.into());
         }
     } else {
+        let windowed = options.mode == Mode::Broker && options.max_in_flight > 0;
+        let mut window = None;
         if !tracker.published() {
-            published = broker::publish_missing(&options.amqp_url, &mut tracker)
-                .await
-                .map_err(|source| ClientError::NotPublished {
-                    project: tracker.project().id.clone(),
-                    workspace: tracker.workspace().root().display().to_string(),
-                    source,
-                })?;
+            let first = if windowed {
+                window::publish_first(&options.amqp_url, &mut tracker, options.max_in_flight)
+                    .await
+                    .map(|(n, w)| {
+                        window = w;
+                        n
+                    })
+            } else {
+                broker::publish_missing(&options.amqp_url, &mut tracker).await
+            };
+            published = first.map_err(|source| ClientError::NotPublished {
+                project: tracker.project().id.clone(),
+                workspace: tracker.workspace().root().display().to_string(),
+                source,
+            })?;
         }
         if options.retry_failed {
             let again = tracker.retry_failed()?;
             if !again.is_empty() {
                 let id = tracker.project().id.clone();
                 let trace = trace::project_trace(tracker.workspace(), &id);
-                broker::publish(&options.amqp_url, &id, &trace, &again)
+                let priority = priority::project_priority(tracker.workspace(), &id);
+                broker::publish(&options.amqp_url, &id, &trace, priority, &again)
                     .await
                     .map_err(broker::FollowError::from)?;
                 published += again.len();
@@ -416,8 +435,9 @@ async fn drive(
         } else {
             start
         };
-        let seen = follow::follow(&options.amqp_url, &mut tracker, watcher, start).await?;
-        published += seen.republished;
+        let seen = follow::follow_windowed(&options.amqp_url, &mut tracker, watcher, start, window)
+            .await?;
+        published += seen.republished + seen.published;
         junk = seen.junk;
     }
     let result = tracker.finish()?;

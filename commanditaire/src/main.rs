@@ -47,6 +47,11 @@ struct Cli {
     /// The GitHub repositories' name prefix (default: the workspace folder's name).
     #[arg(long, global = true, env = "GITHUB_PREFIX")]
     github_prefix: Option<String>,
+    /// While following a project, keep at most this many of its tasks published and
+    /// without an outcome, publishing more as outcomes arrive, so that projects submitted
+    /// after it get their turn (0: publish every task at once; --detach always does).
+    #[arg(long, global = true, default_value_t = commanditaire::window::DEFAULT_MAX_IN_FLIGHT)]
+    max_in_flight: usize,
     #[command(subcommand)]
     command: Command,
 }
@@ -68,6 +73,10 @@ struct RunFlags {
     #[arg(long, value_name = "N", default_value_t = 1, conflicts_with = "local",
           value_parser = clap::value_parser!(u32).range(1..=commanditaire::replicas::MAX_REPLICAS as i64))]
     replicas: u32,
+    /// How soon the project's tasks run: high ones before every normal and low task
+    /// waiting, low ones only when no other waits (recorded with the project).
+    #[arg(long, default_value = "normal", value_name = "high|normal|low")]
+    priority: tasks::Priority,
 }
 
 impl RunFlags {
@@ -192,7 +201,7 @@ async fn run(cli: Cli) -> anyhow::Result<Option<RunReport>> {
         cli.github_prefix.clone(),
         &cli.workspace,
     )?;
-    let options = |mode, retry_failed, replicas| RunOptions {
+    let options = |mode, retry_failed, replicas, priority| RunOptions {
         amqp_url: amqp_url.clone(),
         workspace: cli.workspace.clone(),
         mode,
@@ -201,6 +210,8 @@ async fn run(cli: Cli) -> anyhow::Result<Option<RunReport>> {
         retry_failed,
         progress_json: cli.progress_json,
         replicas,
+        priority,
+        max_in_flight: cli.max_in_flight,
     };
     let (request, flags) = match cli.command {
         Command::Nqueens { n, depth, run } => (Request::Nqueens { n, depth }, run),
@@ -259,15 +270,15 @@ async fn run(cli: Cli) -> anyhow::Result<Option<RunReport>> {
             retry_failed,
         } => {
             let watcher = output::Bar::new(0, json);
-            let report =
-                commanditaire::resume(&options(Mode::Broker, retry_failed, 1), &project, &watcher)
-                    .await?;
+            // The priority and replicas recorded with the project are the ones used.
+            let options = options(Mode::Broker, retry_failed, 1, tasks::Priority::default());
+            let report = commanditaire::resume(&options, &project, &watcher).await?;
             watcher.finish();
             output::report(&report, json);
             return Ok(Some(report));
         }
     };
-    let options = options(flags.mode(), false, flags.replicas);
+    let options = options(flags.mode(), false, flags.replicas, flags.priority);
     let project = generate::project(&cli.workspace, &request, flags.id.as_deref())?;
     let watcher = output::Bar::new(project.tasks.len() as u64, json);
     output::started(&project, options.mode, json);

@@ -361,11 +361,13 @@ pub fn report(ws: &Workspace, project: &tasks::Project) -> Option<serde_json::Va
     (n > 1).then(|| Quorum::load(ws, project, n).report(project))
 }
 
-/// Publishes one run of each task in `runs` (task, executants to avoid) to `todo` on the
+/// Publishes one run of each task in `runs` (task, executants to avoid) to the work queue of
+/// `priority` on the
 /// confirm channel `channel`, with its trace context, and waits for the confirms.
 pub async fn publish(
     channel: &lapin::Channel,
     trace: &tasks::trace::TraceId,
+    priority: tasks::Priority,
     runs: &[(&Task, &[String])],
 ) -> Result<(), tasks::amqp::BrokerError> {
     use tasks::amqp;
@@ -379,8 +381,8 @@ pub async fn publish(
             props,
             &tasks::trace::TraceParent::of_task(trace, task.index),
         );
-        amqp::publish_with_properties(channel, "", amqp::TODO_QUEUE, &task.to_json(), props)
-            .await?;
+        let queue = amqp::todo_queue(priority);
+        amqp::publish_with_properties(channel, "", queue, &task.to_json(), props).await?;
     }
     Ok(())
 }

@@ -80,14 +80,25 @@ impl Context {
 
     /// Handles one delivery; an error means no task may run here any more. Every log line
     /// of its handling carries its task id and the trace and span ids of its `traceparent`.
-    pub(crate) async fn handle(&self, delivery: Delivery) -> Result<(), SandboxError> {
+    ///
+    /// `received`: when the delivery arrived (it may have waited behind higher priorities).
+    pub(crate) async fn handle(
+        &self,
+        delivery: Delivery,
+        received: Instant,
+    ) -> Result<(), SandboxError> {
         let span = task_span(&delivery.properties);
-        self.handle_in_span(delivery).instrument(span).await
+        self.handle_in_span(delivery, received)
+            .instrument(span)
+            .await
     }
 
-    async fn handle_in_span(&self, delivery: Delivery) -> Result<(), SandboxError> {
+    async fn handle_in_span(
+        &self,
+        delivery: Delivery,
         // The broker takes the delivery back (closing the channel) past its consumer timeout.
-        let received = Instant::now();
+        received: Instant,
+    ) -> Result<(), SandboxError> {
         if self.leave_to_another(&delivery) {
             self.pass_on(&delivery).await;
             return Ok(());

@@ -19,16 +19,19 @@ pub mod runner;
 pub mod sandbox;
 pub mod script;
 mod session;
+mod waiting;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use futures_util::stream::{BoxStream, SelectAll};
 use futures_util::StreamExt;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use tasks::amqp;
 use tasks::backoff::Backoff;
+use tasks::Priority;
 use tokio::task::JoinSet;
 
 pub use config::{Config, ConfigError, Limits};
@@ -114,7 +117,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             s = open_session(&config, &nodes, &metrics) => s,
             _ = &mut shutdown => break,
         };
-        let Ok((consume_link, publisher, channel, mut consumer)) = session else {
+        let Ok((consume_link, publisher, channel, mut consumers)) = session else {
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         };
@@ -145,6 +148,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             cancelled.clone(),
         ));
         let mut inflight = JoinSet::new();
+        // Held, not started: started highest priority first, up to `concurrency` at once;
+        // returned if no slot frees in time.
+        let mut waiting = waiting::Waiting::new(overdue(&config));
         let mut stopping = false;
         let mut health = tokio::time::interval(HEALTH_CHECK);
         // Dropped with the session, which stops its pings.
@@ -155,6 +161,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 _ = &mut shutdown, if !stopping => { stopping = true; break; }
                 // A consumer whose connection or channel died may end silently, or not at all.
                 _ = health.tick() => {
+                    return_expired(&mut waiting);
                     if !consume_conn.status().connected() || !channel.status().connected() {
                         tracing::warn!("consume connection or channel lost; reconnecting");
                         if !consume_conn.status().connected() {
@@ -168,7 +175,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 // engine answers again.
                 Ok(_) = engine_lost.wait_for(|lost| *lost) => {
                     tracing::warn!(
-                        returned = inflight.len(),
+                        returned = inflight.len() + waiting.len(),
                         grace_secs = config.engine_grace.as_secs(),
                         "Docker engine unreachable past --engine-grace: returning the tasks held \
                          here to todo; consuming none until it answers"
@@ -176,10 +183,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                     engine_was_lost = true;
                     break;
                 }
-                next = consumer.next() => match next {
+                Some((priority, next)) = consumers.streams.next() => match next {
                     Some(Ok(delivery)) => {
-                        let ctx = ctx.clone();
-                        inflight.spawn(async move { ctx.handle(delivery).await });
+                        waiting.push(priority, Instant::now(), delivery);
+                        start_waiting(&mut waiting, &mut inflight, &ctx, config.concurrency);
                     }
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "consumer failed; reconnecting");
@@ -189,7 +196,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                         break;
                     }
                     None => {
-                        tracing::warn!("consumer stream ended (queue deleted or channel closed); reconnecting");
+                        let queue = amqp::todo_queue(priority);
+                        tracing::warn!(queue, "consumer stream ended (queue deleted or channel closed); reconnecting");
                         break;
                     }
                 },
@@ -200,14 +208,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                         stopping = true;
                         break;
                     }
+                    start_waiting(&mut waiting, &mut inflight, &ctx, config.concurrency);
                 }
             }
         }
         metrics.consuming.set(0);
         if stopping {
-            let _ = channel
-                .basic_cancel(consumer.tag(), BasicCancelOptions::default())
-                .await;
+            for tag in &consumers.tags {
+                let _ = channel
+                    .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                    .await;
+            }
             let grace = tokio::time::timeout(config.shutdown_grace, async {
                 while let Some(joined) = inflight.join_next().await {
                     if let Ok(Err(e)) = joined {
@@ -222,8 +233,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 );
             }
         }
-        // Unfinished deliveries return to the queue when the channel closes.
+        // Unfinished deliveries, and those still waiting, return to their queue when the
+        // channel closes.
         inflight.abort_all();
+        drop(waiting);
         while inflight.join_next().await.is_some() {}
         watcher.abort();
         let _ = consume_conn.close(200, "executant stopping".into()).await;
@@ -269,15 +282,81 @@ impl Drop for AbortOnDrop {
 /// How often the connections are checked.
 const HEALTH_CHECK: Duration = Duration::from_secs(1);
 
+/// Starts waiting deliveries, highest priority first, while fewer than `concurrency` run.
+fn start_waiting(
+    waiting: &mut waiting::Waiting<lapin::message::Delivery>,
+    inflight: &mut JoinSet<Result<(), sandbox::SandboxError>>,
+    ctx: &Arc<handle::Context>,
+    concurrency: u16,
+) {
+    while inflight.len() < usize::from(concurrency) {
+        let Some((received, delivery)) = waiting.pop(Instant::now()) else {
+            return;
+        };
+        let ctx = ctx.clone();
+        inflight.spawn(async move { ctx.handle(delivery, received.into()).await });
+    }
+}
+
+/// Returns to their queue the deliveries that waited too long to start (all slots busy):
+/// started now, they could not be acked within the consumer timeout. Each return spends one
+/// of the task's deliveries, as any return does.
+fn return_expired(waiting: &mut waiting::Waiting<lapin::message::Delivery>) {
+    for delivery in waiting.take_expired(Instant::now()) {
+        tracing::warn!(
+            task = %amqp::message_id_of(&delivery.properties),
+            "a task waited too long for a free slot; returning it before the broker's consumer timeout"
+        );
+        tokio::spawn(async move {
+            let requeue = lapin::options::BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            };
+            if let Err(e) = delivery.nack(requeue).await {
+                tracing::warn!(error = %e, "nack failed; the broker returns the task when the channel closes");
+            }
+        });
+    }
+}
+
+/// How long a delivery may wait for a slot (after half of it, it starts first): what is left
+/// of the holding bound once its longest run is set aside.
+fn overdue(config: &Config) -> Duration {
+    config.holding_bound().saturating_sub(config.max_timeout)
+}
+
+/// A work queue's prefetch: twice the concurrency for `todo.high`, so that when a task ends,
+/// the next high delivery is already here (its successor comes only after the ack's round
+/// trip, and a normal one waiting would take the slot meanwhile); the concurrency for `todo`
+/// (as before priorities: an executant holds no more normal tasks than it runs, which other
+/// executants could otherwise run) and `todo.low`. So while higher ones run, at most the
+/// concurrency of normal and of low deliveries wait here.
+fn prefetch(priority: Priority, concurrency: u16) -> u16 {
+    match priority {
+        Priority::High => concurrency.saturating_mul(2),
+        Priority::Normal | Priority::Low => concurrency,
+    }
+}
+
 type Session = (
     amqp::Link,
     Arc<publisher::Publisher>,
     lapin::Channel,
-    lapin::Consumer,
+    Consumers,
 );
 
+/// The consumers of the three work queues, as one stream of `(priority, delivery)`; a
+/// `(priority, None)` says that queue's consumer ended.
+struct Consumers {
+    streams: SelectAll<BoxStream<'static, (Priority, Option<Consumed>)>>,
+    tags: Vec<String>,
+}
+
+/// What a consumer stream yields.
+type Consumed = Result<lapin::message::Delivery, lapin::Error>;
+
 /// Connects (consumer and publisher on separate connections: a blocked publisher must not
-/// stop acks), declares the topology and starts consuming with prefetch = concurrency.
+/// stop acks), declares the topology and starts consuming the work queues.
 async fn open_session(
     config: &Config,
     nodes: &Arc<amqp::Nodes>,
@@ -296,7 +375,7 @@ async fn open_session(
     let consuming = start_consuming(config, &consume_link.connection).await;
     match consuming {
         Ok((channel, consumer)) => {
-            tracing::info!(url = %nodes.shown(consume_link.node), "consuming todo");
+            tracing::info!(url = %nodes.shown(consume_link.node), "consuming todo.high, todo and todo.low");
             Ok((consume_link, publisher, channel, consumer))
         }
         Err(e) => {
@@ -311,29 +390,52 @@ async fn open_session(
     }
 }
 
-/// Declares the topology and starts consuming `todo` with prefetch = concurrency.
+/// Declares the topology and starts consuming the three work queues on one channel, each
+/// consumer with a prefetch of its own ([`prefetch`]): a delivery of a higher priority is
+/// always taken at once, whatever lower ones are held.
 async fn start_consuming(
     config: &Config,
     consume_conn: &lapin::Connection,
-) -> Result<(lapin::Channel, lapin::Consumer), amqp::BrokerError> {
+) -> Result<(lapin::Channel, Consumers), amqp::BrokerError> {
     let op = amqp::op;
     let channel = consume_conn
         .create_channel()
         .await
         .map_err(op("open channel"))?;
     amqp::declare_todo(&channel).await?;
-    channel
-        .basic_qos(config.concurrency, BasicQosOptions::default())
-        .await
-        .map_err(op("set prefetch"))?;
-    let consumer = channel
-        .basic_consume(
-            amqp::TODO_QUEUE.into(),
-            format!("executant-{}", config.name).as_str().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(op("consume todo"))?;
-    Ok((channel, consumer))
+    let mut consumers = Consumers {
+        streams: SelectAll::new(),
+        tags: Vec::new(),
+    };
+    for priority in Priority::ALL {
+        let queue = amqp::todo_queue(priority);
+        // `todo` keeps its tag of old (what operators and tests look for).
+        let tag = match priority {
+            Priority::Normal => format!("executant-{}", config.name),
+            _ => format!("executant-{}-{priority}", config.name),
+        };
+        // Per consumer (not global): applies to the consumer started next.
+        channel
+            .basic_qos(
+                prefetch(priority, config.concurrency),
+                BasicQosOptions::default(),
+            )
+            .await
+            .map_err(op("set prefetch"))?;
+        let consumer = channel
+            .basic_consume(
+                queue.into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(op("consume a todo queue"))?;
+        let stream = consumer
+            .map(move |d| (priority, Some(d)))
+            .chain(futures_util::stream::once(async move { (priority, None) }));
+        consumers.streams.push(stream.boxed());
+        consumers.tags.push(tag);
+    }
+    Ok((channel, consumers))
 }

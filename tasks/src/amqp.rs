@@ -15,6 +15,7 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Exchange
 
 pub use crate::trace::TRACEPARENT_HEADER;
 use crate::trace::{TraceId, TraceParent};
+use crate::Priority;
 
 pub mod delay;
 pub mod nodes;
@@ -23,8 +24,12 @@ pub use nodes::{Link, Nodes};
 
 /// The broker a binary talks to when nothing else is configured.
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-/// The work queue every executant consumes (quorum, competing consumers).
+/// The work queue every executant consumes (quorum, competing consumers): normal priority.
 pub const TODO_QUEUE: &str = "todo";
+/// The work queue of high-priority projects, declared like `todo`.
+pub const TODO_HIGH_QUEUE: &str = "todo.high";
+/// The work queue of low-priority projects, declared like `todo`.
+pub const TODO_LOW_QUEUE: &str = "todo.low";
 /// The exchange `todo` dead-letters to.
 pub const DEAD_LETTER_EXCHANGE: &str = "todo.dlx";
 /// Where tasks that failed too often, or could not be read, end up.
@@ -65,6 +70,21 @@ pub const CONTENT_TYPE: &str = "application/json";
 
 /// The prefix of every project's results queue.
 pub const RESULTS_QUEUE_PREFIX: &str = "results.";
+
+/// The work queue of a priority: `todo.high`, `todo` (normal) or `todo.low`. Every executant
+/// consumes the three, starting the highest-priority delivery it holds first.
+pub fn todo_queue(priority: Priority) -> &'static str {
+    match priority {
+        Priority::High => TODO_HIGH_QUEUE,
+        Priority::Normal => TODO_QUEUE,
+        Priority::Low => TODO_LOW_QUEUE,
+    }
+}
+
+/// Whether `queue` is one of the work queues ([`todo_queue`]).
+pub fn is_todo_queue(queue: &str) -> bool {
+    Priority::ALL.into_iter().any(|p| todo_queue(p) == queue)
+}
 
 /// The durable queue holding one project's results.
 pub fn results_queue(project: &str) -> String {
@@ -271,7 +291,8 @@ async fn declare_dead_letter_routing(channel: &Channel) -> Result<(), BrokerErro
     Ok(())
 }
 
-/// Declares `todo`, its dead-letter exchange and `todo.dead` (idempotent).
+/// Declares the work queues (`todo.high`, `todo`, `todo.low`, the same arguments), their
+/// dead-letter exchange and `todo.dead` (idempotent).
 pub async fn declare_todo(channel: &Channel) -> Result<(), BrokerError> {
     declare_dead_letter_routing(channel).await?;
     let mut dead_args = FieldTable::default();
@@ -293,10 +314,16 @@ pub async fn declare_todo(channel: &Channel) -> Result<(), BrokerError> {
         )
         .await
         .map_err(op("bind todo.dead"))?;
-    channel
-        .queue_declare(TODO_QUEUE.into(), durable(), quorum_todo_arguments())
-        .await
-        .map_err(op("declare queue todo"))?;
+    for priority in Priority::ALL {
+        channel
+            .queue_declare(
+                todo_queue(priority).into(),
+                durable(),
+                quorum_todo_arguments(),
+            )
+            .await
+            .map_err(op("declare a todo queue"))?;
+    }
     Ok(())
 }
 
@@ -674,6 +701,17 @@ pub async fn publish_traced_tasks(
     tasks: &[crate::Task],
     trace: Option<&TraceId>,
 ) -> Result<(), BrokerError> {
+    publish_traced_tasks_to(channel, TODO_QUEUE, tasks, trace).await
+}
+
+/// [`publish_traced_tasks`] to the work queue `queue` ([`todo_queue`] of the project's
+/// priority).
+pub async fn publish_traced_tasks_to(
+    channel: &Channel,
+    queue: &str,
+    tasks: &[crate::Task],
+    trace: Option<&TraceId>,
+) -> Result<(), BrokerError> {
     for window in tasks.chunks(PUBLISH_WINDOW) {
         let mut pending = Vec::with_capacity(window.len());
         for task in window {
@@ -681,7 +719,7 @@ pub async fn publish_traced_tasks(
             if let Some(trace) = trace {
                 props = with_traceparent(props, &TraceParent::of_task(trace, task.index));
             }
-            pending.push(send(channel, "", TODO_QUEUE, &task.to_json(), props).await?);
+            pending.push(send(channel, "", queue, &task.to_json(), props).await?);
         }
         for confirm in pending {
             confirm.check().await?;
@@ -927,6 +965,19 @@ mod tests {
         }
         for other in ["results.", "results", "todo", "todo.dead", "xresults.p"] {
             assert_eq!(project_of_results_queue(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn one_work_queue_per_priority() {
+        use crate::Priority;
+        let names: Vec<_> = Priority::ALL.into_iter().map(super::todo_queue).collect();
+        assert_eq!(names, ["todo.high", "todo", "todo.low"]);
+        for name in names {
+            assert!(super::is_todo_queue(name), "{name}");
+        }
+        for other in ["todo.dead", "todo.dlx", "results.p", "todo.normal"] {
+            assert!(!super::is_todo_queue(other), "{other}");
         }
     }
 

@@ -10,6 +10,7 @@ pub mod compute;
 pub mod layout;
 pub mod model;
 pub mod nqueens;
+pub mod priority;
 pub mod progress;
 pub mod provenance;
 pub mod reassemble;
@@ -23,4 +24,5 @@ pub use model::{
     ExecSpec, Outcome, Project, ProjectSpec, Symmetry, Task, TaskError, TaskOutput, TaskResult,
     TaskSpec, MIN_SCHEMA_VERSION, SCHEMA_VERSION,
 };
+pub use priority::Priority;
 pub use reassemble::{ProjectResult, Reassembly};

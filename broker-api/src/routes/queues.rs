@@ -151,8 +151,9 @@ pub async fn delete(
     params: Result<Query<DeleteParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Deleted>, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::invalid(e.body_text()))?;
-    let platform = [tasks::amqp::TODO_QUEUE, tasks::amqp::DEAD_QUEUE];
-    if platform.contains(&name.as_str()) && !params.force {
+    let platform =
+        tasks::amqp::is_todo_queue(name.as_str()) || name.as_str() == tasks::amqp::DEAD_QUEUE;
+    if platform && !params.force {
         return Err(ApiError::Conflict(format!(
             "`{name}` is one of the platform's work queues; delete it with `?force=true` if you really mean it"
         )));

@@ -313,7 +313,7 @@ async fn each_scope_does_what_it_may_and_is_403_beyond() {
     // `todo` and `todo.dead`: every change needs admin (the issue: `get` with `ack` on
     // `todo` stole tasks), however the name is spelled in the URL.
     allowed(&s, admin, &Method::PUT, &q("todo")).await;
-    for name in ["todo", "todo.dead", "tod%6F"] {
+    for name in ["todo", "todo.high", "todo.low", "todo.dead", "tod%6F"] {
         for scope in [read, user] {
             refused(&s, scope, &Method::PUT, &q(name), admin).await;
             refused(

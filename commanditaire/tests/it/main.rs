@@ -4,6 +4,7 @@
 mod cancel;
 mod growth;
 mod platform;
+mod priorities;
 mod progress_json;
 mod provenance;
 mod remote;
