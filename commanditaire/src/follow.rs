@@ -72,7 +72,7 @@ pub async fn follow(
             .connect_with_backoff("commanditaire follow", patience)
             .await?;
         let conn = &link.connection;
-        let opened = open_follower(conn, &project, nodes.is_cluster(), first).await;
+        let opened = open_follower(conn, &project, &nodes, first).await;
         let (channel, probe, queue, mut consumer) = match opened {
             Ok(opened) => opened,
             Err(Opened::Refused) => {
@@ -393,13 +393,13 @@ impl From<BrokerError> for Opened {
 async fn open_follower(
     conn: &lapin::Connection,
     project: &str,
-    cluster: bool,
+    nodes: &Nodes,
     first: bool,
 ) -> Result<(Channel, Channel, String, Consumer), Opened> {
     let channel = open_channel(conn).await?;
     let probe = open_channel(conn).await?;
     amqp::declare_todo(&channel).await?;
-    let queue = amqp::declare_results_on(&channel, project, cluster).await?;
+    let queue = amqp::declare_results(&channel, project, nodes).await?;
     channel
         .basic_qos(1000, BasicQosOptions::default())
         .await
@@ -422,7 +422,7 @@ async fn open_follower(
         Err(e) if e.reply_code() == Some(403) => return Err(Opened::Refused),
         Err(e) => return Err(e.into()),
     };
-    if cluster && first {
+    if nodes.is_cluster() && first {
         let consumers = consumers(&probe, &queue)
             .await
             .map_err(amqp::op("count the results queue's consumers"))?;
