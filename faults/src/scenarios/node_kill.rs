@@ -34,11 +34,12 @@ pub fn node_kills(env: &Env, size: Size) -> Row {
     let (mut slowest_election, mut longest_stall) = (Duration::ZERO, Duration::ZERO);
     let mut problems = Vec::new();
     let faults = run.inject(target, Duration::from_millis(500), |run| {
-        // Mid-project: some results recorded, most still to come.
+        // Mid-project: some results recorded, some still to come (at CI size the project
+        // lasts a few tens of seconds: a narrower window could miss it).
         let Some((done, tasks)) = harness::progress(&run.ws, &run.id) else {
             return false;
         };
-        if done == 0 || done > tasks * 3 / 4 {
+        if done == 0 || done >= tasks {
             return false;
         }
         let Some((leader, asked)) = leader_and_other(&cluster) else {
