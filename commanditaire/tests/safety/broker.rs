@@ -12,7 +12,6 @@ pub fn nodes() -> tasks::amqp::Nodes {
 }
 
 /// Runs `f` with a fresh connection's confirm channel.
-
 pub fn with_channel<T>(f: impl AsyncFnOnce(&lapin::Channel) -> T) -> T {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
