@@ -26,11 +26,15 @@ pub fn node_kills(env: &Env, size: Size) -> Row {
         amqp_url: cluster.urls.clone(),
         ..env.clone()
     };
-    // Containers reused for 4 tasks: the CI-size project then lasts about as long as the
-    // cluster takes to start, and the kill still lands mid-project.
-    let mut run = Run::start(&env, size, "faults-nodes", &["--reuse", "4"], None);
-    // A kill and a node's restart take 10-20 s here: in CI one is the proof.
-    let target = if size.faults >= 10 { size.faults } else { 1 };
+    // A kill and a node's restart take 10-20 s here: in CI one is the proof, with containers
+    // reused for 4 tasks (the project then lasts about as long as the cluster takes to
+    // start). At `--large`, a container per task, so that the project outlasts every kill.
+    let (target, args): (usize, &[&str]) = if size.faults >= 10 {
+        (size.faults, &[])
+    } else {
+        (1, &["--reuse", "4"])
+    };
+    let mut run = Run::start(&env, size, "faults-nodes", args, None);
     let (mut slowest_election, mut longest_stall) = (Duration::ZERO, Duration::ZERO);
     let mut problems = Vec::new();
     let faults = run.inject(target, Duration::from_millis(500), |run| {
