@@ -11,13 +11,16 @@
 # `start` prints the comma-separated AMQP_URL of its nodes on stdout (progress goes to
 # stderr), so `export AMQP_URL=$(scripts/rabbitmq-cluster.sh start 3)` works.
 #
-# Node K (1..N) is cluster-K@<short hostname>: AMQP on 127.0.0.1:$((BASE + K)) (BASE =
-# RABBITMQ_CLUSTER_PORT_BASE, 5700: ports 5701, 5702, ...), Erlang distribution on
-# AMQP port + 20000, guest/guest (loopback only), vhost /. Everything lives under
-# ${RABBITMQ_NODES_DIR:-/tmp/rabbitmq-nodes}/cluster-K (mnesia, logs, pid file, rabbitmq.conf,
+# Node K (1..N) is NAME-K@<short hostname> (NAME = RABBITMQ_CLUSTER_NAME, `cluster`): AMQP
+# on 127.0.0.1:$((BASE + K)) (BASE = RABBITMQ_CLUSTER_PORT_BASE, 5700: ports 5701, 5702, ...),
+# Erlang distribution on AMQP port + 20000, guest/guest (loopback only), vhost /. Two
+# clusters with distinct names and port bases run side by side (the cluster tests use
+# `cluster` on 5701.., the fault suite `faults` on 5731.., scripts/bench-cluster.sh `bench`
+# on 5741..). Everything lives under
+# ${RABBITMQ_NODES_DIR:-/tmp/rabbitmq-nodes}/NAME-K (mnesia, logs, pid file, rabbitmq.conf,
 # enabled_plugins), owned by the `rabbitmq` user that Debian's server runs as; `start`
 # wipes it, `stop` leaves it for its logs. The nodes share an Erlang cookie of their own
-# (cluster-home/.erlang.cookie there, new at each start), not the shared node's, so nothing
+# (NAME-home/.erlang.cookie there, new at each start), not the shared node's, so nothing
 # else can join or drive them. No plugins by default (so no management ports collide);
 # RABBITMQ_CLUSTER_MANAGEMENT=1 enables the management plugin on 127.0.0.1:$((BASE + 10000 + K)).
 # RABBITMQ_CLUSTER_NET_TICKTIME (default 10 s) is Erlang's net_ticktime of nodes and rabbitmqctl:
@@ -49,9 +52,11 @@ id -u rabbitmq >/dev/null 2>&1 || die "no rabbitmq user (apt-get install rabbitm
 nodes_dir=${RABBITMQ_NODES_DIR:-/tmp/rabbitmq-nodes}
 port_base=${RABBITMQ_CLUSTER_PORT_BASE:-5700}
 case "$port_base" in '' | *[!0-9]*) die "RABBITMQ_CLUSTER_PORT_BASE must be a number" ;; esac
+name=${RABBITMQ_CLUSTER_NAME:-cluster}
+case "$name" in '' | *[!a-z0-9]*) die "RABBITMQ_CLUSTER_NAME must be lowercase letters and digits" ;; esac
 host=$(hostname -s)
 # The cluster's own HOME for the rabbitmq user: its .erlang.cookie is the shared cookie.
-cluster_home=$nodes_dir/cluster-home
+cluster_home=$nodes_dir/$name-home
 wait_secs=${RABBITMQ_CLUSTER_WAIT:-90}
 # Erlang's net_ticktime (seconds), nodes and rabbitmqctl alike: a node that stops answering
 # (paused, hung, cut off) is declared down by the others after 3/4 to 5/4 of it, and only
@@ -60,8 +65,8 @@ wait_secs=${RABBITMQ_CLUSTER_WAIT:-90}
 net_ticktime=${RABBITMQ_CLUSTER_NET_TICKTIME:-10}
 case "$net_ticktime" in '' | *[!0-9]*) die "RABBITMQ_CLUSTER_NET_TICKTIME must be a number" ;; esac
 
-node_name() { echo "cluster-$1@$host"; }
-node_dir() { echo "$nodes_dir/cluster-$1"; }
+node_name() { echo "$name-$1@$host"; }
+node_dir() { echo "$nodes_dir/$name-$1"; }
 amqp_port() { echo $((port_base + $1)); }
 
 as_rabbitmq() {
@@ -106,7 +111,7 @@ running() { [ -f "$cluster_home/.erlang.cookie" ] && ctl "$1" -q status >/dev/nu
 # The node numbers that have a folder here (a cluster started before), ascending.
 known_nodes() {
   local d
-  for d in "$nodes_dir"/cluster-[0-9]; do
+  for d in "$nodes_dir/$name"-[0-9]; do
     [ -d "$d" ] && echo "${d##*-}"
   done
 }
@@ -164,7 +169,7 @@ wait_members() {
     [ "$got" = "$want" ] && return 0
     sleep 1
   done
-  die "the cluster has $got running nodes, not $want, after ${wait_secs} s; see $nodes_dir/cluster-*/log"
+  die "the cluster has $got running nodes, not $want, after ${wait_secs} s; see $nodes_dir/$name-*/log"
 }
 
 case "$action" in

@@ -383,7 +383,7 @@ impl Broker {
                     if cluster { "quorum" } else { "classic" }
                 )));
             }
-            platform::declare_results_on(&lease, project, cluster)
+            platform::declare_results(&lease, project, &self.nodes)
                 .await
                 .map_err(|e| self.fail(e, n))?;
         } else {

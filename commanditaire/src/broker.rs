@@ -178,7 +178,7 @@ async fn publish_windows(
     amqp::declare_todo(&channel)
         .await
         .map_err(WindowError::Broker)?;
-    amqp::declare_results_on(&channel, project, nodes.is_cluster())
+    amqp::declare_results(&channel, project, nodes)
         .await
         .map_err(WindowError::Broker)?;
     for window in tasks.chunks(amqp::PUBLISH_WINDOW) {

@@ -28,6 +28,12 @@ pub const QUIET: Duration = Duration::from_secs(3);
 const CANCEL_CHECK: Duration = Duration::from_millis(500);
 /// How often the follower looks at the queues' depths.
 const PROBE_EVERY: Duration = Duration::from_secs(2);
+/// The longest the follower waits for the broker to take one operation on its connection
+/// (an ack, a queue's depth or consumers, starting to follow). lapin may leave an operation
+/// sent as the connection breaks pending forever (seen with a cluster node SIGKILLed: the
+/// follower waited with no connection at all); past this, the connection counts as lost and
+/// the follower reconnects.
+const OP_TIMEOUT: Duration = Duration::from_secs(10);
 /// The task timeout assumed for a task that names none (the executant's default).
 pub const ASSUMED_TASK_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -90,7 +96,12 @@ pub async fn follow_windowed(
             .connect_with_backoff("commanditaire follow", patience)
             .await?;
         let conn = &link.connection;
-        let opened = open_follower(conn, &project, nodes.is_cluster(), first).await;
+        let Some(opened) = answered(open_follower(conn, &project, &nodes, first)).await else {
+            nodes.lost(link.node);
+            watcher.warn("the broker did not answer while starting to follow; reconnecting");
+            close(conn, "reconnecting").await;
+            continue;
+        };
         let (channel, probe, queue, mut consumer) = match opened {
             Ok(opened) => opened,
             Err(Opened::Refused) => {
@@ -162,8 +173,11 @@ pub async fn follow_windowed(
                             }
                         }
                         publish_runs(conn, &mut runs_channel, tracker, &trace, priority, watcher).await;
-                        if tracker.due() || tracker.finished() {
-                            commit_and_ack(tracker, &mut unacked, watcher).await;
+                        if (tracker.due() || tracker.finished())
+                            && !commit_and_ack(tracker, &mut unacked, watcher).await
+                        {
+                            nodes.lost(link.node);
+                            break;
                         }
                         if let Some(w) = window.as_mut().filter(|w| since_top_up >= w.step()) {
                             since_top_up = 0;
@@ -197,8 +211,9 @@ pub async fn follow_windowed(
                         }
                         break;
                     }
-                    if tracker.due() {
-                        commit_and_ack(tracker, &mut unacked, watcher).await;
+                    if tracker.due() && !commit_and_ack(tracker, &mut unacked, watcher).await {
+                        nodes.lost(link.node);
+                        break;
                     }
                     publish_runs(conn, &mut runs_channel, tracker, &trace, priority, watcher).await;
                     if let Some(w) = window.as_mut() {
@@ -213,12 +228,24 @@ pub async fn follow_windowed(
                         }
                     }
                     if !warned_idle && last_progress.elapsed() > Duration::from_secs(15) {
-                        if let Ok(0) = todo_consumers(&channel).await {
-                            watcher.warn("no executant is consuming the todo queue: start one (`executant`); the project waits");
-                            warned_idle = true;
+                        match answered(todo_consumers(&channel)).await {
+                            Some(Ok(0)) => {
+                                watcher.warn("no executant is consuming the todo queue: start one (`executant`); the project waits");
+                                warned_idle = true;
+                            }
+                            Some(_) => {}
+                            None => {
+                                watcher.warn(UNANSWERED);
+                                nodes.lost(link.node);
+                                break;
+                            }
                         }
                     }
-                    let lost_now = lost.due(&probe, &queue, last_delivery, tracker).await;
+                    let Some(lost_now) = answered(lost.due(&probe, &queue, last_delivery, tracker)).await else {
+                        watcher.warn(UNANSWERED);
+                        nodes.lost(link.node);
+                        break;
+                    };
                     if lost_now && tracker.replicas() > 1 {
                         // Published at the next tick, each avoiding the executants that
                         // already answered its task.
@@ -503,13 +530,13 @@ impl From<BrokerError> for Opened {
 async fn open_follower(
     conn: &lapin::Connection,
     project: &str,
-    cluster: bool,
+    nodes: &Nodes,
     first: bool,
 ) -> Result<(Channel, Channel, String, Consumer), Opened> {
     let channel = open_channel(conn).await?;
     let probe = open_channel(conn).await?;
     amqp::declare_todo(&channel).await?;
-    let queue = amqp::declare_results_on(&channel, project, cluster).await?;
+    let queue = amqp::declare_results(&channel, project, nodes).await?;
     channel
         .basic_qos(1000, BasicQosOptions::default())
         .await
@@ -532,7 +559,7 @@ async fn open_follower(
         Err(e) if e.reply_code() == Some(403) => return Err(Opened::Refused),
         Err(e) => return Err(e.into()),
     };
-    if cluster && first {
+    if nodes.is_cluster() && first {
         let consumers = consumers(&probe, &queue)
             .await
             .map_err(amqp::op("count the results queue's consumers"))?;
@@ -559,25 +586,47 @@ async fn drop_junk(delivery: &Delivery, why: &str, seen: &mut Followed, watcher:
             "dropping a message of the results queue ({why}); further ones are counted"
         ));
     }
-    if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
-        tracing::warn!(error = %e, "ack of a dropped message failed");
+    match answered(delivery.ack(BasicAckOptions::default())).await {
+        Some(Ok(_)) => {}
+        Some(Err(e)) => tracing::warn!(error = %e, "ack of a dropped message failed"),
+        None => tracing::warn!("the broker did not take the ack of a dropped message"),
     }
 }
 
+/// What the follower says when the broker did not take an operation within [`OP_TIMEOUT`].
+const UNANSWERED: &str = "the broker did not answer within 10 s; reconnecting";
+
+/// `op`, or `None` when it did not complete within [`OP_TIMEOUT`].
+async fn answered<T>(op: impl std::future::Future<Output = T>) -> Option<T> {
+    tokio::time::timeout(OP_TIMEOUT, op).await.ok()
+}
+
 /// Commits the waiting results, then acks their deliveries. If the commit fails (a full
-/// disk), nothing is acked: the results stay in memory and on the broker.
-async fn commit_and_ack(tracker: &mut Tracker, unacked: &mut Vec<Delivery>, watcher: &dyn Watcher) {
+/// disk), nothing is acked: the results stay in memory and on the broker. False when the
+/// broker did not take the ack within [`OP_TIMEOUT`]: the connection is then to be replaced.
+async fn commit_and_ack(
+    tracker: &mut Tracker,
+    unacked: &mut Vec<Delivery>,
+    watcher: &dyn Watcher,
+) -> bool {
     if let Err(e) = tracker.flush() {
         watcher.warn(&format!("cannot record results yet ({e}); will retry"));
-        return;
+        return true;
     }
+    let mut taken = true;
     if let Some(last) = unacked.last() {
         let multiple = BasicAckOptions { multiple: true };
-        if let Err(e) = last.ack(multiple).await {
-            watcher.warn(&format!("ack failed ({e}); duplicates will be ignored"));
+        match answered(last.ack(multiple)).await {
+            Some(Ok(_)) => {}
+            Some(Err(e)) => watcher.warn(&format!("ack failed ({e}); duplicates will be ignored")),
+            None => {
+                watcher.warn("the broker did not take an ack within 10 s; reconnecting (duplicates will be ignored)");
+                taken = false;
+            }
         }
     }
     unacked.clear();
+    taken
 }
 
 async fn todo_consumers(channel: &Channel) -> Result<u32, lapin::Error> {

@@ -387,15 +387,18 @@ pub async fn rerun(
     use tasks::amqp;
 
     let project = history.project();
-    let conn = amqp::connect_with_backoff(
-        url,
-        "commanditaire verify",
-        Some(crate::broker::CONNECT_PATIENCE),
-    )
-    .await?;
+    let nodes = amqp::Nodes::parse(url);
+    let conn = nodes
+        .connect_with_backoff(
+            "commanditaire verify",
+            Some(crate::broker::CONNECT_PATIENCE),
+        )
+        .await?
+        .connection;
     let channel = amqp::confirm_channel(&conn).await?;
     amqp::declare_todo(&channel).await?;
-    let queue = amqp::declare_results(&channel, &project.id).await?;
+    // The same queue type the project's follower declared (quorum on a cluster).
+    let queue = amqp::declare_results(&channel, &project.id, &nodes).await?;
     let exclusive = BasicConsumeOptions {
         exclusive: true,
         ..BasicConsumeOptions::default()

@@ -154,7 +154,9 @@ async fn run_tasks(concurrency: u16, reuse: u32, count: usize) -> f64 {
     let conn = amqp::connect(&amqp_url(), "bench client").await.unwrap();
     let publisher = amqp::confirm_channel(&conn).await.unwrap();
     amqp::declare_todo(&publisher).await.unwrap();
-    let queue = amqp::declare_results(&publisher, &project).await.unwrap();
+    let queue = amqp::declare_results(&publisher, &project, &amqp::Nodes::parse(&amqp_url()))
+        .await
+        .unwrap();
     let consumer_channel = conn.create_channel().await.unwrap();
     consumer_channel
         .basic_qos(1000, BasicQosOptions::default())

@@ -221,7 +221,7 @@ impl Publisher {
         deadline: Instant,
     ) -> Result<(), PublishError> {
         self.retry(deadline, "declare results", |channel| async move {
-            amqp::declare_results_on(&channel, project, self.nodes.is_cluster())
+            amqp::declare_results(&channel, project, &self.nodes)
                 .await
                 .map(|_| ())
         })

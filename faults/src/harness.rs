@@ -400,6 +400,17 @@ pub fn git_log(repo: &Path) -> Vec<String> {
     .collect()
 }
 
+/// A project's progress at the tracking repository's HEAD: (tasks done, tasks); `None`
+/// before its first record.
+pub fn progress(workspace: &Path, project: &str) -> Option<(u32, u32)> {
+    let repo = git2::Repository::open(workspace.join(layout::TRACKING)).ok()?;
+    let tree = repo.head().ok()?.peel_to_tree().ok()?;
+    let entry = tree.get_path(Path::new(&layout::progress(project))).ok()?;
+    let blob = repo.find_blob(entry.id()).ok()?;
+    let p: tasks::progress::Progress = serde_json::from_slice(blob.content()).ok()?;
+    Some((p.done, p.tasks))
+}
+
 /// What the record of a finished project says.
 #[derive(Debug, Default)]
 pub struct Verdict {

@@ -7,6 +7,7 @@
 //! in CI; `cargo run --release -p faults -- --large` runs at least 2,000 tasks per scenario
 //! with at least 10 faults each.
 
+pub mod cluster;
 pub mod engines;
 pub mod harness;
 pub mod scenarios;

@@ -329,19 +329,16 @@ pub async fn declare_todo(channel: &Channel) -> Result<(), BrokerError> {
 
 /// Declares the results exchange and the durable results queue of `project` (idempotent),
 /// bound to the results exchange by the project id and to [`DEAD_PROJECTS_EXCHANGE`] by the
-/// [`PROJECT_HEADER`], so that the project's dead-lettered tasks reach it too. The queue is
-/// a classic one (one node): [`declare_results_on`] for a cluster.
-pub async fn declare_results(channel: &Channel, project: &str) -> Result<String, BrokerError> {
-    declare_results_on(channel, project, false).await
-}
-
-/// [`declare_results`], with the queue a quorum queue (replicated) when `cluster` is true:
-/// every binary of a cluster ([`Nodes::is_cluster`]) declares it so, or the broker refuses
-/// the second declaration (the type differs).
-pub async fn declare_results_on(
+/// [`PROJECT_HEADER`], so that the project's dead-lettered tasks reach it too.
+///
+/// The queue's type follows the broker the binary was given, decided here and nowhere else:
+/// a quorum queue (replicated) on a cluster ([`Nodes::is_cluster`]: several node URLs), a
+/// classic one on one node. Every binary of a broker must be given the same node list, or
+/// the broker refuses the second declaration (the type differs).
+pub async fn declare_results(
     channel: &Channel,
     project: &str,
-    cluster: bool,
+    nodes: &Nodes,
 ) -> Result<String, BrokerError> {
     declare_dead_letter_routing(channel).await?;
     channel
@@ -358,7 +355,11 @@ pub async fn declare_results_on(
         .map_err(op("declare exchange results"))?;
     let queue = results_queue(project);
     channel
-        .queue_declare(queue.as_str().into(), durable(), results_arguments(cluster))
+        .queue_declare(
+            queue.as_str().into(),
+            durable(),
+            results_arguments(nodes.is_cluster()),
+        )
         .await
         .map_err(op("declare results queue"))?;
     channel

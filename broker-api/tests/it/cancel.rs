@@ -40,7 +40,9 @@ async fn the_admin_token_cancels_a_project_once() {
             .await
             .unwrap();
         let channel = conn.create_channel().await.unwrap();
-        amqp::declare_results(&channel, &id).await.unwrap();
+        amqp::declare_results(&channel, &id, &amqp::Nodes::parse(&amqp_url()))
+            .await
+            .unwrap();
         let _ = conn.close(200, "".into()).await;
     }
     let ws_path = dir.path().to_path_buf();

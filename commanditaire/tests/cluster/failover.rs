@@ -12,9 +12,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::cluster::{Cluster, NODES};
+use faults::cluster::{self, Cluster};
+use faults::harness::progress;
+
+use crate::broker_api::Probe;
 use crate::support::{oeis, script_workspaces};
 
+/// Nodes in the cluster.
+const NODES: usize = 3;
+/// The longest a node's queues may go without a leader.
+const ELECTION_TIMEOUT: Duration = Duration::from_secs(120);
 /// The longest stretch without progress a run may have.
 const MAX_STALL: Duration = Duration::from_secs(60);
 /// The longest a whole project may take.
@@ -67,18 +74,6 @@ impl Drop for Executant {
         let _ = self.stop.take().unwrap().send(());
         let _ = self.thread.take().unwrap().join();
     }
-}
-
-/// The project's progress at the tracking repository's HEAD: (done, tasks).
-fn progress(workspace: &Path, project: &str) -> Option<(u32, u32)> {
-    let repo = git2::Repository::open(workspace.join("tracking")).ok()?;
-    let tree = repo.head().ok()?.peel_to_tree().ok()?;
-    let entry = tree
-        .get_path(Path::new(&tasks::layout::progress(project)))
-        .ok()?;
-    let blob = repo.find_blob(entry.id()).ok()?;
-    let p: tasks::progress::Progress = serde_json::from_slice(blob.content()).ok()?;
-    Some((p.done, p.tasks))
 }
 
 /// Every task index recorded in the project's batches at HEAD, in order of the files.
@@ -191,8 +186,33 @@ fn wait_client(mut child: Child, timeout: Duration) -> (i32, String, String) {
     (status.code().unwrap_or(-1), out, err)
 }
 
+/// `urls` with node `k` (1-based) first.
+fn first_node(urls: &str, k: usize) -> String {
+    let mut nodes: Vec<&str> = urls.split(',').collect();
+    nodes.rotate_left(k - 1);
+    nodes.join(",")
+}
+
+/// `verify P --sample 3` through the cluster, with the executants still running: exit 0.
+fn verify_sample(urls: &str, workspace: &Path, project: &str) {
+    let out = Command::new(env!("CARGO_BIN_EXE_commanditaire"))
+        .env("AMQP_URL", urls)
+        .arg("--workspace")
+        .arg(workspace)
+        .args(["verify", project, "--sample", "3"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "verify on the cluster failed ({:?}): {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("verify --sample 3 on the cluster: exit 0");
+}
+
 fn run(fault: Fault) {
-    let cluster = Cluster::start();
+    let cluster = Cluster::start(cluster::TESTS, NODES);
     // The topology first (so `todo` has a leader to fail), through the platform's code.
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
@@ -258,19 +278,26 @@ fn run(fault: Fault) {
         .leader(tasks::amqp::TODO_QUEUE, 1)
         .expect("todo has a leader");
     let other = (1..=NODES).find(|&k| k != leader).unwrap();
+    // broker-api on the node about to be killed (the first of its list).
+    let api = matches!(fault, Fault::KillTodoLeader)
+        .then(|| Probe::start(&first_node(&cluster.urls, leader)));
     let done_at_fault = sampler.done();
     let fault_at = Instant::now();
     let election = match fault {
         Fault::KillTodoLeader => {
             cluster.signal(leader, "KILL");
-            let election = cluster.wait_new_leader(tasks::amqp::TODO_QUEUE, leader, other);
+            let election = cluster
+                .wait_new_leader(tasks::amqp::TODO_QUEUE, leader, other, ELECTION_TIMEOUT)
+                .expect("a new todo leader");
             std::thread::sleep(Duration::from_secs(15).saturating_sub(fault_at.elapsed()));
-            cluster.restart(leader);
+            cluster.restart(leader).unwrap_or_else(|e| panic!("{e}"));
             election
         }
         Fault::PauseTodoLeader => {
             cluster.signal(leader, "STOP");
-            let election = cluster.wait_new_leader(tasks::amqp::TODO_QUEUE, leader, other);
+            let election = cluster
+                .wait_new_leader(tasks::amqp::TODO_QUEUE, leader, other, ELECTION_TIMEOUT)
+                .expect("a new todo leader");
             std::thread::sleep(Duration::from_secs(30).saturating_sub(fault_at.elapsed()));
             cluster.signal(leader, "CONT");
             election
@@ -279,6 +306,22 @@ fn run(fault: Fault) {
     let (code, out, err) = wait_client(client, PROJECT_TIMEOUT);
     let stall = sampler.longest_stall_after(fault_at);
     drop(sampler);
+    if let Some(api) = api {
+        let (gap, failed) = api.longest_gap_after(fault_at);
+        drop(api);
+        println!(
+            "broker-api on the killed node: longest stretch without an answer after the kill \
+             {:.1} s (a request failed: {failed})",
+            gap.as_secs_f64()
+        );
+        assert!(
+            gap < crate::broker_api::MAX_GAP,
+            "broker-api did not answer for {:.1} s after its node was killed",
+            gap.as_secs_f64()
+        );
+        // The sampled re-run declares the project's results queue: a quorum queue here.
+        verify_sample(&cluster.urls, ws.path(), &project);
+    }
     drop(executants);
     let json: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| {
         panic!("the client printed no JSON ({e}), exit {code}: stdout {out:?}, stderr {err}")

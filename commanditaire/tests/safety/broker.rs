@@ -6,6 +6,11 @@ use std::time::Duration;
 
 use crate::support::{amqp_url, client};
 
+/// The tests' broker (`AMQP_URL`) as its node list, for declarations that depend on it.
+pub fn nodes() -> tasks::amqp::Nodes {
+    tasks::amqp::Nodes::parse(&amqp_url())
+}
+
 /// Runs `f` with a fresh connection's confirm channel.
 pub fn with_channel<T>(f: impl AsyncFnOnce(&lapin::Channel) -> T) -> T {
     let runtime = tokio::runtime::Runtime::new().unwrap();

@@ -11,7 +11,7 @@ use tasks::amqp::{self, Message};
 use tasks::model::ExecSpec;
 use tasks::{Project, TaskOutput, TaskResult, TaskSpec};
 
-use crate::broker::{client_json_within, forget_results_queue, with_channel};
+use crate::broker::{client_json_within, forget_results_queue, nodes, with_channel};
 use crate::support::{git_log, Executant};
 
 /// A queue like `todo` (quorum, delivery limit, dead-lettered to `todo.dlx`), of this test
@@ -45,7 +45,7 @@ fn a_task_dead_lettered_by_the_delivery_limit_fails_its_project_and_can_be_retri
 
     let deliveries = with_channel(async |ch| {
         amqp::declare_todo(ch).await.unwrap();
-        amqp::declare_results(ch, "dead").await.unwrap();
+        amqp::declare_results(ch, "dead", &nodes()).await.unwrap();
         let mut args = FieldTable::default();
         args.insert(
             "x-queue-type".into(),
@@ -204,7 +204,9 @@ fn a_task_an_executant_cannot_read_fails_its_project_with_the_executant_reason()
     // Task 0's message, damaged on the way: an executant dead-letters it with its reason.
     with_channel(async |ch| {
         amqp::declare_todo(ch).await.unwrap();
-        amqp::declare_results(ch, "unreadable").await.unwrap();
+        amqp::declare_results(ch, "unreadable", &nodes())
+            .await
+            .unwrap();
         amqp::publish_todo(ch, &project.tasks[0].id(), b"{\"schema\":1,\"proj")
             .await
             .unwrap();

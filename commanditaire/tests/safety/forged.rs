@@ -6,7 +6,7 @@ use std::time::Duration;
 use tasks::amqp::{self, Message};
 use tasks::{Task, TaskOutput, TaskResult};
 
-use crate::broker::{client_json_within, forget_results_queue, read_head, with_channel};
+use crate::broker::{client_json_within, forget_results_queue, nodes, read_head, with_channel};
 use crate::support::{client_json, Executant};
 
 /// The project's tasks, read back from its tasks repository.
@@ -42,7 +42,7 @@ fn forged_results_on_the_results_queue_are_refused_and_counted() {
         forged.push(no_digest.to_json());
     }
     with_channel(async |ch| {
-        amqp::declare_results(ch, id).await.unwrap();
+        amqp::declare_results(ch, id, &nodes()).await.unwrap();
         for (i, body) in forged.iter().enumerate() {
             let message_id = format!("{id}/{}", i / 2);
             amqp::publish(

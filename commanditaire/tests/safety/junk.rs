@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tasks::amqp::{self, Message};
 
-use crate::broker::{client_json_within, forget_results_queue, with_channel};
+use crate::broker::{client_json_within, forget_results_queue, nodes, with_channel};
 use crate::support::{client_json, Executant};
 
 #[test]
@@ -16,7 +16,7 @@ fn a_thousand_unreadable_messages_ahead_of_the_results_do_not_stall_the_follower
     let other_result = tasks::TaskResult::failed(&stranger.tasks[0], "not yours").to_json();
     let task_never_dead = tasks::split::nqueens_project("junk", 10, 2).unwrap().tasks[0].to_json();
     with_channel(async |ch| {
-        amqp::declare_results(ch, "junk").await.unwrap();
+        amqp::declare_results(ch, "junk", &nodes()).await.unwrap();
         for i in 0..1000 {
             let body: &[u8] = match i % 3 {
                 0 => b"\xff\xfe not json at all",

@@ -59,7 +59,9 @@ async fn engine_faults_back_off_then_dead_letter() {
 
     let conn = amqp::connect(&url, "backoff test").await.unwrap();
     let channel = conn.create_channel().await.unwrap();
-    let queue = amqp::declare_results(&channel, &id).await.unwrap();
+    let queue = amqp::declare_results(&channel, &id, &amqp::Nodes::parse(&url))
+        .await
+        .unwrap();
     let published = Instant::now();
     publish_tasks_to(&url, &id, &project.tasks).await;
     let mut consumer = channel

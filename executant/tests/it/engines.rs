@@ -161,7 +161,9 @@ async fn an_engine_killed_mid_project_costs_a_redelivery_and_the_count_stays_exa
 
     let conn = amqp::connect(&amqp_url(), "executant tests").await.unwrap();
     let channel = conn.create_channel().await.unwrap();
-    let queue = amqp::declare_results(&channel, &id).await.unwrap();
+    let queue = amqp::declare_results(&channel, &id, &amqp::Nodes::parse(&amqp_url()))
+        .await
+        .unwrap();
     let mut consumer = channel
         .basic_consume(
             queue.as_str().into(),

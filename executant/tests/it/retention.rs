@@ -67,7 +67,9 @@ async fn unused_results_queues_expire_and_dead_tasks_are_dropped_in_time() {
     let conn = amqp::connect(&url, "retention test").await.unwrap();
     let channel = amqp::confirm_channel(&conn).await.unwrap();
     amqp::declare_todo(&channel).await.unwrap();
-    let queue = amqp::declare_results(&channel, &id).await.unwrap();
+    let queue = amqp::declare_results(&channel, &id, &amqp::Nodes::parse(&url))
+        .await
+        .unwrap();
     // Dead-lettered as an executant does it: to todo.dead, and to the project's queue.
     let task_id = format!("{id}/0");
     let message = Message {

@@ -80,7 +80,9 @@ pub async fn publish_tasks_to(url: &str, project: &str, tasks: &[Task]) {
     let conn = amqp::connect(url, "executant tests").await.unwrap();
     let channel = amqp::confirm_channel(&conn).await.unwrap();
     amqp::declare_todo(&channel).await.unwrap();
-    amqp::declare_results(&channel, project).await.unwrap();
+    amqp::declare_results(&channel, project, &amqp::Nodes::parse(url))
+        .await
+        .unwrap();
     amqp::publish_tasks(&channel, tasks).await.unwrap();
     conn.close(200, "done".into()).await.unwrap();
 }
@@ -126,7 +128,9 @@ pub async fn collect_results_from(
 ) -> Result<(BTreeMap<u32, TaskResult>, usize), String> {
     let conn = amqp::connect(url, "executant tests").await.unwrap();
     let channel = conn.create_channel().await.unwrap();
-    let queue = amqp::declare_results(&channel, project).await.unwrap();
+    let queue = amqp::declare_results(&channel, project, &amqp::Nodes::parse(url))
+        .await
+        .unwrap();
     let mut consumer = channel
         .basic_consume(
             queue.as_str().into(),

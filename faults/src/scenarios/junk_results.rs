@@ -37,7 +37,9 @@ pub fn junk_results(env: &Env, size: Size) -> Row {
 async fn publish_junk(url: &str, project: &str) {
     let conn = amqp::connect(url, "faults junk").await.unwrap();
     let channel = amqp::confirm_channel(&conn).await.unwrap();
-    amqp::declare_results(&channel, project).await.unwrap();
+    amqp::declare_results(&channel, project, &amqp::Nodes::parse(url))
+        .await
+        .unwrap();
     for i in 0..JUNK {
         let body = match i % 3 {
             0 => b"{ not json".to_vec(),

@@ -12,6 +12,7 @@ mod executant_kill;
 mod hostile;
 mod junk_results;
 mod last_delivery_kill;
+mod node_kill;
 mod poison;
 mod two_followers;
 mod worker_kill;
@@ -27,7 +28,7 @@ use crate::{Row, Size};
 pub type Scenario = fn(&Env, Size) -> Row;
 
 /// Every scenario by name, in order.
-pub const ALL: [(&str, Scenario); 14] = [
+pub const ALL: [(&str, Scenario); 15] = [
     ("worker-kill", worker_kill::worker_kills),
     ("executant-kill", executant_kill::executant_kills),
     ("broker-restart", broker_restart::broker_restarts),
@@ -42,6 +43,7 @@ pub const ALL: [(&str, Scenario); 14] = [
     ("last-delivery-kill", last_delivery_kill::last_delivery_kill),
     ("junk-results", junk_results::junk_results),
     ("engine-kill", engine_kill::engine_kills),
+    ("node-kill", node_kill::node_kills),
 ];
 
 /// Runs the scenarios named in `only` (all of them if it is empty), printing each row as it

@@ -50,7 +50,7 @@ async fn publish_poison(
     let conn = amqp::connect(url, "faults poison").await.unwrap();
     let channel = amqp::confirm_channel(&conn).await.unwrap();
     amqp::declare_todo(&channel).await.unwrap();
-    amqp::declare_results(&channel, image_project)
+    amqp::declare_results(&channel, image_project, &amqp::Nodes::parse(url))
         .await
         .unwrap();
     let oversized = format!(
@@ -152,7 +152,9 @@ async fn check_poison(
     for mid in wanted {
         problems.push(format!("{mid} never reached todo.dead"));
     }
-    let results = channel.create_channel_for_results(image_project).await;
+    let results = amqp::declare_results(&channel, image_project, &amqp::Nodes::parse(url))
+        .await
+        .unwrap();
     let mut refused = 0;
     let mut consumer = channel
         .basic_consume(
@@ -186,15 +188,5 @@ async fn check_poison(
         dead_lettered,
         refused,
         problems,
-    }
-}
-
-trait ResultsQueue {
-    async fn create_channel_for_results(&self, project: &str) -> String;
-}
-
-impl ResultsQueue for lapin::Channel {
-    async fn create_channel_for_results(&self, project: &str) -> String {
-        amqp::declare_results(self, project).await.unwrap()
     }
 }
