@@ -13,6 +13,7 @@ mod error;
 mod handle;
 mod lanes;
 pub mod metrics;
+pub mod prefetch;
 mod provenance;
 mod publisher;
 pub mod runner;
@@ -25,8 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
-use lapin::types::FieldTable;
+use lapin::options::BasicCancelOptions;
 use tasks::amqp;
 use tasks::backoff::Backoff;
 use tokio::task::JoinSet;
@@ -87,6 +87,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     tracing::info!(
         name = %config.name,
         concurrency = config.concurrency,
+        prefetch = config.prefetch.map_or_else(|| "sized to the work".to_string(), |p| p.to_string()),
         worker_image = %config.worker_image,
         reuse = config.reuse,
         "executant starting"
@@ -110,8 +111,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             runner.remove_leftovers().await;
             engine_was_lost = false;
         }
+        // Each session starts small: nothing is known of the work waiting.
+        let mut sizer = prefetch::Sizer::new(&config);
         let session = tokio::select! {
-            s = open_session(&config, &nodes, &metrics) => s,
+            s = open_session(&config, sizer.current(), &nodes, &metrics) => s,
             _ = &mut shutdown => break,
         };
         let Ok((consume_link, publisher, channel, mut consumer)) = session else {
@@ -147,6 +150,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         let mut inflight = JoinSet::new();
         let mut stopping = false;
         let mut health = tokio::time::interval(HEALTH_CHECK);
+        let mut sizing = tokio::time::interval(prefetch::WINDOW);
         // Dropped with the session, which stops its pings.
         let mut engine_lost = engine::watch_lost(runner.clone(), config.engine_grace);
         let consume_conn = &consume_link.connection;
@@ -176,6 +180,22 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                     engine_was_lost = true;
                     break;
                 }
+                now = sizing.tick() => {
+                    let Some(wanted) = sizer.tick(now) else { continue };
+                    match prefetch::reconsume(&channel, &config, &mut consumer, wanted).await {
+                        Ok(received) => {
+                            tracing::debug!(prefetch = wanted, handed_over = received.len(), "prefetch resized");
+                            for delivery in received {
+                                let ctx = ctx.clone();
+                                inflight.spawn(async move { ctx.handle(delivery).await });
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "resizing the prefetch failed; reconnecting");
+                            break;
+                        }
+                    }
+                }
                 next = consumer.next() => match next {
                     Some(Ok(delivery)) => {
                         let ctx = ctx.clone();
@@ -194,6 +214,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                     }
                 },
                 Some(joined) = inflight.join_next(), if !inflight.is_empty() => {
+                    sizer.settled();
                     if let Ok(Err(e)) = joined {
                         tracing::error!(error = %e, "stopping: the sandbox cannot be enforced");
                         fatal = Some(e);
@@ -277,9 +298,10 @@ type Session = (
 );
 
 /// Connects (consumer and publisher on separate connections: a blocked publisher must not
-/// stop acks), declares the topology and starts consuming with prefetch = concurrency.
+/// stop acks), declares the topology and starts consuming with `prefetch`.
 async fn open_session(
     config: &Config,
+    prefetch: u16,
     nodes: &Arc<amqp::Nodes>,
     metrics: &Arc<metrics::Metrics>,
 ) -> Result<Session, amqp::BrokerError> {
@@ -293,7 +315,7 @@ async fn open_session(
         metrics.clone(),
     ));
     publisher.ensure().await;
-    let consuming = start_consuming(config, &consume_link.connection).await;
+    let consuming = start_consuming(config, &consume_link.connection, prefetch).await;
     match consuming {
         Ok((channel, consumer)) => {
             tracing::info!(url = %nodes.shown(consume_link.node), "consuming todo");
@@ -311,29 +333,17 @@ async fn open_session(
     }
 }
 
-/// Declares the topology and starts consuming `todo` with prefetch = concurrency.
+/// Declares the topology and starts consuming `todo` with `prefetch`.
 async fn start_consuming(
     config: &Config,
     consume_conn: &lapin::Connection,
+    prefetch: u16,
 ) -> Result<(lapin::Channel, lapin::Consumer), amqp::BrokerError> {
-    let op = amqp::op;
     let channel = consume_conn
         .create_channel()
         .await
-        .map_err(op("open channel"))?;
+        .map_err(amqp::op("open channel"))?;
     amqp::declare_todo(&channel).await?;
-    channel
-        .basic_qos(config.concurrency, BasicQosOptions::default())
-        .await
-        .map_err(op("set prefetch"))?;
-    let consumer = channel
-        .basic_consume(
-            amqp::TODO_QUEUE.into(),
-            format!("executant-{}", config.name).as_str().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(op("consume todo"))?;
+    let consumer = prefetch::consume(&channel, config, prefetch).await?;
     Ok((channel, consumer))
 }

@@ -1,0 +1,197 @@
+//! The TODO prefetch, sized to the work as it goes.
+//!
+//! A small prefetch starves short tasks: each one waits for a round trip through the broker
+//! before the next arrives. A large one hoards long tasks: an executant holds tasks that
+//! another, idle one could run, and a held task may wait for its turn longer than its
+//! delivery lives. So the prefetch follows the rate at which deliveries are settled here:
+//! enough to hold about [`AHEAD`] of work, from `--concurrency` (nothing finishes in a
+//! window: long tasks) up to [`MAX_PREFETCH`] (thousands of tasks a second). Unless
+//! `--prefetch` fixes it.
+//!
+//! RabbitMQ applies a consumer's prefetch when the consumer starts, so a new size takes a
+//! new consumer (`lib.rs`): started first, then the old one cancelled, and the deliveries it
+//! had received handled like any other (none is dropped, none acked before its outcome).
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Consumer};
+use tasks::amqp::{self, BrokerError};
+use tokio::time::Instant;
+
+use crate::config::Config;
+
+/// The largest prefetch chosen when `--prefetch` is not given: two worker lanes' batches.
+pub const MAX_PREFETCH: u16 = 512;
+
+/// How much work the prefetch aims to hold: the deliveries settled here in this long.
+pub const AHEAD: Duration = Duration::from_millis(250);
+
+/// How often the rate is measured and the prefetch reconsidered.
+pub(crate) const WINDOW: Duration = Duration::from_millis(250);
+
+/// Chooses the prefetch from the deliveries settled in each [`WINDOW`].
+#[derive(Debug)]
+pub(crate) struct Sizer {
+    floor: u16,
+    ceiling: u16,
+    current: u16,
+    settled: u64,
+    since: Instant,
+}
+
+impl Sizer {
+    /// Starts at the smallest prefetch: nothing is known of the work yet.
+    pub(crate) fn new(config: &Config) -> Sizer {
+        let (floor, ceiling) = match config.prefetch {
+            Some(fixed) => (fixed, fixed),
+            None => (config.concurrency, MAX_PREFETCH.max(config.concurrency)),
+        };
+        Sizer {
+            floor,
+            ceiling,
+            current: floor,
+            settled: 0,
+            since: Instant::now(),
+        }
+    }
+
+    /// The prefetch in force.
+    pub(crate) fn current(&self) -> u16 {
+        self.current
+    }
+
+    /// Counts a delivery settled (acked or returned).
+    pub(crate) fn settled(&mut self) {
+        self.settled += 1;
+    }
+
+    /// At the end of a window: the new prefetch, when it should change (at least doubled,
+    /// or down to a quarter or less; smaller moves are not worth a new consumer).
+    pub(crate) fn tick(&mut self, now: Instant) -> Option<u16> {
+        let elapsed = now.saturating_duration_since(self.since);
+        if elapsed < WINDOW {
+            return None;
+        }
+        let rate = self.settled as f64 / elapsed.as_secs_f64();
+        self.settled = 0;
+        self.since = now;
+        let wanted = wanted(rate, self.floor, self.ceiling);
+        let grow = wanted >= self.current.saturating_mul(2);
+        let shrink = u32::from(wanted) * 4 <= u32::from(self.current);
+        if wanted != self.current && (grow || shrink) {
+            self.current = wanted;
+            Some(wanted)
+        } else {
+            None
+        }
+    }
+}
+
+/// How long the deliveries of a cancelled consumer are awaited (lapin ends its stream after
+/// the last one, so this only bounds a channel that died meanwhile).
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// Starts consuming `todo` on `channel` with `prefetch`.
+pub(crate) async fn consume(
+    channel: &Channel,
+    config: &Config,
+    prefetch: u16,
+) -> Result<Consumer, BrokerError> {
+    let op = amqp::op;
+    channel
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await
+        .map_err(op("set prefetch"))?;
+    // A consumer tag is unique on its channel: the old consumer is cancelled after the new
+    // one starts, and a new one always has another prefetch.
+    let tag = format!("executant-{}-p{prefetch}", config.name);
+    channel
+        .basic_consume(
+            amqp::TODO_QUEUE.into(),
+            tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(op("consume todo"))
+}
+
+/// Replaces `consumer` by one with `prefetch`: the new one started, then the old one
+/// cancelled; returns the deliveries the old one had received and not yet handed out, for
+/// the caller to handle.
+pub(crate) async fn reconsume(
+    channel: &Channel,
+    config: &Config,
+    consumer: &mut Consumer,
+    prefetch: u16,
+) -> Result<Vec<Delivery>, BrokerError> {
+    let new = consume(channel, config, prefetch).await?;
+    let mut old = std::mem::replace(consumer, new);
+    channel
+        .basic_cancel(old.tag(), BasicCancelOptions::default())
+        .await
+        .map_err(amqp::op("cancel the previous consumer"))?;
+    // The broker sends the consumer nothing after its cancel-ok; the deliveries sent before
+    // are in its stream, which then ends.
+    let mut received = Vec::new();
+    while let Ok(Some(Ok(delivery))) = tokio::time::timeout(DRAIN, old.next()).await {
+        received.push(delivery);
+    }
+    Ok(received)
+}
+
+/// The prefetch holding [`AHEAD`] of work at `rate` deliveries a second: a power of two,
+/// within `floor..=ceiling`.
+pub(crate) fn wanted(rate: f64, floor: u16, ceiling: u16) -> u16 {
+    let ahead = (rate * AHEAD.as_secs_f64()).ceil().clamp(1.0, f64::from(ceiling));
+    (ahead as u16)
+        .checked_next_power_of_two()
+        .unwrap_or(ceiling)
+        .clamp(floor, ceiling)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_prefetch_follows_the_rate_within_its_bounds() {
+        // Long tasks (nothing settled in a window) keep the floor.
+        assert_eq!(wanted(0.0, 2, 512), 2);
+        assert_eq!(wanted(3.0, 2, 512), 2);
+        // 1,000 a second hold 250 in a quarter of a second: 256.
+        assert_eq!(wanted(1_000.0, 2, 512), 256);
+        assert_eq!(wanted(100_000.0, 2, 512), 512);
+        // A fixed --prefetch.
+        assert_eq!(wanted(100_000.0, 64, 64), 64);
+        assert_eq!(wanted(0.0, 64, 64), 64);
+    }
+
+    #[test]
+    fn small_moves_keep_the_consumer() {
+        let mut config = Config::new("amqp://x");
+        config.concurrency = 2;
+        let mut sizer = Sizer::new(&config);
+        assert_eq!(sizer.current(), 2);
+        let mut now = Instant::now();
+        let mut window = |sizer: &mut Sizer, settled: u64| {
+            for _ in 0..settled {
+                sizer.settled();
+            }
+            now += WINDOW;
+            sizer.tick(now)
+        };
+        // 250 settled in a quarter of a second: 1,000 a second.
+        assert_eq!(window(&mut sizer, 250), Some(256));
+        // 800 a second: 256 wanted, the same.
+        assert_eq!(window(&mut sizer, 200), None);
+        assert_eq!(window(&mut sizer, 600), Some(512));
+        // Idle: back to the floor.
+        assert_eq!(window(&mut sizer, 0), Some(2));
+        assert_eq!(window(&mut sizer, 0), None);
+    }
+}
