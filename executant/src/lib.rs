@@ -155,6 +155,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         let mut engine_lost = engine::watch_lost(runner.clone(), config.engine_grace);
         let consume_conn = &consume_link.connection;
         loop {
+            // Awaited after the select: its arms' outputs must not live across an await.
+            let mut resize = None;
             tokio::select! {
                 _ = &mut shutdown, if !stopping => { stopping = true; break; }
                 // A consumer whose connection or channel died may end silently, or not at all.
@@ -180,22 +182,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                     engine_was_lost = true;
                     break;
                 }
-                now = sizing.tick() => {
-                    let Some(wanted) = sizer.tick(now) else { continue };
-                    match prefetch::reconsume(&channel, &config, &mut consumer, wanted).await {
-                        Ok(received) => {
-                            tracing::debug!(prefetch = wanted, handed_over = received.len(), "prefetch resized");
-                            for delivery in received {
-                                let ctx = ctx.clone();
-                                inflight.spawn(async move { ctx.handle(delivery).await });
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "resizing the prefetch failed; reconnecting");
-                            break;
-                        }
-                    }
-                }
+                now = sizing.tick() => resize = sizer.tick(now),
                 next = consumer.next() => match next {
                     Some(Ok(delivery)) => {
                         let ctx = ctx.clone();
@@ -219,6 +206,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                         tracing::error!(error = %e, "stopping: the sandbox cannot be enforced");
                         fatal = Some(e);
                         stopping = true;
+                        break;
+                    }
+                }
+            }
+            if let Some(wanted) = resize {
+                match prefetch::reconsume(&channel, &config, &mut consumer, wanted).await {
+                    Ok(received) => {
+                        tracing::info!(prefetch = wanted, handed_over = received.len(), "prefetch resized");
+                        for delivery in received {
+                            let ctx = ctx.clone();
+                            inflight.spawn(async move { ctx.handle(delivery).await });
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "resizing the prefetch failed; reconnecting");
                         break;
                     }
                 }

@@ -3,6 +3,7 @@
 mod cli;
 mod consumer_timeout;
 mod dashboard;
+mod defaults;
 mod engines;
 mod metrics;
 mod reconnect;
