@@ -169,3 +169,36 @@ pub fn read_at_head(repo: &Path, path: &str) -> Vec<u8> {
     let blob = repo.find_blob(entry.id()).unwrap();
     blob.content().to_vec()
 }
+
+/// The tests' broker URL on a vhost of its own, `name` (created, with every permission for
+/// the tests' user), for a test that must see only its own consumers on `todo`.
+pub fn own_vhost(name: &str) -> String {
+    let url = amqp_url();
+    let user = url
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.split('@').next())
+        .filter(|creds| url.contains('@') && !creds.is_empty())
+        .and_then(|creds| creds.split(':').next())
+        .unwrap_or("guest")
+        .to_string();
+    for args in [
+        vec!["add_vhost", name],
+        vec!["set_permissions", "-p", name, &user, ".*", ".*", ".*"],
+    ] {
+        let status = Command::new("rabbitmqctl")
+            .arg("-q")
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        // `add_vhost` of an existing vhost fails: the permissions are what must hold.
+        assert!(
+            status.success() || args[0] == "add_vhost",
+            "rabbitmqctl {args:?} failed"
+        );
+    }
+    let base = url.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
+    format!("{base}/{name}")
+}
