@@ -202,7 +202,9 @@ pub async fn close(connection: &lapin::Connection, why: &str) {
 /// yet. One connection attempt per node: a client that cannot reach the broker is told so
 /// by its publish, which waits for it.
 pub async fn todo_consumers(url: &str) -> Result<u32, BrokerError> {
-    let link = Nodes::parse(url).connect("commanditaire count executants").await?;
+    let link = Nodes::parse(url)
+        .connect("commanditaire count executants")
+        .await?;
     let channel = link
         .connection
         .create_channel()

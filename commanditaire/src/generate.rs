@@ -265,7 +265,11 @@ mod tests {
             (18, 16, 4),
         ];
         for (n, consumers, depth) in table {
-            assert_eq!(default_depth(n, consumers), depth, "n = {n}, {consumers} consumers");
+            assert_eq!(
+                default_depth(n, consumers),
+                depth,
+                "n = {n}, {consumers} consumers"
+            );
         }
         // The rule itself: enough tasks for the executants (here below the bound of work).
         for (n, consumers) in [(17, 1), (18, 16), (20, 4)] {

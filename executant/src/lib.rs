@@ -151,6 +151,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         let mut stopping = false;
         let mut health = tokio::time::interval(HEALTH_CHECK);
         let mut sizing = tokio::time::interval(prefetch::WINDOW);
+        sizing.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Dropped with the session, which stops its pings.
         let mut engine_lost = engine::watch_lost(runner.clone(), config.engine_grace);
         let consume_conn = &consume_link.connection;
@@ -182,7 +183,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                     engine_was_lost = true;
                     break;
                 }
-                now = sizing.tick() => resize = sizer.tick(now),
+                _ = sizing.tick() => resize = sizer.tick(tokio::time::Instant::now()),
                 next = consumer.next() => match next {
                     Some(Ok(delivery)) => {
                         let ctx = ctx.clone();
@@ -211,9 +212,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 }
             }
             if let Some(wanted) = resize {
-                match prefetch::reconsume(&channel, &config, &mut consumer, wanted).await {
+                let resized = prefetch::reconsume(&channel, &config, &mut consumer, wanted).await;
+                // The next window starts now: the handover is no measure of the work.
+                sizer.restart(tokio::time::Instant::now());
+                match resized {
                     Ok(received) => {
-                        tracing::info!(prefetch = wanted, handed_over = received.len(), "prefetch resized");
+                        tracing::info!(
+                            prefetch = wanted,
+                            handed_over = received.len(),
+                            "prefetch resized"
+                        );
                         for delivery in received {
                             let ctx = ctx.clone();
                             inflight.spawn(async move { ctx.handle(delivery).await });

@@ -12,6 +12,7 @@
 //! new consumer (`lib.rs`): started first, then the old one cancelled, and the deliveries it
 //! had received handled like any other (none is dropped, none acked before its outcome).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -64,13 +65,22 @@ impl Sizer {
         self.current
     }
 
+    /// Starts a new window at `now`, forgetting what was settled since the last one.
+    pub(crate) fn restart(&mut self, now: Instant) {
+        self.settled = 0;
+        self.since = now;
+    }
+
     /// Counts a delivery settled (acked or returned).
     pub(crate) fn settled(&mut self) {
         self.settled += 1;
     }
 
-    /// At the end of a window: the new prefetch, when it should change (at least doubled,
-    /// or down to a quarter or less; smaller moves are not worth a new consumer).
+    /// At the end of a window: the new prefetch, when it should change. It grows when the
+    /// rate wants twice as much or more, at least fourfold (the rate a prefetch allows is
+    /// bounded by the prefetch: small steps would take many windows to reach the work's);
+    /// it shrinks only to an eighth or less (a window slowed by a resize or a slow task is
+    /// not a change of work; idle, or long tasks, is).
     pub(crate) fn tick(&mut self, now: Instant) -> Option<u16> {
         let elapsed = now.saturating_duration_since(self.since);
         if elapsed < WINDOW {
@@ -80,14 +90,18 @@ impl Sizer {
         self.settled = 0;
         self.since = now;
         let wanted = wanted(rate, self.floor, self.ceiling);
-        let grow = wanted >= self.current.saturating_mul(2);
-        let shrink = u32::from(wanted) * 4 <= u32::from(self.current);
-        if wanted != self.current && (grow || shrink) {
-            self.current = wanted;
-            Some(wanted)
+        let next = if wanted >= self.current.saturating_mul(2) {
+            wanted.max(self.current.saturating_mul(4)).min(self.ceiling)
+        } else if u32::from(wanted) * 8 <= u32::from(self.current) {
+            wanted
         } else {
-            None
+            return None;
+        };
+        if next == self.current {
+            return None;
         }
+        self.current = next;
+        Some(next)
     }
 }
 
@@ -106,9 +120,12 @@ pub(crate) async fn consume(
         .basic_qos(prefetch, BasicQosOptions::default())
         .await
         .map_err(op("set prefetch"))?;
-    // A consumer tag is unique on its channel: the old consumer is cancelled after the new
-    // one starts, and a new one always has another prefetch.
-    let tag = format!("executant-{}-p{prefetch}", config.name);
+    // A consumer tag is never used twice: a cancelled consumer of a quorum queue lives on
+    // in the queue while deliveries it made are unacked, and a new one with its tag would
+    // be taken for it.
+    static CONSUMERS: AtomicU64 = AtomicU64::new(0);
+    let seq = CONSUMERS.fetch_add(1, Ordering::Relaxed);
+    let tag = format!("executant-{}-{seq}-p{prefetch}", config.name);
     channel
         .basic_consume(
             amqp::TODO_QUEUE.into(),
@@ -147,7 +164,9 @@ pub(crate) async fn reconsume(
 /// The prefetch holding [`AHEAD`] of work at `rate` deliveries a second: a power of two,
 /// within `floor..=ceiling`.
 pub(crate) fn wanted(rate: f64, floor: u16, ceiling: u16) -> u16 {
-    let ahead = (rate * AHEAD.as_secs_f64()).ceil().clamp(1.0, f64::from(ceiling));
+    let ahead = (rate * AHEAD.as_secs_f64())
+        .ceil()
+        .clamp(1.0, f64::from(ceiling));
     (ahead as u16)
         .checked_next_power_of_two()
         .unwrap_or(ceiling)
@@ -185,10 +204,15 @@ mod tests {
             now += WINDOW;
             sizer.tick(now)
         };
-        // 250 settled in a quarter of a second: 1,000 a second.
+        // 4 a second hold one in a quarter of a second: the floor stays.
+        assert_eq!(window(&mut sizer, 1), None);
+        // 16 a second: 4 wanted, at least four times as many taken.
+        assert_eq!(window(&mut sizer, 4), Some(8));
+        // 1,000 a second: 256.
         assert_eq!(window(&mut sizer, 250), Some(256));
-        // 800 a second: 256 wanted, the same.
+        // 800 a second: 256 wanted, the same; 400 a second (a slow window): kept.
         assert_eq!(window(&mut sizer, 200), None);
+        assert_eq!(window(&mut sizer, 100), None);
         assert_eq!(window(&mut sizer, 600), Some(512));
         // Idle: back to the floor.
         assert_eq!(window(&mut sizer, 0), Some(2));
