@@ -5,7 +5,7 @@
 #   platform  `commanditaire nqueens N`: the same board through the broker and worker
 #             containers (default split: from the board and the consumers on todo);
 #   short     `commanditaire nqueens SHORT_N --depth SHORT_DEPTH` (default N = 13 at depth 5:
-#             10,305 tasks of well under a millisecond), tasks per second from start to the
+#             9,132 tasks of well under a millisecond), tasks per second from start to the
 #             result recorded;
 #   ceiling   the broker's own: plain lapin publishing with confirms, consuming, acking
 #             (`executant/benches/throughput.rs`, BENCH_ONLY=ceiling), as many messages.
