@@ -216,3 +216,38 @@ fn log_published(project: &str, trace: &TraceId, queue: &str, tasks: &[tasks::Ta
 pub async fn close(connection: &lapin::Connection, why: &str) {
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, why.into())).await;
 }
+
+/// How many consumers `todo` has: the executants present, which the default split of an
+/// N-queens board is made for (`generate::default_depth`). None when `todo` does not exist
+/// yet. One connection attempt per node: a client that cannot reach the broker is told so
+/// by its publish, which waits for it.
+pub async fn todo_consumers(url: &str) -> Result<u32, BrokerError> {
+    let link = Nodes::parse(url)
+        .connect("commanditaire count executants")
+        .await?;
+    let channel = link
+        .connection
+        .create_channel()
+        .await
+        .map_err(amqp::op("open channel"));
+    let counted = match channel {
+        Ok(channel) => channel
+            .queue_declare(
+                amqp::TODO_QUEUE.into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .map(|queue| queue.consumer_count())
+            .map_err(amqp::op("count the executants on todo")),
+        Err(e) => Err(e),
+    };
+    close(&link.connection, "counted").await;
+    match counted {
+        Err(e) if e.reply_code() == Some(404) => Ok(0),
+        other => other,
+    }
+}

@@ -82,17 +82,19 @@ pub enum GenerateError {
     Exists(#[from] ProjectExists),
 }
 
-/// Makes the project `request` asks for, with id `id` (`None`: generated). An exec
+/// Makes the project `request` asks for, with id `id` (`None`: generated), an N-queens
+/// board without a depth split for `consumers` executants ([`default_depth`]). An exec
 /// request's script is committed to the workspace's tasks repository first, once the id is
 /// known to be new.
 pub fn project(
     workspace: &Path,
     request: &Request,
     id: Option<&str>,
+    consumers: u32,
 ) -> Result<Project, GenerateError> {
     match request {
         Request::Nqueens { n, depth } => {
-            let depth = depth.unwrap_or_else(|| default_depth(*n));
+            let depth = depth.unwrap_or_else(|| default_depth(*n, consumers));
             let id = id.map_or_else(|| generated_id(&format!("nq{n}-d{depth}")), String::from);
             Ok(tasks::split::nqueens_project(&id, *n, depth)?)
         }
@@ -133,13 +135,41 @@ pub fn project(
     }
 }
 
-/// A depth that gives tasks neither tiny nor huge: a few hundred tasks for large boards.
-pub fn default_depth(n: u8) -> u8 {
-    match n {
-        0..=6 => 1,
-        7..=12 => 2,
-        13..=16 => 3,
-        _ => 4,
+/// Tasks wanted per executant consuming `todo`: enough that the last tasks of a project
+/// (each executant holds a few ahead) are a small part of its time.
+pub const TASKS_PER_CONSUMER: u64 = 256;
+
+/// The least work a task is worth, counted in solutions of the board: about 10 ms of the
+/// engine (it counts some 9 million solutions a second on one core here), against about
+/// half a millisecond of broker, JSON and tracking per task.
+pub const MIN_TASK_SOLUTIONS: u64 = 100_000;
+
+/// The default depth of an `n` board for `consumers` executants on `todo` (none counts as
+/// one): the smallest depth giving [`TASKS_PER_CONSUMER`] tasks per executant, but no more
+/// tasks than the board has work for ([`MIN_TASK_SOLUTIONS`] each, by its published count;
+/// boards past the published counts are not bounded). A board with work for one task at
+/// most is one task (depth 0).
+pub fn default_depth(n: u8, consumers: u32) -> u8 {
+    let by_consumers = TASKS_PER_CONSUMER * u64::from(consumers.max(1));
+    let by_work = tasks::nqueens::known_count(n).map_or(u64::MAX, |s| s / MIN_TASK_SOLUTIONS);
+    let wanted = by_consumers.min(by_work);
+    if wanted <= 1 {
+        return 0;
+    }
+    (1..n)
+        .find(|&depth| task_count(n, depth) >= wanted)
+        .unwrap_or(n)
+}
+
+/// How many tasks an `n` board split at `depth` makes (what [`tasks::split::nqueens_project`]
+/// makes, without making them).
+pub fn task_count(n: u8, depth: u8) -> u64 {
+    if n >= tasks::nqueens::MIN_CLASS_N {
+        let mut count = 0;
+        tasks::split::class_prefixes(n, depth, |_| count += 1);
+        count
+    } else {
+        tasks::split::nqueens_prefixes(n, depth).count() as u64
     }
 }
 
@@ -221,19 +251,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn default_depth_by_board_size() {
+    fn default_depth_by_board_and_executants() {
+        // (n, consumers, depth): the counts of the published table bound small boards.
         let table = [
-            (1, 1),
-            (6, 1),
-            (7, 2),
-            (12, 2),
-            (13, 3),
-            (16, 3),
-            (17, 4),
-            (32, 4),
+            (8, 1, 0),
+            (12, 1, 0),
+            (14, 1, 1),
+            (16, 1, 3),
+            (17, 0, 3),
+            (17, 1, 3),
+            (17, 8, 3),
+            (18, 1, 3),
+            (18, 16, 4),
         ];
-        for (n, depth) in table {
-            assert_eq!(default_depth(n), depth, "n = {n}");
+        for (n, consumers, depth) in table {
+            assert_eq!(
+                default_depth(n, consumers),
+                depth,
+                "n = {n}, {consumers} consumers"
+            );
+        }
+        // The rule itself: enough tasks for the executants (here below the bound of work).
+        for (n, consumers) in [(17, 1), (18, 16), (20, 4)] {
+            let depth = default_depth(n, consumers);
+            let wanted = TASKS_PER_CONSUMER * u64::from(consumers);
+            assert!(task_count(n, depth) >= wanted, "n = {n}");
+            assert!(task_count(n, depth - 1) < wanted, "n = {n}");
+        }
+    }
+
+    #[test]
+    fn task_count_is_what_the_split_makes() {
+        for (n, depth) in [(5, 2), (10, 3), (12, 5), (17, 3)] {
+            let project = tasks::split::nqueens_project("p", n, depth).unwrap();
+            assert_eq!(task_count(n, depth), project.tasks.len() as u64);
         }
     }
 

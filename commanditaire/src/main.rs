@@ -95,7 +95,8 @@ enum Command {
     Nqueens {
         /// The board size (1 to 32).
         n: u8,
-        /// Rows fixed by each task's prefix (default: enough for a few hundred tasks).
+        /// Rows fixed by each task's prefix (default: from the board and the executants on
+        /// todo, 256 tasks each, none under about 10 ms of work).
         #[arg(long)]
         depth: Option<u8>,
         #[command(flatten)]
@@ -279,11 +280,31 @@ async fn run(cli: Cli) -> anyhow::Result<Option<RunReport>> {
         }
     };
     let options = options(flags.mode(), false, flags.replicas, flags.priority);
-    let project = generate::project(&cli.workspace, &request, flags.id.as_deref())?;
+    let consumers = match (&request, options.mode) {
+        (Request::Nqueens { depth: None, .. }, Mode::Broker | Mode::Detached) => {
+            executants_present(&amqp_url).await
+        }
+        _ => 1,
+    };
+    let project = generate::project(&cli.workspace, &request, flags.id.as_deref(), consumers)?;
     let watcher = output::Bar::new(project.tasks.len() as u64, json);
     output::started(&project, options.mode, json);
     let report = commanditaire::submit(&options, project, &watcher).await?;
     watcher.finish();
     output::report(&report, json);
     Ok(Some(report))
+}
+
+/// The executants consuming `todo`, for the default split; one when they cannot be counted.
+async fn executants_present(amqp_url: &str) -> u32 {
+    match commanditaire::broker::todo_consumers(amqp_url).await {
+        Ok(consumers) => consumers,
+        Err(e) => {
+            let e = tasks::amqp::redact_urls_in(&tasks::chain::one_line(&e));
+            eprintln!(
+                "commanditaire: warning: counting the executants failed ({e}); splitting for one"
+            );
+            1
+        }
+    }
 }

@@ -3,6 +3,7 @@
 //!
 //!   cargo bench -p executant --bench throughput            (10,000 tasks)
 //!   BENCH_TASKS=2000 BENCH_CONCURRENCY=16 cargo bench -p executant --bench throughput
+//!   BENCH_ONLY=ceiling cargo bench -p executant --bench throughput   (the broker's ceiling)
 
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,11 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let tasks = env_or("BENCH_TASKS", 10_000);
     let concurrency = env_or("BENCH_CONCURRENCY", 128) as u16;
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("ceiling") {
+        let ceiling = runtime.block_on(broker_ceiling(tasks));
+        println!("broker ceiling: {ceiling:.0} /s ({tasks} messages)");
+        return;
+    }
     println!("executant benchmark: trivial N-queens tasks (N = 4), worker image taskplatform/worker:latest");
 
     let docker_run = docker_run_median(15);

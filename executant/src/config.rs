@@ -6,6 +6,21 @@ use std::time::Duration;
 /// The default worker image: the one the project's own build makes (`scripts/build-image.sh`).
 pub const DEFAULT_WORKER_IMAGE: &str = "taskplatform/worker:latest";
 
+/// How many tasks of one project a container of [`DEFAULT_WORKER_IMAGE`] serves before it is
+/// replaced, when `--reuse` is not given (other worker images: one task per container).
+pub const DEFAULT_REUSE: u32 = 10_000;
+
+/// The `--reuse` default for a worker image: [`DEFAULT_REUSE`] for the platform's own image,
+/// whose worker computes each task from its line alone, 1 (a container per task) for any
+/// other, whose behaviour this executant does not know.
+pub fn default_reuse(worker_image: &str) -> u32 {
+    if worker_image == DEFAULT_WORKER_IMAGE {
+        DEFAULT_REUSE
+    } else {
+        1
+    }
+}
+
 /// RabbitMQ closes a channel whose delivery stays unacked longer than this (its default
 /// `consumer_timeout`); a task must finish well before, or its result could not be acked.
 pub const BROKER_CONSUMER_TIMEOUT: Duration = Duration::from_secs(30 * 60);
@@ -23,6 +38,9 @@ pub enum ConfigError {
     /// `--reuse 0`.
     #[error("--reuse must be at least 1")]
     NoReuse,
+    /// `--prefetch` below `--concurrency`.
+    #[error("--prefetch must be at least --concurrency")]
+    PrefetchBelowConcurrency,
     /// The default task timeout is above the largest allowed.
     #[error("--task-timeout must not exceed --max-task-timeout")]
     DefaultAboveMax,
@@ -95,8 +113,13 @@ pub struct Config {
     pub amqp_url: String,
     /// This executant's name, in logs, container labels and results.
     pub name: String,
-    /// How many tasks run at once (the TODO prefetch).
+    /// How many containers run at once: worker lanes of one project, and containers of their
+    /// own (`exec` tasks, tasks run apart).
     pub concurrency: u16,
+    /// The TODO prefetch: fixed when set (at least `concurrency`); `None` sizes it to the
+    /// work as it goes ([`crate::prefetch`]), from `concurrency` up to
+    /// [`crate::prefetch::MAX_PREFETCH`].
+    pub prefetch: Option<u16>,
     /// The image N-queens tasks run in.
     pub worker_image: String,
     /// Images `exec` tasks may name (the worker image is always allowed).
@@ -105,7 +128,8 @@ pub struct Config {
     pub default_timeout: Duration,
     /// The largest wall-clock limit a task may ask for.
     pub max_timeout: Duration,
-    /// How many tasks one worker container serves before it is replaced (1: one per task).
+    /// How many tasks one worker container serves before it is replaced (1: one per task);
+    /// by default [`default_reuse`] of the worker image.
     pub reuse: u32,
     /// Container resource limits.
     pub limits: Limits,
@@ -147,11 +171,12 @@ impl Config {
             concurrency: std::thread::available_parallelism()
                 .map(|n| n.get() as u16)
                 .unwrap_or(1),
+            prefetch: None,
             worker_image: DEFAULT_WORKER_IMAGE.into(),
             allowed_images: vec!["debian:bookworm-slim".into()],
             default_timeout: Duration::from_secs(600),
             max_timeout: Duration::from_secs(25 * 60),
-            reuse: 1,
+            reuse: default_reuse(DEFAULT_WORKER_IMAGE),
             limits: Limits::default(),
             shutdown_grace: Duration::from_secs(30),
             consumer_timeout: BROKER_CONSUMER_TIMEOUT,
@@ -173,6 +198,9 @@ impl Config {
         }
         if self.reuse == 0 {
             return Err(ConfigError::NoReuse);
+        }
+        if self.prefetch.is_some_and(|p| p < self.concurrency) {
+            return Err(ConfigError::PrefetchBelowConcurrency);
         }
         if self.default_timeout > self.max_timeout {
             return Err(ConfigError::DefaultAboveMax);
@@ -239,9 +267,13 @@ mod tests {
     #[test]
     fn contradictions_are_typed() {
         assert_eq!(Config::new("amqp://x").validate(), Ok(()));
-        let table: [(Change, ConfigError); 6] = [
+        let table: [(Change, ConfigError); 7] = [
             (|c| c.concurrency = 0, ConfigError::NoConcurrency),
             (|c| c.reuse = 0, ConfigError::NoReuse),
+            (
+                |c| c.prefetch = Some(c.concurrency - 1),
+                ConfigError::PrefetchBelowConcurrency,
+            ),
             (
                 |c| c.default_timeout = c.max_timeout * 2,
                 ConfigError::DefaultAboveMax,
@@ -271,5 +303,13 @@ mod tests {
             change(&mut config);
             assert_eq!(config.validate(), Err(expected));
         }
+    }
+
+    #[test]
+    fn only_the_platforms_worker_image_is_reused_by_default() {
+        assert_eq!(Config::new("amqp://x").reuse, DEFAULT_REUSE);
+        assert_eq!(default_reuse(DEFAULT_WORKER_IMAGE), DEFAULT_REUSE);
+        assert_eq!(default_reuse("taskplatform/worker:test"), 1);
+        assert_eq!(default_reuse("example.org/other:latest"), 1);
     }
 }

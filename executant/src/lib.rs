@@ -13,6 +13,7 @@ mod error;
 mod handle;
 mod lanes;
 pub mod metrics;
+pub mod prefetch;
 mod provenance;
 mod publisher;
 pub mod runner;
@@ -90,6 +91,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     tracing::info!(
         name = %config.name,
         concurrency = config.concurrency,
+        prefetch = config.prefetch.map_or_else(|| "sized to the work".to_string(), |p| p.to_string()),
         worker_image = %config.worker_image,
         reuse = config.reuse,
         "executant starting"
@@ -113,8 +115,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             runner.remove_leftovers().await;
             engine_was_lost = false;
         }
+        // Each session starts small: nothing is known of the work waiting.
+        let mut sizer = prefetch::Sizer::new(&config);
         let session = tokio::select! {
-            s = open_session(&config, &nodes, &metrics) => s,
+            s = open_session(&config, sizer.current(), &nodes, &metrics) => s,
             _ = &mut shutdown => break,
         };
         let Ok((consume_link, publisher, channel, mut consumers)) = session else {
@@ -153,10 +157,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         let mut waiting = waiting::Waiting::new(overdue(&config));
         let mut stopping = false;
         let mut health = tokio::time::interval(HEALTH_CHECK);
+        let mut sizing = tokio::time::interval(prefetch::WINDOW);
+        sizing.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Dropped with the session, which stops its pings.
         let mut engine_lost = engine::watch_lost(runner.clone(), config.engine_grace);
         let consume_conn = &consume_link.connection;
         loop {
+            // Awaited after the select: its arms' outputs must not live across an await.
+            let mut resize = None;
             tokio::select! {
                 _ = &mut shutdown, if !stopping => { stopping = true; break; }
                 // A consumer whose connection or channel died may end silently, or not at all.
@@ -183,10 +191,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                     engine_was_lost = true;
                     break;
                 }
-                Some((priority, next)) = consumers.streams.next() => match next {
+                _ = sizing.tick() => resize = sizer.tick(tokio::time::Instant::now()),
+                Some((priority, generation, next)) = consumers.streams.next() => match next {
                     Some(Ok(delivery)) => {
                         waiting.push(priority, Instant::now(), delivery);
-                        start_waiting(&mut waiting, &mut inflight, &ctx, config.concurrency);
+                        start_waiting(&mut waiting, &mut inflight, &ctx, handled_at_once(&config, &sizer));
                     }
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "consumer failed; reconnecting");
@@ -195,6 +204,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                         }
                         break;
                     }
+                    // A consumer replaced by a resize ends after its last delivery.
+                    None if generation != consumers.generation => {}
                     None => {
                         let queue = amqp::todo_queue(priority);
                         tracing::warn!(queue, "consumer stream ended (queue deleted or channel closed); reconnecting");
@@ -202,13 +213,43 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                     }
                 },
                 Some(joined) = inflight.join_next(), if !inflight.is_empty() => {
+                    sizer.settled();
                     if let Ok(Err(e)) = joined {
                         tracing::error!(error = %e, "stopping: the sandbox cannot be enforced");
                         fatal = Some(e);
                         stopping = true;
                         break;
                     }
-                    start_waiting(&mut waiting, &mut inflight, &ctx, config.concurrency);
+                    start_waiting(&mut waiting, &mut inflight, &ctx, handled_at_once(&config, &sizer));
+                }
+            }
+            if let Some(wanted) = resize {
+                // New consumers first, then the old ones cancelled: the deliveries these had
+                // received still arrive, and their streams' ends are not a lost consumer.
+                let resized = consumers.start(&channel, &config, wanted).await;
+                // The next window starts now: the handover is no measure of the work.
+                sizer.restart(tokio::time::Instant::now());
+                match resized {
+                    Ok(old) => {
+                        tracing::info!(prefetch = wanted, "prefetch resized");
+                        for tag in old {
+                            let cancel = channel
+                                .basic_cancel(tag.as_str().into(), BasicCancelOptions::default());
+                            if let Err(e) = cancel.await {
+                                tracing::warn!(error = %e, "cancelling a replaced consumer failed");
+                            }
+                        }
+                        start_waiting(
+                            &mut waiting,
+                            &mut inflight,
+                            &ctx,
+                            handled_at_once(&config, &sizer),
+                        );
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "resizing the prefetch failed; reconnecting");
+                        break;
+                    }
                 }
             }
         }
@@ -282,14 +323,28 @@ impl Drop for AbortOnDrop {
 /// How often the connections are checked.
 const HEALTH_CHECK: Duration = Duration::from_secs(1);
 
-/// Starts waiting deliveries, highest priority first, while fewer than `concurrency` run.
+/// How many deliveries are handled at once: with container reuse, the prefetch in force (a
+/// worker lane batches the tasks handled together; containers are capped at `--concurrency`
+/// below that, and a high task waits behind at most about [`prefetch::AHEAD`] of work); with
+/// a container per task, `--concurrency` (more would only wait for a container, in no order
+/// of priority).
+fn handled_at_once(config: &Config, sizer: &prefetch::Sizer) -> u16 {
+    if config.reuse > 1 {
+        sizer.current()
+    } else {
+        config.concurrency
+    }
+}
+
+/// Starts waiting deliveries, highest priority first, while fewer than `limit` are handled
+/// (the prefetch in force: containers are capped at `--concurrency` below it).
 fn start_waiting(
     waiting: &mut waiting::Waiting<lapin::message::Delivery>,
     inflight: &mut JoinSet<Result<(), sandbox::SandboxError>>,
     ctx: &Arc<handle::Context>,
-    concurrency: u16,
+    limit: u16,
 ) {
-    while inflight.len() < usize::from(concurrency) {
+    while inflight.len() < usize::from(limit) {
         let Some((received, delivery)) = waiting.pop(Instant::now()) else {
             return;
         };
@@ -325,16 +380,17 @@ fn overdue(config: &Config) -> Duration {
     config.holding_bound().saturating_sub(config.max_timeout)
 }
 
-/// A work queue's prefetch: twice the concurrency for `todo.high`, so that when a task ends,
-/// the next high delivery is already here (its successor comes only after the ack's round
-/// trip, and a normal one waiting would take the slot meanwhile); the concurrency for `todo`
-/// (as before priorities: an executant holds no more normal tasks than it runs, which other
-/// executants could otherwise run) and `todo.low`. So while higher ones run, at most the
-/// concurrency of normal and of low deliveries wait here.
-fn prefetch(priority: Priority, concurrency: u16) -> u16 {
+/// A work queue's prefetch, from `size` (the prefetch [`prefetch::Sizer`] chose for `todo`,
+/// at least the concurrency): twice that for `todo.high`, so that when a task ends, the next
+/// high delivery is already here (its successor comes only after the ack's round trip, and a
+/// normal one waiting would take the slot meanwhile); `size` for `todo`; the concurrency for
+/// `todo.low` (an executant holds no more low tasks than it runs, which other executants
+/// could otherwise run).
+fn prefetch(priority: Priority, size: u16, concurrency: u16) -> u16 {
     match priority {
-        Priority::High => concurrency.saturating_mul(2),
-        Priority::Normal | Priority::Low => concurrency,
+        Priority::High => size.saturating_mul(2),
+        Priority::Normal => size,
+        Priority::Low => concurrency.min(size),
     }
 }
 
@@ -345,20 +401,77 @@ type Session = (
     Consumers,
 );
 
-/// The consumers of the three work queues, as one stream of `(priority, delivery)`; a
-/// `(priority, None)` says that queue's consumer ended.
+/// The consumers of the three work queues, as one stream of `(priority, generation,
+/// delivery)`; a `None` delivery says that consumer ended. A resize starts a new generation
+/// of consumers and cancels the one before, whose ends are then expected.
 struct Consumers {
-    streams: SelectAll<BoxStream<'static, (Priority, Option<Consumed>)>>,
+    streams: SelectAll<BoxStream<'static, (Priority, u64, Option<Consumed>)>>,
+    /// The tags of the current generation.
     tags: Vec<String>,
+    generation: u64,
+}
+
+impl Consumers {
+    /// Starts a new generation of consumers on `channel`, `todo`'s prefetch `size`; returns
+    /// the tags of the generation before, for the caller to cancel.
+    async fn start(
+        &mut self,
+        channel: &lapin::Channel,
+        config: &Config,
+        size: u16,
+    ) -> Result<Vec<String>, amqp::BrokerError> {
+        let op = amqp::op;
+        let generation = self.generation + 1;
+        let mut tags = Vec::new();
+        for priority in Priority::ALL {
+            let queue = amqp::todo_queue(priority);
+            // `todo`'s first consumer keeps its tag of old (what operators look for). A tag
+            // is never used twice on a channel: a cancelled consumer of a quorum queue lives
+            // on in the queue while deliveries it made are unacked.
+            let tag = match (priority, generation) {
+                (Priority::Normal, 1) => format!("executant-{}", config.name),
+                (Priority::Normal, g) => format!("executant-{}-{g}", config.name),
+                (p, g) => format!("executant-{}-{p}-{g}", config.name),
+            };
+            // Per consumer (not global): applies to the consumer started next.
+            channel
+                .basic_qos(
+                    prefetch(priority, size, config.concurrency),
+                    BasicQosOptions::default(),
+                )
+                .await
+                .map_err(op("set prefetch"))?;
+            let consumer = channel
+                .basic_consume(
+                    queue.into(),
+                    tag.as_str().into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(op("consume a todo queue"))?;
+            let stream = consumer
+                .map(move |d| (priority, generation, Some(d)))
+                .chain(futures_util::stream::once(async move {
+                    (priority, generation, None)
+                }));
+            self.streams.push(stream.boxed());
+            tags.push(tag);
+        }
+        self.generation = generation;
+        Ok(std::mem::replace(&mut self.tags, tags))
+    }
 }
 
 /// What a consumer stream yields.
 type Consumed = Result<lapin::message::Delivery, lapin::Error>;
 
 /// Connects (consumer and publisher on separate connections: a blocked publisher must not
-/// stop acks), declares the topology and starts consuming the work queues.
+/// stop acks), declares the topology and starts consuming the work queues, `todo` with
+/// `prefetch`.
 async fn open_session(
     config: &Config,
+    prefetch: u16,
     nodes: &Arc<amqp::Nodes>,
     metrics: &Arc<metrics::Metrics>,
 ) -> Result<Session, amqp::BrokerError> {
@@ -372,7 +485,7 @@ async fn open_session(
         metrics.clone(),
     ));
     publisher.ensure().await;
-    let consuming = start_consuming(config, &consume_link.connection).await;
+    let consuming = start_consuming(config, &consume_link.connection, prefetch).await;
     match consuming {
         Ok((channel, consumer)) => {
             tracing::info!(url = %nodes.shown(consume_link.node), "consuming todo.high, todo and todo.low");
@@ -391,51 +504,23 @@ async fn open_session(
 }
 
 /// Declares the topology and starts consuming the three work queues on one channel, each
-/// consumer with a prefetch of its own ([`prefetch`]): a delivery of a higher priority is
-/// always taken at once, whatever lower ones are held.
+/// consumer with a prefetch of its own ([`prefetch`], from `size`): a delivery of a higher
+/// priority is always taken at once, whatever lower ones are held.
 async fn start_consuming(
     config: &Config,
     consume_conn: &lapin::Connection,
+    size: u16,
 ) -> Result<(lapin::Channel, Consumers), amqp::BrokerError> {
-    let op = amqp::op;
     let channel = consume_conn
         .create_channel()
         .await
-        .map_err(op("open channel"))?;
+        .map_err(amqp::op("open channel"))?;
     amqp::declare_todo(&channel).await?;
     let mut consumers = Consumers {
         streams: SelectAll::new(),
         tags: Vec::new(),
+        generation: 0,
     };
-    for priority in Priority::ALL {
-        let queue = amqp::todo_queue(priority);
-        // `todo` keeps its tag of old (what operators and tests look for).
-        let tag = match priority {
-            Priority::Normal => format!("executant-{}", config.name),
-            _ => format!("executant-{}-{priority}", config.name),
-        };
-        // Per consumer (not global): applies to the consumer started next.
-        channel
-            .basic_qos(
-                prefetch(priority, config.concurrency),
-                BasicQosOptions::default(),
-            )
-            .await
-            .map_err(op("set prefetch"))?;
-        let consumer = channel
-            .basic_consume(
-                queue.into(),
-                tag.as_str().into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(op("consume a todo queue"))?;
-        let stream = consumer
-            .map(move |d| (priority, Some(d)))
-            .chain(futures_util::stream::once(async move { (priority, None) }));
-        consumers.streams.push(stream.boxed());
-        consumers.tags.push(tag);
-    }
+    consumers.start(&channel, config, size).await?;
     Ok((channel, consumers))
 }

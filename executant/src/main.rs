@@ -20,9 +20,14 @@ struct Cli {
     /// A file holding the RabbitMQ URL (trimmed); not with --amqp-url/AMQP_URL.
     #[arg(long, env = tasks::amqp::AMQP_URL_FILE_VAR, hide_env_values = true, conflicts_with = "amqp_url")]
     amqp_url_file: Option<std::path::PathBuf>,
-    /// How many tasks run at once (also the prefetch); default: the number of cores.
+    /// How many containers run at once (worker containers of one project, and `exec`
+    /// tasks); default: the number of cores.
     #[arg(long, env = "EXECUTANT_CONCURRENCY")]
     concurrency: Option<u16>,
+    /// How many tasks are taken from todo ahead (at least --concurrency); default: sized to
+    /// the work as it goes, from --concurrency (long tasks) up to 512 (short ones).
+    #[arg(long, env = "EXECUTANT_PREFETCH")]
+    prefetch: Option<u16>,
     /// The image N-queens tasks run in.
     #[arg(long, env = "EXECUTANT_WORKER_IMAGE", default_value = executant::config::DEFAULT_WORKER_IMAGE)]
     worker_image: String,
@@ -59,9 +64,11 @@ struct Cli {
     /// The longest wait between two attempts of a task, in milliseconds.
     #[arg(long, env = "EXECUTANT_RETRY_DELAY_MAX_MS", default_value_t = 60_000)]
     retry_delay_max_ms: u64,
-    /// How many tasks of one project a worker container serves before it is replaced.
-    #[arg(long, env = "EXECUTANT_REUSE", default_value_t = 1)]
-    reuse: u32,
+    /// How many N-queens tasks of one project a worker container serves before it is
+    /// replaced; default: 10000 for the platform's own worker image
+    /// (taskplatform/worker:latest), 1 (a container per task) for any other.
+    #[arg(long, env = "EXECUTANT_REUSE")]
+    reuse: Option<u32>,
     /// Memory limit of a task container, in MiB.
     #[arg(long, env = "EXECUTANT_MEMORY_MIB", default_value_t = 256)]
     memory_mib: i64,
@@ -164,7 +171,10 @@ fn main() -> ExitCode {
     config.allowed_images = cli.allow_images;
     config.default_timeout = Duration::from_secs(cli.task_timeout);
     config.max_timeout = Duration::from_secs(cli.max_task_timeout);
-    config.reuse = cli.reuse;
+    config.reuse = cli
+        .reuse
+        .unwrap_or_else(|| executant::config::default_reuse(&config.worker_image));
+    config.prefetch = cli.prefetch;
     config.consumer_timeout = Duration::from_secs(cli.consumer_timeout);
     config.confirm_timeout = Duration::from_secs(cli.confirm_timeout);
     config.shutdown_grace = Duration::from_secs(cli.shutdown_grace);

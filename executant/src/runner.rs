@@ -33,6 +33,9 @@ pub use crate::session::MAX_OUTPUT_BYTES;
 /// Runs tasks in containers; shared by every task in flight.
 pub struct Runner {
     containers: Containers,
+    /// Places for containers of their own (`exec` tasks, N-queens tasks not in a reused
+    /// lane): `--concurrency` of them, since the prefetch may hold more tasks.
+    own_places: tokio::sync::Semaphore,
     lanes: Lanes,
     scripts: ScriptCache,
     origins: Origins,
@@ -59,6 +62,7 @@ impl Runner {
             metrics,
         };
         Ok(Runner {
+            own_places: tokio::sync::Semaphore::new(usize::from(containers.config.concurrency)),
             lanes: Lanes::new(containers.clone()),
             origins: Origins::new(containers.clone()),
             containers,
@@ -82,22 +86,46 @@ impl Runner {
         let config = &self.containers.config;
         let timeout = Self::timeout_of(task, config);
         let start = Instant::now();
+        let latest_start = deadline.checked_sub(timeout).unwrap_or(deadline);
         let mut result = match &task.spec {
             TaskSpec::Nqueens { .. } if config.reuse > 1 => {
-                let latest_start = deadline.checked_sub(timeout).unwrap_or(deadline);
                 match self.lanes.run(task.clone(), timeout, latest_start).await {
                     LaneOutcome::Done(result) => result?,
-                    LaneOutcome::Withdrawn => self.lanes.run_once(task.clone(), timeout).await?,
+                    LaneOutcome::Withdrawn => {
+                        let _place = self.own_place(latest_start).await;
+                        self.lanes.run_once(task.clone(), timeout).await?
+                    }
                 }
             }
-            TaskSpec::Nqueens { .. } => self.lanes.run_once(task.clone(), timeout).await?,
-            TaskSpec::Exec(spec) => self.run_exec(task, spec, timeout).await?,
+            TaskSpec::Nqueens { .. } => {
+                let _place = self.own_place(latest_start).await;
+                self.lanes.run_once(task.clone(), timeout).await?
+            }
+            TaskSpec::Exec(spec) => {
+                let _place = self.own_place(latest_start).await;
+                self.run_exec(task, spec, timeout).await?
+            }
         };
         result.duration_ms = start.elapsed().as_millis() as u64;
         result.executor = Some(config.name.clone());
         // The executant vouches for the task it ran, whatever the worker wrote.
         result.digest = Some(task.digest());
         Ok(result)
+    }
+
+    /// One of the `--concurrency` places for a container of its own, awaited until
+    /// `latest_start` at most: a task that would start later could not finish before its
+    /// delivery must be settled, so it then runs at once, above the bound (`None`).
+    async fn own_place(
+        &self,
+        latest_start: tokio::time::Instant,
+    ) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        let place = tokio::time::timeout_at(latest_start, self.own_places.acquire()).await;
+        let place = place.ok().and_then(Result::ok);
+        if place.is_none() {
+            tracing::info!("no place for a container within the task's time: running it at once");
+        }
+        place
     }
 
     /// The provenance of an outcome of `task` produced here: this executant, its engine, the

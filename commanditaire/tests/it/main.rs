@@ -2,6 +2,7 @@
 //! executant in this process, real containers, real git repositories.
 
 mod cancel;
+mod default_split;
 mod growth;
 mod platform;
 mod priorities;

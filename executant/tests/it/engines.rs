@@ -105,6 +105,10 @@ impl Executant {
         let log = logs.join(format!("{name}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_executant"))
             .args(["--name", &name, "--concurrency", "2"])
+            // A container per task, two at a time: the project must outlast the engine's
+            // grace after the kill, and the victim must hold deliveries then; reused
+            // workers (the default) finish it in moments.
+            .args(["--reuse", "1", "--prefetch", "2"])
             .args(["--engine-grace", &GRACE_SECS.to_string()])
             .args(["--shutdown-grace", "10"])
             .env("AMQP_URL", amqp_url())

@@ -4,6 +4,7 @@ mod backoff;
 mod cli;
 mod consumer_timeout;
 mod dashboard;
+mod defaults;
 mod engines;
 mod metrics;
 mod reconnect;

@@ -49,9 +49,10 @@ async fn an_nqueens_project_comes_back_exact() {
     let result = reassembly.result();
     assert!(result.complete, "{result:?}");
     assert_eq!(result.solutions, Some(724));
-    assert!(results
-        .iter()
-        .all(|r| r.executor.is_some() && r.duration_ms > 0));
+    assert!(results.iter().all(|r| r.executor.is_some()));
+    // A reused worker answers a small task within the millisecond: only the sum is sure to
+    // be above zero.
+    assert!(results.iter().map(|r| r.duration_ms).sum::<u64>() > 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -90,7 +90,12 @@ pub async fn publish_tasks_to(url: &str, project: &str, tasks: &[Task]) {
 /// Deletes a project's results queue once a test is done with it (the client deletes it
 /// when a project completes; tests stand in for the client).
 pub async fn drop_results(project: &str) {
-    let conn = amqp::connect(&amqp_url(), "executant tests").await.unwrap();
+    drop_results_at(&amqp_url(), project).await
+}
+
+/// [`drop_results`] on the broker at `url`.
+pub async fn drop_results_at(url: &str, project: &str) {
+    let conn = amqp::connect(url, "executant tests").await.unwrap();
     let channel = conn.create_channel().await.unwrap();
     channel
         .queue_delete(

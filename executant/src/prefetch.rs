@@ -1,0 +1,161 @@
+//! The TODO prefetch, sized to the work as it goes.
+//!
+//! A small prefetch starves short tasks: each one waits for a round trip through the broker
+//! before the next arrives. A large one hoards long tasks: an executant holds tasks that
+//! another, idle one could run, and a held task may wait for its turn longer than its
+//! delivery lives. So the prefetch follows the rate at which deliveries are settled here:
+//! enough to hold about [`AHEAD`] of work, from `--concurrency` (nothing finishes in a
+//! window: long tasks) up to [`MAX_PREFETCH`] (thousands of tasks a second). Unless
+//! `--prefetch` fixes it.
+//!
+//! RabbitMQ applies a consumer's prefetch when the consumer starts, so a new size takes new
+//! consumers (`lib.rs`, `Consumers::start`): started first, then the old ones cancelled; the
+//! deliveries these had received still arrive on their streams and are handled like any
+//! other (none is dropped, none acked before its outcome). The size also bounds how many
+//! deliveries are handled at once (containers are capped at `--concurrency` below that);
+//! beyond it they wait here, highest priority first.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::config::Config;
+
+/// The largest prefetch chosen when `--prefetch` is not given: two worker lanes' batches.
+pub const MAX_PREFETCH: u16 = 512;
+
+/// How much work the prefetch aims to hold: the deliveries settled here in this long.
+pub const AHEAD: Duration = Duration::from_millis(250);
+
+/// How often the rate is measured and the prefetch reconsidered.
+pub(crate) const WINDOW: Duration = Duration::from_millis(250);
+
+/// Chooses the prefetch from the deliveries settled in each [`WINDOW`].
+#[derive(Debug)]
+pub(crate) struct Sizer {
+    floor: u16,
+    ceiling: u16,
+    current: u16,
+    settled: u64,
+    since: Instant,
+}
+
+impl Sizer {
+    /// Starts at the smallest prefetch: nothing is known of the work yet.
+    pub(crate) fn new(config: &Config) -> Sizer {
+        let (floor, ceiling) = match config.prefetch {
+            Some(fixed) => (fixed, fixed),
+            None => (config.concurrency, MAX_PREFETCH.max(config.concurrency)),
+        };
+        Sizer {
+            floor,
+            ceiling,
+            current: floor,
+            settled: 0,
+            since: Instant::now(),
+        }
+    }
+
+    /// The prefetch in force.
+    pub(crate) fn current(&self) -> u16 {
+        self.current
+    }
+
+    /// Starts a new window at `now`, forgetting what was settled since the last one.
+    pub(crate) fn restart(&mut self, now: Instant) {
+        self.settled = 0;
+        self.since = now;
+    }
+
+    /// Counts a delivery settled (acked or returned).
+    pub(crate) fn settled(&mut self) {
+        self.settled += 1;
+    }
+
+    /// At the end of a window: the new prefetch, when it should change. It grows when the
+    /// rate wants twice as much or more, at least fourfold (the rate a prefetch allows is
+    /// bounded by the prefetch: small steps would take many windows to reach the work's);
+    /// it shrinks only to an eighth or less (a window slowed by a resize or a slow task is
+    /// not a change of work; idle, or long tasks, is).
+    pub(crate) fn tick(&mut self, now: Instant) -> Option<u16> {
+        let elapsed = now.saturating_duration_since(self.since);
+        if elapsed < WINDOW {
+            return None;
+        }
+        let rate = self.settled as f64 / elapsed.as_secs_f64();
+        self.settled = 0;
+        self.since = now;
+        let wanted = wanted(rate, self.floor, self.ceiling);
+        let next = if wanted >= self.current.saturating_mul(2) {
+            wanted.max(self.current.saturating_mul(4)).min(self.ceiling)
+        } else if u32::from(wanted) * 8 <= u32::from(self.current) {
+            wanted
+        } else {
+            return None;
+        };
+        if next == self.current {
+            return None;
+        }
+        self.current = next;
+        Some(next)
+    }
+}
+
+/// The prefetch holding [`AHEAD`] of work at `rate` deliveries a second: a power of two,
+/// within `floor..=ceiling`.
+pub(crate) fn wanted(rate: f64, floor: u16, ceiling: u16) -> u16 {
+    let ahead = (rate * AHEAD.as_secs_f64())
+        .ceil()
+        .clamp(1.0, f64::from(ceiling));
+    (ahead as u16)
+        .checked_next_power_of_two()
+        .unwrap_or(ceiling)
+        .clamp(floor, ceiling)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_prefetch_follows_the_rate_within_its_bounds() {
+        // Long tasks (nothing settled in a window) keep the floor.
+        assert_eq!(wanted(0.0, 2, 512), 2);
+        assert_eq!(wanted(3.0, 2, 512), 2);
+        // 1,000 a second hold 250 in a quarter of a second: 256.
+        assert_eq!(wanted(1_000.0, 2, 512), 256);
+        assert_eq!(wanted(100_000.0, 2, 512), 512);
+        // A fixed --prefetch.
+        assert_eq!(wanted(100_000.0, 64, 64), 64);
+        assert_eq!(wanted(0.0, 64, 64), 64);
+    }
+
+    #[test]
+    fn small_moves_keep_the_consumer() {
+        let mut config = Config::new("amqp://x");
+        config.concurrency = 2;
+        let mut sizer = Sizer::new(&config);
+        assert_eq!(sizer.current(), 2);
+        let mut now = Instant::now();
+        let mut window = |sizer: &mut Sizer, settled: u64| {
+            for _ in 0..settled {
+                sizer.settled();
+            }
+            now += WINDOW;
+            sizer.tick(now)
+        };
+        // 4 a second hold one in a quarter of a second: the floor stays.
+        assert_eq!(window(&mut sizer, 1), None);
+        // 16 a second: 4 wanted, at least four times as many taken.
+        assert_eq!(window(&mut sizer, 4), Some(8));
+        // 1,000 a second: 256.
+        assert_eq!(window(&mut sizer, 250), Some(256));
+        // 800 a second: 256 wanted, the same; 400 a second (a slow window): kept.
+        assert_eq!(window(&mut sizer, 200), None);
+        assert_eq!(window(&mut sizer, 100), None);
+        assert_eq!(window(&mut sizer, 600), Some(512));
+        // Idle: back to the floor.
+        assert_eq!(window(&mut sizer, 0), Some(2));
+        assert_eq!(window(&mut sizer, 0), None);
+    }
+}
