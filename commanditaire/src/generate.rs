@@ -94,6 +94,8 @@ pub fn project(
 ) -> Result<Project, GenerateError> {
     match request {
         Request::Nqueens { n, depth } => {
+            // The board first: the default split walks the board, which must be one.
+            tasks::model::validate_nqueens(*n, &[])?;
             let depth = depth.unwrap_or_else(|| default_depth(*n, consumers));
             let id = id.map_or_else(|| generated_id(&format!("nq{n}-d{depth}")), String::from);
             Ok(tasks::split::nqueens_project(&id, *n, depth)?)

@@ -281,7 +281,10 @@ async fn run(cli: Cli) -> anyhow::Result<Option<RunReport>> {
     };
     let options = options(flags.mode(), false, flags.replicas, flags.priority);
     let consumers = match (&request, options.mode) {
-        (Request::Nqueens { depth: None, .. }, Mode::Broker | Mode::Detached) => {
+        // A board that is none is refused below, before any broker is asked.
+        (Request::Nqueens { n, depth: None }, Mode::Broker | Mode::Detached)
+            if tasks::model::validate_nqueens(*n, &[]).is_ok() =>
+        {
             executants_present(&amqp_url).await
         }
         _ => 1,

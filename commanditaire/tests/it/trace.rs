@@ -20,10 +20,14 @@ fn grep<'a>(text: &'a str, needle: &str) -> Vec<&'a str> {
 #[test]
 fn one_grep_of_a_span_id_follows_a_task_across_client_broker_and_executant() {
     let executant_logs = capture_executant_logs();
-    let _executant = Executant::start(1);
+    // On a vhost of its own: an executant of another process (a test running the binary)
+    // could take its tasks, and their log lines would not be captured here.
+    let url = own_vhost("commanditaire-trace");
+    let _executant = Executant::start_on(&url, 1, |_| {});
     let ws = tempfile::tempdir().unwrap();
     let id = format!("trace-{}", std::process::id());
     let publish = client(ws.path())
+        .env("AMQP_URL", &url)
         .env("RUST_LOG", "commanditaire=debug")
         .args(["--json", "exec", "--id", &id, "--count", "3", "--detach"])
         .args(["--", "echo", "task {index}"])
@@ -41,7 +45,7 @@ fn one_grep_of_a_span_id_follows_a_task_across_client_broker_and_executant() {
     let trace = TraceId::from_hex(header["trace_id"].as_str().unwrap()).unwrap();
 
     // The broker: each outcome, waiting in results.P, carries its task's traceparent.
-    let carried = outcomes_traceparents(&id, 3);
+    let carried = outcomes_traceparents(&url, &id, 3);
     for index in 0..3u32 {
         assert_eq!(
             carried.get(&format!("{id}/{index}")),
@@ -51,6 +55,7 @@ fn one_grep_of_a_span_id_follows_a_task_across_client_broker_and_executant() {
     }
 
     let resume = client(ws.path())
+        .env("AMQP_URL", &url)
         .env("RUST_LOG", "commanditaire=debug")
         .args(["--json", "resume", &id])
         .output()
@@ -101,12 +106,14 @@ fn one_grep_of_a_span_id_follows_a_task_across_client_broker_and_executant() {
 
 /// The `traceparent` of each of the `count` outcomes of `project` once they all wait in its
 /// results queue, by message id; the messages are returned to the queue.
-fn outcomes_traceparents(project: &str, count: u32) -> std::collections::HashMap<String, String> {
+fn outcomes_traceparents(
+    url: &str,
+    project: &str,
+    count: u32,
+) -> std::collections::HashMap<String, String> {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let conn = tasks::amqp::connect(&amqp_url(), "trace test")
-            .await
-            .unwrap();
+        let conn = tasks::amqp::connect(url, "trace test").await.unwrap();
         let channel = conn.create_channel().await.unwrap();
         let queue = tasks::amqp::results_queue(project);
         let passive = QueueDeclareOptions {
