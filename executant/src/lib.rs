@@ -170,6 +170,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                         break;
                     }
                 }
+                // An ack or a nack not answered in time: the connection is given up (a node
+                // that stops answering may keep it open, and heartbeats notice only later).
+                _ = ctx.unanswered() => {
+                    tracing::warn!("the broker left an ack or a nack unanswered; reconnecting");
+                    nodes.lost(consume_link.node);
+                    break;
+                }
                 // Ending the session returns every delivery held here to `todo` (the broker's
                 // doing when the consume connection closes), and none is taken until the
                 // engine answers again.
@@ -214,10 +221,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
         metrics.consuming.set(0);
         if stopping {
-            for tag in &consumers.tags {
-                let _ = channel
-                    .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
-                    .await;
+            // Bounded: shutdown never waits for a broker that does not answer.
+            let cancelled = amqp::answered(async {
+                for tag in &consumers.tags {
+                    let _ = channel
+                        .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                        .await;
+                }
+            });
+            if cancelled.await.is_none() {
+                tracing::warn!("the broker did not answer the consumers' cancel within 10 s");
             }
             let grace = tokio::time::timeout(config.shutdown_grace, async {
                 while let Some(joined) = inflight.join_next().await {
@@ -239,8 +252,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         drop(waiting);
         while inflight.join_next().await.is_some() {}
         watcher.abort();
-        let _ = consume_conn.close(200, "executant stopping".into()).await;
-        publisher.close().await;
+        // Both bounded by `amqp::OP_TIMEOUT`, at the same time.
+        let closing = async {
+            if amqp::answered(consume_conn.close(200, "executant stopping".into()))
+                .await
+                .is_none()
+            {
+                tracing::warn!("the broker did not answer the consume connection's close within 10 s; dropping it");
+            }
+        };
+        tokio::join!(closing, publisher.close());
         runner.remove_leftovers().await;
         if stopping {
             break;
@@ -312,8 +333,10 @@ fn return_expired(waiting: &mut waiting::Waiting<lapin::message::Delivery>) {
                 requeue: true,
                 ..Default::default()
             };
-            if let Err(e) = delivery.nack(requeue).await {
-                tracing::warn!(error = %e, "nack failed; the broker returns the task when the channel closes");
+            match amqp::answered(delivery.nack(requeue)).await {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => tracing::warn!(error = %e, "nack failed; the broker returns the task when the channel closes"),
+                None => tracing::warn!("the broker did not answer a nack within 10 s; it returns the task when the channel closes"),
             }
         });
     }
@@ -372,7 +395,11 @@ async fn open_session(
         metrics.clone(),
     ));
     publisher.ensure().await;
-    let consuming = start_consuming(config, &consume_link.connection).await;
+    let consuming = amqp::bounded(
+        "start consuming",
+        start_consuming(config, &consume_link.connection),
+    )
+    .await;
     match consuming {
         Ok((channel, consumer)) => {
             tracing::info!(url = %nodes.shown(consume_link.node), "consuming todo.high, todo and todo.low");
@@ -380,14 +407,23 @@ async fn open_session(
         }
         Err(e) => {
             tracing::warn!(error = %e, "starting the consumer failed; retrying");
-            if !consume_link.connection.status().connected() {
+            if !consume_link.connection.status().connected() || unanswered(&e) {
                 nodes.lost(consume_link.node);
             }
-            let _ = consume_link.connection.close(200, "retrying".into()).await;
+            let _ = amqp::answered(consume_link.connection.close(200, "retrying".into())).await;
             publisher.close().await;
             Err(e)
         }
     }
+}
+
+/// Whether `e` is a broker operation that was not answered in time ([`amqp::unanswered`]).
+fn unanswered(e: &amqp::BrokerError) -> bool {
+    matches!(
+        e,
+        amqp::BrokerError::Operation { source, .. }
+            if matches!(source.kind(), lapin::ErrorKind::IOError(io) if io.kind() == std::io::ErrorKind::TimedOut)
+    )
 }
 
 /// Declares the topology and starts consuming the three work queues on one channel, each
