@@ -98,11 +98,12 @@ impl Context {
     }
 
     /// Tells the session that the broker left `op` unanswered.
-    fn not_answered(&self, op: &'static str) {
+    pub(crate) fn not_answered(&self, op: &'static str) {
         tracing::warn!(
             op,
-            "the broker did not answer within 10 s; giving up the consume connection (the \
-             task comes back to the queue: it may run again, its duplicate result is ignored)"
+            "the broker did not answer within 10 s; giving up the consume connection (its \
+             unacked tasks come back to the queue: one may run again, its duplicate result \
+             is ignored)"
         );
         // A permit is kept when the session is not waiting at this moment.
         self.unanswered.notify_one();

@@ -147,11 +147,30 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             metrics.clone(),
             cancelled.clone(),
         ));
+        // A node that stops answering may keep the connection open, and the heartbeats
+        // notice only after two missed intervals: a bounded round trip every `PROBE` shows
+        // that the consume connection still answers, even while no task comes.
+        let prober = AbortOnDrop(tokio::spawn({
+            let channel = channel.clone();
+            let ctx = ctx.clone();
+            async move {
+                loop {
+                    tokio::time::sleep(PROBE).await;
+                    if amqp::answered(probe(&channel)).await.is_none() {
+                        ctx.not_answered("probe");
+                        return;
+                    }
+                }
+            }
+        }));
         let mut inflight = JoinSet::new();
         // Held, not started: started highest priority first, up to `concurrency` at once;
         // returned if no slot frees in time.
         let mut waiting = waiting::Waiting::new(overdue(&config));
         let mut stopping = false;
+        // False once the broker left an operation unanswered: its connections are then
+        // closed in the background, not waited for.
+        let mut answering = true;
         let mut health = tokio::time::interval(HEALTH_CHECK);
         // Dropped with the session, which stops its pings.
         let mut engine_lost = engine::watch_lost(runner.clone(), config.engine_grace);
@@ -173,8 +192,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 // An ack or a nack not answered in time: the connection is given up (a node
                 // that stops answering may keep it open, and heartbeats notice only later).
                 _ = ctx.unanswered() => {
-                    tracing::warn!("the broker left an ack or a nack unanswered; reconnecting");
+                    tracing::warn!("the broker left an operation unanswered; reconnecting");
                     nodes.lost(consume_link.node);
+                    answering = false;
                     break;
                 }
                 // Ending the session returns every delivery held here to `todo` (the broker's
@@ -230,6 +250,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 }
             });
             if cancelled.await.is_none() {
+                answering = false;
                 tracing::warn!("the broker did not answer the consumers' cancel within 10 s");
             }
             let grace = tokio::time::timeout(config.shutdown_grace, async {
@@ -252,16 +273,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         drop(waiting);
         while inflight.join_next().await.is_some() {}
         watcher.abort();
-        // Both bounded by `amqp::OP_TIMEOUT`, at the same time.
-        let closing = async {
-            if amqp::answered(consume_conn.close(200, "executant stopping".into()))
-                .await
-                .is_none()
-            {
-                tracing::warn!("the broker did not answer the consume connection's close within 10 s; dropping it");
-            }
-        };
-        tokio::join!(closing, publisher.close());
+        drop(prober);
+        // Both bounded by `amqp::OP_TIMEOUT`, at the same time; in the background when the
+        // broker already left an operation unanswered (no reconnection, and no shutdown,
+        // waits for a node that does not answer).
+        let closing = close_session(consume_link.connection, publisher);
+        if answering {
+            closing.await;
+        } else {
+            tokio::spawn(closing);
+        }
         runner.remove_leftovers().await;
         if stopping {
             break;
@@ -302,6 +323,38 @@ impl Drop for AbortOnDrop {
 
 /// How often the connections are checked.
 const HEALTH_CHECK: Duration = Duration::from_secs(1);
+
+/// How often the consume connection is asked for a round trip ([`probe`]).
+const PROBE: Duration = Duration::from_secs(5);
+
+/// A round trip on the consume channel: a passive declaration of `todo` (declared when the
+/// session started). Its error is left to the health check (a closed channel); only its
+/// not being answered matters here.
+async fn probe(channel: &lapin::Channel) {
+    let passive = lapin::options::QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let _ = channel
+        .queue_declare(amqp::TODO_QUEUE.into(), passive, FieldTable::default())
+        .await;
+}
+
+/// Closes the connections of a session, each waiting at most [`amqp::OP_TIMEOUT`] for the
+/// broker's answer, at the same time.
+async fn close_session(consume: lapin::Connection, publisher: Arc<publisher::Publisher>) {
+    let consume = async move {
+        if amqp::answered(consume.close(200, "executant stopping".into()))
+            .await
+            .is_none()
+        {
+            tracing::warn!(
+                "the broker did not answer the consume connection's close within 10 s; dropping it"
+            );
+        }
+    };
+    tokio::join!(consume, publisher.close());
+}
 
 /// Starts waiting deliveries, highest priority first, while fewer than `concurrency` run.
 fn start_waiting(

@@ -5,6 +5,7 @@ mod cli;
 mod consumer_timeout;
 mod dashboard;
 mod engines;
+mod frozen;
 mod metrics;
 mod reconnect;
 mod retention;
