@@ -32,8 +32,8 @@ const PROBE_EVERY: Duration = Duration::from_secs(2);
 /// (an ack, a queue's depth or consumers, starting to follow). lapin may leave an operation
 /// sent as the connection breaks pending forever (seen with a cluster node SIGKILLed: the
 /// follower waited with no connection at all); past this, the connection counts as lost and
-/// the follower reconnects.
-const OP_TIMEOUT: Duration = Duration::from_secs(10);
+/// the follower reconnects. The bound every long-lived client shares ([`amqp::answered`]).
+const OP_TIMEOUT: Duration = amqp::OP_TIMEOUT;
 /// The task timeout assumed for a task that names none (the executant's default).
 pub const ASSUMED_TASK_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -596,9 +596,9 @@ async fn drop_junk(delivery: &Delivery, why: &str, seen: &mut Followed, watcher:
 /// What the follower says when the broker did not take an operation within [`OP_TIMEOUT`].
 const UNANSWERED: &str = "the broker did not answer within 10 s; reconnecting";
 
-/// `op`, or `None` when it did not complete within [`OP_TIMEOUT`].
+/// `op`, or `None` when it did not complete within [`OP_TIMEOUT`] ([`amqp::answered`]).
 async fn answered<T>(op: impl std::future::Future<Output = T>) -> Option<T> {
-    tokio::time::timeout(OP_TIMEOUT, op).await.ok()
+    amqp::answered(op).await
 }
 
 /// Commits the waiting results, then acks their deliveries. If the commit fails (a full
