@@ -168,8 +168,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         // returned if no slot frees in time.
         let mut waiting = waiting::Waiting::new(overdue(&config));
         let mut stopping = false;
-        // False once the broker left an operation unanswered: its connections are then
-        // closed in the background, not waited for.
+        // False once the broker left an operation unanswered: the session's connections are
+        // then closed in the background, even at shutdown.
         let mut answering = true;
         let mut health = tokio::time::interval(HEALTH_CHECK);
         // Dropped with the session, which stops its pings.
@@ -274,11 +274,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         while inflight.join_next().await.is_some() {}
         watcher.abort();
         drop(prober);
-        // Both bounded by `amqp::OP_TIMEOUT`, at the same time; in the background when the
-        // broker already left an operation unanswered (no reconnection, and no shutdown,
-        // waits for a node that does not answer).
+        // Both bounded by `amqp::OP_TIMEOUT`, at the same time. Waited for only at shutdown,
+        // and only when the broker answered the cancel; otherwise in the background: no
+        // reconnection waits for a node that may not answer (the publish connection may be
+        // frozen on it while the consume connection's loss was noticed).
         let closing = close_session(consume_link.connection, publisher);
-        if answering {
+        if stopping && answering {
             closing.await;
         } else {
             tokio::spawn(closing);
