@@ -28,12 +28,6 @@ pub const QUIET: Duration = Duration::from_secs(3);
 const CANCEL_CHECK: Duration = Duration::from_millis(500);
 /// How often the follower looks at the queues' depths.
 const PROBE_EVERY: Duration = Duration::from_secs(2);
-/// The longest the follower waits for the broker to take one operation on its connection
-/// (an ack, a queue's depth or consumers, starting to follow). lapin may leave an operation
-/// sent as the connection breaks pending forever (seen with a cluster node SIGKILLed: the
-/// follower waited with no connection at all); past this, the connection counts as lost and
-/// the follower reconnects.
-const OP_TIMEOUT: Duration = Duration::from_secs(10);
 /// The task timeout assumed for a task that names none (the executant's default).
 pub const ASSUMED_TASK_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -593,17 +587,21 @@ async fn drop_junk(delivery: &Delivery, why: &str, seen: &mut Followed, watcher:
     }
 }
 
-/// What the follower says when the broker did not take an operation within [`OP_TIMEOUT`].
+/// What the follower says when the broker did not take an operation within [`amqp::OP_TIMEOUT`].
 const UNANSWERED: &str = "the broker did not answer within 10 s; reconnecting";
 
-/// `op`, or `None` when it did not complete within [`OP_TIMEOUT`].
+/// `op`, or `None` when it did not complete within [`amqp::OP_TIMEOUT`] (10 s, the bound
+/// every long-lived client shares: [`amqp::answered`]). lapin may leave an operation sent as
+/// the connection breaks pending forever (seen with a cluster node SIGKILLed: the follower
+/// waited with no connection at all); past this, the connection counts as lost and the
+/// follower reconnects.
 async fn answered<T>(op: impl std::future::Future<Output = T>) -> Option<T> {
-    tokio::time::timeout(OP_TIMEOUT, op).await.ok()
+    amqp::answered(op).await
 }
 
 /// Commits the waiting results, then acks their deliveries. If the commit fails (a full
 /// disk), nothing is acked: the results stay in memory and on the broker. False when the
-/// broker did not take the ack within [`OP_TIMEOUT`]: the connection is then to be replaced.
+/// broker did not take the ack within [`amqp::OP_TIMEOUT`]: the connection is then to be replaced.
 async fn commit_and_ack(
     tracker: &mut Tracker,
     unacked: &mut Vec<Delivery>,

@@ -56,30 +56,10 @@ async fn listen_once(
 ) -> Result<(), BrokerError> {
     let name = format!("executant {} control", config.name);
     let conn = amqp::connect_with_backoff(&config.amqp_url, &name, None).await?;
-    let channel = conn
-        .create_channel()
-        .await
-        .map_err(amqp::op("open channel"))?;
-    amqp::declare_control(&channel).await?;
-    // A stream is consumed with a prefetch and acks; from its first message.
-    channel
-        .basic_qos(100, BasicQosOptions::default())
-        .await
-        .map_err(amqp::op("set prefetch"))?;
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-stream-offset".into(),
-        AMQPValue::LongString(LongString::from("first")),
-    );
-    let mut consumer = channel
-        .basic_consume(
-            amqp::CANCELLATIONS_STREAM.into(),
-            format!("executant-{}-control", config.name).as_str().into(),
-            BasicConsumeOptions::default(),
-            args,
-        )
-        .await
-        .map_err(amqp::op("consume cancellations"))?;
+    // Each broker operation bounded (`amqp::OP_TIMEOUT`): past it, the connection is dropped
+    // and the listener starts again.
+    let (channel, mut consumer) =
+        amqp::bounded("start reading cancellations", start(config, &conn)).await?;
     while let Some(delivery) = consumer.next().await {
         let delivery = delivery.map_err(amqp::op("read cancellations"))?;
         if let Ok(c) = serde_json::from_slice::<Cancellation>(&delivery.data) {
@@ -97,22 +77,55 @@ async fn listen_once(
                 let body = serde_json::to_vec(&answer).expect("serializable");
                 // To a queue of the canceller's that may be gone (an old cancellation read
                 // again at start): not mandatory, so the broker drops it.
-                let _ = channel
-                    .basic_publish(
-                        "".into(),
-                        reply_to.as_str().into(),
-                        BasicPublishOptions::default(),
-                        &body,
-                        BasicProperties::default(),
-                    )
-                    .await;
+                let published = amqp::answered(channel.basic_publish(
+                    "".into(),
+                    reply_to.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &body,
+                    BasicProperties::default(),
+                ));
+                if published.await.is_none() {
+                    return Err(amqp::unanswered("answer a cancellation"));
+                }
             }
         }
-        delivery
-            .ack(BasicAckOptions::default())
+        amqp::answered(delivery.ack(BasicAckOptions::default()))
             .await
+            .ok_or_else(|| amqp::unanswered("ack a cancellation"))?
             .map_err(amqp::op("ack a cancellation"))?;
     }
-    let _ = conn.close(200, "reconnecting".into()).await;
+    let _ = amqp::answered(conn.close(200, "reconnecting".into())).await;
     Ok(())
+}
+
+/// Opens the channel and starts consuming the cancellations stream, from its first message.
+async fn start(
+    config: &Config,
+    conn: &lapin::Connection,
+) -> Result<(lapin::Channel, lapin::Consumer), BrokerError> {
+    let channel = conn
+        .create_channel()
+        .await
+        .map_err(amqp::op("open channel"))?;
+    amqp::declare_control(&channel).await?;
+    // A stream is consumed with a prefetch and acks; from its first message.
+    channel
+        .basic_qos(100, BasicQosOptions::default())
+        .await
+        .map_err(amqp::op("set prefetch"))?;
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-stream-offset".into(),
+        AMQPValue::LongString(LongString::from("first")),
+    );
+    let consumer = channel
+        .basic_consume(
+            amqp::CANCELLATIONS_STREAM.into(),
+            format!("executant-{}-control", config.name).as_str().into(),
+            BasicConsumeOptions::default(),
+            args,
+        )
+        .await
+        .map_err(amqp::op("consume cancellations"))?;
+    Ok((channel, consumer))
 }

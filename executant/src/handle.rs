@@ -21,7 +21,7 @@ use tasks::backoff::Backoff;
 use tasks::trace::TraceParent;
 use tasks::{Task, TaskResult};
 use time::OffsetDateTime;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Notify};
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -58,6 +58,8 @@ pub(crate) struct Context {
     metrics: Arc<Metrics>,
     declared: Mutex<HashSet<String>>,
     cancelled: Arc<Cancelled>,
+    /// Notified when an ack or a nack went unanswered ([`Context::unanswered`]).
+    unanswered: Notify,
 }
 
 impl Context {
@@ -75,7 +77,36 @@ impl Context {
             metrics,
             declared: Mutex::new(HashSet::new()),
             cancelled,
+            unanswered: Notify::new(),
         }
+    }
+
+    /// Completes once an ack or a nack of this session was not answered within
+    /// [`amqp::OP_TIMEOUT`]: the consume connection is then to be given up.
+    pub(crate) async fn unanswered(&self) {
+        self.unanswered.notified().await
+    }
+
+    /// Acks `delivery`, waiting at most [`amqp::OP_TIMEOUT`]; `None` when the broker did not
+    /// answer in time (the session is told, and the delivery will come back).
+    async fn ack(&self, delivery: &Delivery) -> Option<lapin::Result<bool>> {
+        let acked = amqp::answered(delivery.ack(BasicAckOptions::default())).await;
+        if acked.is_none() {
+            self.not_answered("ack");
+        }
+        acked
+    }
+
+    /// Tells the session that the broker left `op` unanswered.
+    pub(crate) fn not_answered(&self, op: &'static str) {
+        tracing::warn!(
+            op,
+            "the broker did not answer within 10 s; giving up the consume connection (its \
+             unacked tasks come back to the queue: one may run again, its duplicate result \
+             is ignored)"
+        );
+        // A permit is kept when the session is not waiting at this moment.
+        self.unanswered.notify_one();
     }
 
     /// Handles one delivery; an error means no task may run here any more. Every log line
@@ -237,7 +268,7 @@ impl Context {
             .await;
         match copied {
             Ok(()) => {
-                if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+                if let Some(Err(e)) = self.ack(delivery).await {
                     // The task is in `todo` twice: it may run twice, counted once.
                     tracing::warn!(error = %e, "ack of a delivery passed on failed");
                 }
@@ -342,10 +373,10 @@ impl Context {
     async fn settle(&self, delivery: &Delivery, published: Result<(), PublishError>) {
         match published {
             // An ack on a channel that is gone is not sent (`Ok(false)`), not an error.
-            Ok(()) => match delivery.ack(BasicAckOptions::default()).await {
-                Ok(true) => {}
-                Ok(false) => tracing::warn!("ack not sent (the consume channel is gone); the task will be redelivered (its duplicate result is ignored)"),
-                Err(e) => tracing::warn!(error = %e, "ack failed; the task will be redelivered (its duplicate result is ignored)"),
+            Ok(()) => match self.ack(delivery).await {
+                None | Some(Ok(true)) => {}
+                Some(Ok(false)) => tracing::warn!("ack not sent (the consume channel is gone); the task will be redelivered (its duplicate result is ignored)"),
+                Some(Err(e)) => tracing::warn!(error = %e, "ack failed; the task will be redelivered (its duplicate result is ignored)"),
             },
             Err(e) => {
                 tracing::warn!(error = %e, "outcome not confirmed by the broker; returning the task");
@@ -416,7 +447,7 @@ impl Context {
     /// Acks a task of a cancelled project without publishing anything.
     async fn drop_cancelled(&self, delivery: &Delivery, task: &Task) {
         tracing::info!(task = %task.id(), "task of a cancelled project dropped");
-        if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+        if let Some(Err(e)) = self.ack(delivery).await {
             tracing::warn!(error = %e, "ack of a cancelled task failed; it will be dropped again");
         }
     }
@@ -426,8 +457,12 @@ impl Context {
             requeue: true,
             ..BasicNackOptions::default()
         };
-        if let Err(e) = delivery.nack(options).await {
-            tracing::warn!(error = %e, "nack failed; the broker returns the task when the channel closes");
+        match amqp::answered(delivery.nack(options)).await {
+            Some(Ok(_)) => {}
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "nack failed; the broker returns the task when the channel closes")
+            }
+            None => self.not_answered("nack"),
         }
     }
 }

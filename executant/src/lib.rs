@@ -151,11 +151,30 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             metrics.clone(),
             cancelled.clone(),
         ));
+        // A node that stops answering may keep the connection open, and the heartbeats
+        // notice only after two missed intervals: a bounded round trip every `PROBE` shows
+        // that the consume connection still answers, even while no task comes.
+        let prober = AbortOnDrop(tokio::spawn({
+            let channel = channel.clone();
+            let ctx = ctx.clone();
+            async move {
+                loop {
+                    tokio::time::sleep(PROBE).await;
+                    if amqp::answered(probe(&channel)).await.is_none() {
+                        ctx.not_answered("probe");
+                        return;
+                    }
+                }
+            }
+        }));
         let mut inflight = JoinSet::new();
         // Held, not started: started highest priority first, up to `concurrency` at once;
         // returned if no slot frees in time.
         let mut waiting = waiting::Waiting::new(overdue(&config));
         let mut stopping = false;
+        // False once the broker left an operation unanswered: the session's connections are
+        // then closed in the background, even at shutdown.
+        let mut answering = true;
         let mut health = tokio::time::interval(HEALTH_CHECK);
         let mut sizing = tokio::time::interval(prefetch::WINDOW);
         sizing.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -177,6 +196,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                         }
                         break;
                     }
+                }
+                // An ack or a nack not answered in time: the connection is given up (a node
+                // that stops answering may keep it open, and heartbeats notice only later).
+                _ = ctx.unanswered() => {
+                    tracing::warn!("the broker left an operation unanswered; reconnecting");
+                    nodes.lost(consume_link.node);
+                    answering = false;
+                    break;
                 }
                 // Ending the session returns every delivery held here to `todo` (the broker's
                 // doing when the consume connection closes), and none is taken until the
@@ -226,18 +253,32 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             if let Some(wanted) = resize {
                 // New consumers first, then the old ones cancelled: the deliveries these had
                 // received still arrive, and their streams' ends are not a lost consumer.
-                let resized = consumers.start(&channel, &config, wanted).await;
+                let resized = amqp::bounded(
+                    "resize the prefetch",
+                    consumers.start(&channel, &config, wanted),
+                )
+                .await;
                 // The next window starts now: the handover is no measure of the work.
                 sizer.restart(tokio::time::Instant::now());
                 match resized {
                     Ok(old) => {
                         tracing::info!(prefetch = wanted, "prefetch resized");
+                        let mut unanswered = false;
                         for tag in old {
                             let cancel = channel
                                 .basic_cancel(tag.as_str().into(), BasicCancelOptions::default());
-                            if let Err(e) = cancel.await {
-                                tracing::warn!(error = %e, "cancelling a replaced consumer failed");
+                            match amqp::answered(cancel).await {
+                                Some(Ok(())) => {}
+                                Some(Err(e)) => {
+                                    tracing::warn!(error = %e, "cancelling a replaced consumer failed")
+                                }
+                                None => unanswered = true,
                             }
+                        }
+                        if unanswered {
+                            tracing::warn!("the broker did not answer a consumer's cancel within 10 s; giving the node up");
+                            nodes.lost(consume_link.node);
+                            break;
                         }
                         start_waiting(
                             &mut waiting,
@@ -248,6 +289,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "resizing the prefetch failed; reconnecting");
+                        nodes.lost(consume_link.node);
                         break;
                     }
                 }
@@ -255,10 +297,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
         metrics.consuming.set(0);
         if stopping {
-            for tag in &consumers.tags {
-                let _ = channel
-                    .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
-                    .await;
+            // Bounded: shutdown never waits for a broker that does not answer.
+            let cancelled = amqp::answered(async {
+                for tag in &consumers.tags {
+                    let _ = channel
+                        .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                        .await;
+                }
+            });
+            if cancelled.await.is_none() {
+                answering = false;
+                tracing::warn!("the broker did not answer the consumers' cancel within 10 s");
             }
             let grace = tokio::time::timeout(config.shutdown_grace, async {
                 while let Some(joined) = inflight.join_next().await {
@@ -280,8 +329,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         drop(waiting);
         while inflight.join_next().await.is_some() {}
         watcher.abort();
-        let _ = consume_conn.close(200, "executant stopping".into()).await;
-        publisher.close().await;
+        drop(prober);
+        // Both bounded by `amqp::OP_TIMEOUT`, at the same time. Waited for only at shutdown,
+        // and only when the broker answered the cancel; otherwise in the background: no
+        // reconnection waits for a node that may not answer (the publish connection may be
+        // frozen on it while the consume connection's loss was noticed).
+        let closing = close_session(consume_link.connection, publisher);
+        if stopping && answering {
+            closing.await;
+        } else {
+            tokio::spawn(closing);
+        }
         runner.remove_leftovers().await;
         if stopping {
             break;
@@ -322,6 +380,38 @@ impl Drop for AbortOnDrop {
 
 /// How often the connections are checked.
 const HEALTH_CHECK: Duration = Duration::from_secs(1);
+
+/// How often the consume connection is asked for a round trip ([`probe`]).
+const PROBE: Duration = Duration::from_secs(5);
+
+/// A round trip on the consume channel: a passive declaration of `todo` (declared when the
+/// session started). Its error is left to the health check (a closed channel); only its
+/// not being answered matters here.
+async fn probe(channel: &lapin::Channel) {
+    let passive = lapin::options::QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let _ = channel
+        .queue_declare(amqp::TODO_QUEUE.into(), passive, FieldTable::default())
+        .await;
+}
+
+/// Closes the connections of a session, each waiting at most [`amqp::OP_TIMEOUT`] for the
+/// broker's answer, at the same time.
+async fn close_session(consume: lapin::Connection, publisher: Arc<publisher::Publisher>) {
+    let consume = async move {
+        if amqp::answered(consume.close(200, "executant stopping".into()))
+            .await
+            .is_none()
+        {
+            tracing::warn!(
+                "the broker did not answer the consume connection's close within 10 s; dropping it"
+            );
+        }
+    };
+    tokio::join!(consume, publisher.close());
+}
 
 /// How many deliveries are handled at once: with container reuse, the prefetch in force (a
 /// worker lane batches the tasks handled together; containers are capped at `--concurrency`
@@ -367,8 +457,10 @@ fn return_expired(waiting: &mut waiting::Waiting<lapin::message::Delivery>) {
                 requeue: true,
                 ..Default::default()
             };
-            if let Err(e) = delivery.nack(requeue).await {
-                tracing::warn!(error = %e, "nack failed; the broker returns the task when the channel closes");
+            match amqp::answered(delivery.nack(requeue)).await {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => tracing::warn!(error = %e, "nack failed; the broker returns the task when the channel closes"),
+                None => tracing::warn!("the broker did not answer a nack within 10 s; it returns the task when the channel closes"),
             }
         });
     }
@@ -485,7 +577,11 @@ async fn open_session(
         metrics.clone(),
     ));
     publisher.ensure().await;
-    let consuming = start_consuming(config, &consume_link.connection, prefetch).await;
+    let consuming = amqp::bounded(
+        "start consuming",
+        start_consuming(config, &consume_link.connection, prefetch),
+    )
+    .await;
     match consuming {
         Ok((channel, consumer)) => {
             tracing::info!(url = %nodes.shown(consume_link.node), "consuming todo.high, todo and todo.low");
@@ -493,14 +589,23 @@ async fn open_session(
         }
         Err(e) => {
             tracing::warn!(error = %e, "starting the consumer failed; retrying");
-            if !consume_link.connection.status().connected() {
+            if !consume_link.connection.status().connected() || unanswered(&e) {
                 nodes.lost(consume_link.node);
             }
-            let _ = consume_link.connection.close(200, "retrying".into()).await;
+            let _ = amqp::answered(consume_link.connection.close(200, "retrying".into())).await;
             publisher.close().await;
             Err(e)
         }
     }
+}
+
+/// Whether `e` is a broker operation that was not answered in time ([`amqp::unanswered`]).
+fn unanswered(e: &amqp::BrokerError) -> bool {
+    matches!(
+        e,
+        amqp::BrokerError::Operation { source, .. }
+            if matches!(source.kind(), lapin::ErrorKind::IOError(io) if io.kind() == std::io::ErrorKind::TimedOut)
+    )
 }
 
 /// Declares the topology and starts consuming the three work queues on one channel, each

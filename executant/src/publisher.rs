@@ -93,8 +93,20 @@ impl Publisher {
                     .nodes
                     .connect_with_backoff(&self.connection_name, None)
                     .await?;
-                let channel = amqp::confirm_channel(&link.connection).await?;
-                Ok::<_, BrokerError>((link, channel))
+                // Bounded: the state stays locked meanwhile.
+                match amqp::bounded(
+                    "open the publish channel",
+                    amqp::confirm_channel(&link.connection),
+                )
+                .await
+                {
+                    Ok(channel) => Ok::<_, BrokerError>((link, channel)),
+                    Err(e) => {
+                        self.nodes.lost(link.node);
+                        close_in_background(link.connection);
+                        Err(e)
+                    }
+                }
             };
             match opened.await {
                 Ok((amqp::Link { connection, node }, channel)) => {
@@ -228,10 +240,18 @@ impl Publisher {
         .await
     }
 
-    /// Closes the connection (at shutdown or when its session ends).
+    /// Closes the connection (at shutdown or when its session ends), waiting at most
+    /// [`amqp::OP_TIMEOUT`] for the broker's answer (and for a reconnection in progress).
     pub(crate) async fn close(&self) {
-        if let Some((connection, _)) = self.state.lock().await.link.take() {
-            let _ = connection.close(200, "executant stopping".into()).await;
+        let closed = amqp::answered(async {
+            if let Some((connection, _)) = self.state.lock().await.link.take() {
+                let _ = connection.close(200, "executant stopping".into()).await;
+            }
+        });
+        if closed.await.is_none() {
+            tracing::warn!(
+                "the broker did not answer the publish connection's close within 10 s; dropping it"
+            );
         }
     }
 

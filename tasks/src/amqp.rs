@@ -144,6 +144,39 @@ pub fn op(op: &'static str) -> impl FnOnce(lapin::Error) -> BrokerError {
     move |source| BrokerError::Operation { op, source }
 }
 
+/// How long a broker operation (an ack, a nack, a channel, a declaration, a consume, a
+/// close) may stay unanswered before its connection is given up. lapin's futures can stay
+/// pending forever when a connection breaks at the wrong moment (or a node stops answering
+/// without closing it), and its heartbeat notices only after two missed intervals (120 s by
+/// default): every long-lived client bounds its broker operations with [`answered`] and
+/// reconnects (to the next node of a cluster) when one is not answered in time.
+pub const OP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `op`, or `None` when it did not complete within [`OP_TIMEOUT`] (the connection it runs
+/// on is then to be treated as lost).
+pub async fn answered<T>(op: impl std::future::Future<Output = T>) -> Option<T> {
+    tokio::time::timeout(OP_TIMEOUT, op).await.ok()
+}
+
+/// The error of a broker operation `op` that was not answered within [`OP_TIMEOUT`].
+pub fn unanswered(op: &'static str) -> BrokerError {
+    BrokerError::Operation {
+        op,
+        source: lapin::Error::from(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer within {OP_TIMEOUT:?}"),
+        )),
+    }
+}
+
+/// `op` bounded by [`OP_TIMEOUT`]: its own error, or [`unanswered`] when it took too long.
+pub async fn bounded<T>(
+    what: &'static str,
+    op: impl std::future::Future<Output = Result<T, BrokerError>>,
+) -> Result<T, BrokerError> {
+    answered(op).await.unwrap_or_else(|| Err(unanswered(what)))
+}
+
 /// Hides the user info (user and password, or a token standing alone as the user) of
 /// every URL in `url` (one URL, or several separated by commas), for messages, logs and
 /// records: `https://TOKEN@host/x` -> `https://***@host/x`, `git@host:x` -> `***@host:x`.

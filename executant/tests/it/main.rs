@@ -6,6 +6,7 @@ mod consumer_timeout;
 mod dashboard;
 mod defaults;
 mod engines;
+mod frozen;
 mod metrics;
 mod reconnect;
 mod retention;

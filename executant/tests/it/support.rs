@@ -75,9 +75,11 @@ pub async fn publish_tasks(project: &str, tasks: &[Task]) {
     publish_tasks_to(&amqp_url(), project, tasks).await
 }
 
-/// [`publish_tasks`] on the broker at `url`.
+/// [`publish_tasks`] on the broker at `url` (a list of nodes: the first is used, and the
+/// results queue is declared as an executant given the same list declares it).
 pub async fn publish_tasks_to(url: &str, project: &str, tasks: &[Task]) {
-    let conn = amqp::connect(url, "executant tests").await.unwrap();
+    let first = url.split(',').next().unwrap();
+    let conn = amqp::connect(first, "executant tests").await.unwrap();
     let channel = amqp::confirm_channel(&conn).await.unwrap();
     amqp::declare_todo(&channel).await.unwrap();
     amqp::declare_results(&channel, project, &amqp::Nodes::parse(url))
@@ -124,14 +126,16 @@ pub async fn collect_results(
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// [`collect_results`] on the broker at `url`; an error says how many results came.
+/// [`collect_results`] on the broker at `url` (a list of nodes, as for
+/// [`publish_tasks_to`]); an error says how many results came.
 pub async fn collect_results_from(
     url: &str,
     project: &str,
     count: u32,
     timeout: Duration,
 ) -> Result<(BTreeMap<u32, TaskResult>, usize), String> {
-    let conn = amqp::connect(url, "executant tests").await.unwrap();
+    let first = url.split(',').next().unwrap();
+    let conn = amqp::connect(first, "executant tests").await.unwrap();
     let channel = conn.create_channel().await.unwrap();
     let queue = amqp::declare_results(&channel, project, &amqp::Nodes::parse(url))
         .await
