@@ -295,8 +295,11 @@ impl Containers {
             let created = parse(inspect.created.as_deref());
             return created.is_some_and(|t| now - t > limit);
         }
-        let finished = parse(state.finished_at.as_deref());
-        finished.is_some_and(|t| now - t > ABANDONED_AFTER)
+        // A container created and not yet started has no finish time (Docker gives year 1):
+        // its executant is probably about to start it, so it counts from its creation.
+        let finished = parse(state.finished_at.as_deref()).filter(|t| t.year() > 1);
+        let since = finished.or_else(|| parse(inspect.created.as_deref()));
+        since.is_some_and(|t| now - t > ABANDONED_AFTER)
     }
 }
 
