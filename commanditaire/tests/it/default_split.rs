@@ -70,7 +70,12 @@ async fn the_default_split_follows_the_executants_on_todo() {
     let taken = consumers[0].next().await.unwrap().unwrap();
     assert!(taken.data.starts_with(b"{"));
 
+    // The stand-ins' channel closed, not their consumers dropped one by one: lapin takes the
+    // cancel-oks of dropped consumers for unexpected frames and closes the connection.
+    let _ = channel.close(200, "done".into()).await;
     drop(consumers);
+    let _ = conn.close(200, "done".into()).await;
+    let conn = amqp::connect(&url, "default split cleanup").await.unwrap();
     let cleanup = conn.create_channel().await.unwrap();
     for project in [first, second, third] {
         cleanup
