@@ -218,9 +218,9 @@ pub async fn close(connection: &lapin::Connection, why: &str) {
 }
 
 /// How many consumers `todo` has: the executants present, which the default split of an
-/// N-queens board is made for (`generate::default_depth`). None when `todo` does not exist
-/// yet. One connection attempt per node: a client that cannot reach the broker is told so
-/// by its publish, which waits for it.
+/// N-queens board is made for (`generate::default_depth`); `todo` is declared if missing.
+/// One connection attempt per node: a client that cannot reach the broker is told so by its
+/// publish, which waits for it.
 pub async fn todo_consumers(url: &str) -> Result<u32, BrokerError> {
     let link = Nodes::parse(url)
         .connect("commanditaire count executants")
@@ -232,6 +232,12 @@ pub async fn todo_consumers(url: &str) -> Result<u32, BrokerError> {
         .map_err(amqp::op("open channel"));
     let counted = match channel {
         Ok(channel) => {
+            // Declared first (as publishing would): a passive declare of a queue that does
+            // not exist yet closes the channel, and lapin logs that as an ERROR.
+            if let Err(e) = amqp::declare_todo(&channel).await {
+                close(&link.connection, "counted").await;
+                return Err(e);
+            }
             let declared = channel
                 .queue_declare(
                     amqp::TODO_QUEUE.into(),
