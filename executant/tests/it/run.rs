@@ -278,10 +278,14 @@ async fn task_containers_keep_no_log_and_have_ulimits_and_an_init() {
         exec(&["sh", "-c", &format!("{flood}; exit 3")]),
     ];
     let project = Project::from_specs(&id, specs).unwrap();
-    let config = test_config();
+    // A vhost of its own: another test's executant, with a prefetch sized to the work,
+    // could take both tasks and this one would never start a container (failed in CI).
+    let url = own_vhost("executant-tests-container-settings");
+    let mut config = test_config();
+    config.amqp_url = url.clone();
     let name = config.name.clone();
     let executant = InProcess::start(config);
-    publish_tasks(&id, &project.tasks).await;
+    publish_tasks_to(&url, &id, &project.tasks).await;
     // While the first task sleeps, the engine reports its log driver and keeps no log file.
     let inspected = tokio::time::timeout(Duration::from_secs(120), async {
         loop {
@@ -314,9 +318,11 @@ async fn task_containers_keep_no_log_and_have_ulimits_and_an_init() {
     .await
     .expect("no task container seen");
     assert_eq!(inspected, "none||true");
-    let (results, _) = collect_results(&id, 2, Duration::from_secs(120)).await;
+    let (results, _) = collect_results_from(&url, &id, 2, Duration::from_secs(120))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     executant.stop().await;
-    drop_results(&id).await;
+    drop_results_at(&url, &id).await;
 
     let out = outcome(&results[&0]).unwrap();
     let limit = |what: &str| -> Vec<String> {
@@ -370,18 +376,23 @@ async fn only_a_kill_from_outside_the_task_is_retried() {
         exec(&["sh", "-c", "sleep 4; echo survived"]),
     ];
     let project = Project::from_specs(&id, specs).unwrap();
+    // A vhost of its own: the third task must run on this executant, whose container is
+    // killed; another test's executant could take it.
+    let url = own_vhost("executant-tests-kill-retry");
     let mut config = test_config();
+    config.amqp_url = url.clone();
     config.concurrency = 1;
     let name = config.name.clone();
     let executant = InProcess::start(config);
-    publish_tasks(&id, &project.tasks[..2]).await;
-    let (first, _) = collect_results(&id, 2, Duration::from_secs(120)).await;
+    publish_tasks_to(&url, &id, &project.tasks[..2]).await;
+    let collect = |count| collect_results_from(&url, &id, count, Duration::from_secs(120));
+    let (first, _) = collect(2).await.unwrap_or_else(|e| panic!("{e}"));
     // The third task is killed through the engine once: it runs again and succeeds.
-    publish_tasks(&id, &project.tasks[2..]).await;
+    publish_tasks_to(&url, &id, &project.tasks[2..]).await;
     docker_kill_one(&name).await;
-    let (last, _) = collect_results(&id, 1, Duration::from_secs(120)).await;
+    let (last, _) = collect(1).await.unwrap_or_else(|e| panic!("{e}"));
     executant.stop().await;
-    drop_results(&id).await;
+    drop_results_at(&url, &id).await;
 
     for index in [0, 1] {
         let reason = outcome(&first[&index]).unwrap_err();
