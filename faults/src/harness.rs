@@ -83,8 +83,9 @@ impl Env {
             .args(["--name", name, "--concurrency", "2"])
             // A container per task, two at a time, as when the scenarios' timings were set
             // (faults after a fraction of the project); the defaults (reused workers, the
-            // prefetch sized to the work) finish a CI-size project in moments.
-            .args(["--reuse", "1", "--prefetch", "2"])
+            // prefetch sized to the work) finish a CI-size project in moments. A scenario's
+            // own `--reuse` or `--prefetch` replaces the pin (a flag given twice is refused).
+            .args(pinned(args))
             .args(args)
             .env("AMQP_URL", &self.amqp_url)
             .stdout(Stdio::null())
@@ -523,4 +524,14 @@ pub fn leftovers(env: &Env) -> usize {
         processes += String::from_utf8_lossy(&out.stdout).lines().count();
     }
     containers + processes
+}
+
+/// The executant flags the scenarios pin (`--reuse 1`, `--prefetch 2`) that `args` does not
+/// set itself.
+fn pinned(args: &[&str]) -> Vec<&'static str> {
+    [("--reuse", "1"), ("--prefetch", "2")]
+        .into_iter()
+        .filter(|(flag, _)| !args.contains(flag))
+        .flat_map(|(flag, value)| [flag, value])
+        .collect()
 }
