@@ -18,6 +18,10 @@ pub struct Env {
     pub client: PathBuf,
     /// The broker.
     pub amqp_url: String,
+    /// Executants run with their own defaults (reused worker containers, the prefetch sized
+    /// to the work, `--concurrency` = the cores) instead of the pin of [`pinned`]: set by
+    /// `FAULTS_DEFAULTS=1` or the binary's `--defaults`.
+    pub defaults: bool,
 }
 
 impl Env {
@@ -49,6 +53,15 @@ impl Env {
             client,
             amqp_url: std::env::var("AMQP_URL")
                 .unwrap_or_else(|_| tasks::amqp::DEFAULT_AMQP_URL.to_string()),
+            defaults: std::env::var("FAULTS_DEFAULTS").is_ok_and(|v| v == "1"),
+        }
+    }
+
+    /// This environment with the executants' defaults (`true`) or the pin (`false`).
+    pub fn with_defaults(&self, defaults: bool) -> Env {
+        Env {
+            defaults,
+            ..self.clone()
         }
     }
 
@@ -79,13 +92,16 @@ impl Env {
         if let Some(host) = docker_host {
             command.env("DOCKER_HOST", host);
         }
-        let child = command
-            .args(["--name", name, "--concurrency", "2"])
+        command.args(["--name", name]);
+        if !self.defaults {
             // A container per task, two at a time, as when the scenarios' timings were set
             // (faults after a fraction of the project); the defaults (reused workers, the
-            // prefetch sized to the work) finish a CI-size project in moments. A scenario's
-            // own `--reuse` or `--prefetch` replaces the pin (a flag given twice is refused).
-            .args(pinned(args))
+            // prefetch sized to the work) finish a CI-size project in moments, so they run
+            // a heavier board ([`crate::Size::for_defaults`]). A scenario's own `--reuse`
+            // or `--prefetch` replaces the pin (a flag given twice is refused).
+            command.args(["--concurrency", "2"]).args(pinned(args));
+        }
+        let child = command
             .args(args)
             .env("AMQP_URL", &self.amqp_url)
             .stdout(Stdio::null())
@@ -205,15 +221,26 @@ pub fn oeis(n: u8) -> u64 {
     tasks::nqueens::known_count(n).expect("N in the OEIS table")
 }
 
-/// The ids of the running task containers.
-pub fn task_containers() -> Vec<String> {
+/// The ids of the running task containers started by executants whose name begins with
+/// `owner` (a scenario's project id: its executants are named after it). Other executants
+/// on the same engine (another test, another user) are none of a scenario's business: it
+/// neither kills their containers nor counts them as its leftovers.
+pub fn task_containers(owner: &str) -> Vec<String> {
     let out = Command::new("docker")
-        .args(["ps", "-q", "--filter", "label=taskplatform.role=task"])
+        .args([
+            "ps",
+            "--filter",
+            "label=taskplatform.role=task",
+            "--format",
+            "{{.ID}}\t{{.Label \"taskplatform.executant\"}}",
+        ])
         .output()
         .expect("docker ps");
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .map(String::from)
+        .filter_map(|l| l.split_once('\t'))
+        .filter(|(_, executant)| executant.starts_with(owner))
+        .map(|(id, _)| id.to_string())
         .collect()
 }
 
@@ -429,6 +456,11 @@ pub struct Verdict {
     pub duplicated: usize,
     /// Failed tasks with their reasons.
     pub failed: Vec<(u64, String)>,
+    /// Tasks whose recorded outcome came from a later attempt than their first
+    /// (`provenance.attempt` > 1): a delivery or an attempt of theirs was spent by a fault.
+    pub charged: usize,
+    /// The highest `provenance.attempt` recorded (0 when none says).
+    pub max_attempt: u64,
 }
 
 /// Checks a project's record in the workspace: the result in `results`, every recorded
@@ -472,6 +504,7 @@ pub fn verify(workspace: &Path, project: &str, expected: Option<u64>) -> Verdict
         })
         .unwrap_or_default();
     let mut seen: HashMap<u64, usize> = HashMap::new();
+    let mut attempts: HashMap<u64, u64> = HashMap::new();
     let folder = workspace
         .join(layout::TRACKING)
         .join(layout::results_folder(project));
@@ -479,7 +512,11 @@ pub fn verify(workspace: &Path, project: &str, expected: Option<u64>) -> Verdict
         let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
         for line in text.lines() {
             let v: serde_json::Value = serde_json::from_str(line).expect("a recorded result");
-            *seen.entry(v["index"].as_u64().expect("index")).or_default() += 1;
+            let index = v["index"].as_u64().expect("index");
+            *seen.entry(index).or_default() += 1;
+            let attempt = v["provenance"]["attempt"].as_u64().unwrap_or(0);
+            let highest = attempts.entry(index).or_default();
+            *highest = (*highest).max(attempt);
         }
     }
     // A retry record (`resume --retry-failed`) gives each task it names one more outcome.
@@ -506,15 +543,20 @@ pub fn verify(workspace: &Path, project: &str, expected: Option<u64>) -> Verdict
         lost,
         duplicated,
         failed,
+        charged: attempts.values().filter(|&&a| a > 1).count(),
+        max_attempt: attempts.values().copied().max().unwrap_or(0),
     }
 }
 
-/// Counts what a scenario left behind: running task containers, and live processes of the
-/// platform's binaries started from this workspace's target folder.
-pub fn leftovers(env: &Env) -> usize {
+/// Counts what a scenario left behind: running task containers of its own executants (named
+/// after `owner`, [`task_containers`]), and live processes of the platform's binaries
+/// started from this workspace's target folder.
+pub fn leftovers(env: &Env, owner: &str) -> usize {
     // Executants remove their containers on the way out; give them a moment.
-    wait_until(Duration::from_secs(10), || task_containers().is_empty());
-    let containers = task_containers().len();
+    wait_until(Duration::from_secs(10), || {
+        task_containers(owner).is_empty()
+    });
+    let containers = task_containers(owner).len();
     let mut processes = 0;
     for bin in [&env.executant, &env.client] {
         let out = Command::new("pgrep")

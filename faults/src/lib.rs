@@ -5,7 +5,10 @@
 //! Each scenario returns a [`Row`]: tasks, faults injected, tasks lost, tasks counted twice,
 //! wall time, and whatever was left behind. The test (`tests/faults.rs`) runs a small size
 //! in CI; `cargo run --release -p faults -- --large` runs at least 2,000 tasks per scenario
-//! with at least 10 faults each.
+//! with at least 10 faults each. Both pin the executants to a container per task and a
+//! prefetch of 2 (the timings the scenarios were written for); `--defaults`
+//! (`FAULTS_DEFAULTS=1`) runs them with the executants' own defaults instead (reused worker
+//! containers, the prefetch sized to the work) on a heavier board ([`Size::ci_defaults`]).
 
 pub mod cluster;
 pub mod engines;
@@ -38,6 +41,30 @@ impl Size {
             depth: 4,
             faults: 3,
             bound: Duration::from_secs(600),
+        }
+    }
+
+    /// The CI size for executants with their defaults ([`harness::Env::defaults`]): 860
+    /// tasks (N = 16 at depth 3) of tens of milliseconds each, about 20 s of work on two
+    /// cores. With reused workers and the prefetch sized to the work, N = 10 at depth 4
+    /// finishes in moments (a few milliseconds of work in all): faults would land on an
+    /// idle platform. Here each worker lane holds several tasks and the prefetch grows to
+    /// tens of deliveries, so a kill finds them in flight.
+    pub fn ci_defaults() -> Size {
+        Size {
+            n: 16,
+            depth: 3,
+            ..Size::ci()
+        }
+    }
+
+    /// The large size with the executants' defaults: N = 17 at depth 3 (about 1,000
+    /// tasks, ten times the work of [`Size::ci_defaults`]), 10 faults per scenario.
+    pub fn large_defaults() -> Size {
+        Size {
+            n: 17,
+            depth: 3,
+            ..Size::large()
         }
     }
 

@@ -96,6 +96,9 @@ struct Run<'e> {
     others: Vec<Proc>,
     client: Proc,
     problems: Vec<String>,
+    /// The most tasks the scenario's faults may charge an attempt (tasks recorded with
+    /// `provenance.attempt` > 1); `None`: not checked.
+    charge_limit: Option<usize>,
 }
 
 impl<'e> Run<'e> {
@@ -168,6 +171,7 @@ impl<'e> Run<'e> {
             others: Vec::new(),
             client: Proc::none(),
             problems: Vec::new(),
+            charge_limit: None,
         }
     }
 
@@ -215,6 +219,18 @@ impl<'e> Run<'e> {
             harness::git_log(&tracking)
                 .iter()
                 .any(|l| l.contains("tasks published"))
+        });
+    }
+
+    /// Waits until the project's first results are recorded (at most two minutes): with the executants' defaults, a fault then finds worker
+    /// lanes busy and the prefetch grown, not containers still starting. Nothing to wait
+    /// for with the pin, whose timings the scenarios were written for.
+    fn wait_working(&self) {
+        if !self.env.defaults {
+            return;
+        }
+        harness::wait_until(Duration::from_secs(120), || {
+            harness::progress(&self.ws, &self.id).is_some_and(|(done, _)| done > 0)
         });
     }
 
@@ -292,6 +308,15 @@ impl<'e> Run<'e> {
             }
         }
         let verdict = harness::verify(&self.ws, &self.id, Some(harness::oeis(self.size.n)));
+        if let Some(limit) = self.charge_limit {
+            if verdict.charged > limit {
+                problems.push(format!(
+                    "{} tasks were charged an attempt, more than the {limit} the faults \
+                     may charge",
+                    verdict.charged
+                ));
+            }
+        }
         if !verdict.failed.is_empty() {
             problems.push(format!(
                 "{} tasks failed: {:?}",
@@ -308,8 +333,11 @@ impl<'e> Run<'e> {
             dups_ignored: json["duplicate_results"].as_u64().unwrap_or(0) as usize,
             hung,
             wall: self.start.elapsed(),
-            leftovers: harness::leftovers(self.env),
-            note: format!("{note}; solutions {}", json["solutions"]),
+            leftovers: harness::leftovers(self.env, &self.id),
+            note: format!(
+                "{note}; {} tasks charged an attempt (highest attempt {}); solutions {}",
+                verdict.charged, verdict.max_attempt, json["solutions"]
+            ),
             problems,
         }
     }
