@@ -270,6 +270,14 @@ async fn lane(
         if backlog.is_empty() {
             continue;
         }
+        // A container killed (or gone) while it waited for work: replaced before any of
+        // these tasks is sent to it, so that none of them is charged an attempt for it.
+        if session.as_mut().is_some_and(|s| s.served > 0 && s.ended()) {
+            if let Some(dead) = session.take() {
+                tracing::info!(container = %dead.id, "a worker container ended while idle; replacing it");
+                c.discard(&dead.id).await;
+            }
+        }
         if session.as_ref().is_some_and(|s| s.served >= reuse) {
             if let Some(old) = session.take() {
                 while removals.try_join_next().is_some() {}
@@ -313,9 +321,20 @@ async fn lane(
             }));
         }
         if let Err(e) = s.send(batch.iter().map(|job| &job.task)).await {
-            let reason = e.to_string();
-            for job in batch {
-                answer(job, Err(RunError::Lost(reason.clone())));
+            // No task of the batch reached a worker. A container that had served tasks
+            // died while it waited (the check above missed it by a moment): none of them
+            // is charged, they go to a new one. A container that takes no input from the
+            // start: the first carries the error (as when a container cannot start), so
+            // a broken engine or image cannot keep the lane going round.
+            let fresh = s.served == 0;
+            let mut jobs = batch.into_iter();
+            if fresh {
+                if let Some(job) = jobs.next() {
+                    answer(job, Err(RunError::Lost(e.to_string())));
+                }
+            }
+            for job in jobs.rev() {
+                backlog.push_front(job);
             }
             if let Some(dead) = session.take() {
                 c.discard(&dead.id).await;

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use bollard::container::{AttachContainerResults, LogOutput};
-use futures_util::{Stream, StreamExt};
+use futures_util::{FutureExt, Stream, StreamExt};
 use tasks::{Task, TaskResult};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
@@ -71,6 +71,26 @@ impl Session {
             .map_err(|e| RunError::Lost(format!("writing tasks to the worker: {e}")))?;
         let _ = self.input.flush().await;
         Ok(())
+    }
+
+    /// Whether the worker's output has already ended (the container exited, or was killed
+    /// while it waited for work), found without waiting: what it wrote meanwhile is kept
+    /// for the next answers. A lane asks before it sends a batch to a container that has
+    /// been waiting, so that tasks never sent to a live worker are not charged its death.
+    pub(crate) fn ended(&mut self) -> bool {
+        loop {
+            match self.output.next().now_or_never() {
+                None => return false,
+                Some(None) | Some(Some(Err(_))) => return true,
+                Some(Some(Ok(LogOutput::StdOut { message }))) => {
+                    self.buffer.extend_from_slice(&message)
+                }
+                Some(Some(Ok(LogOutput::StdErr { message }))) => {
+                    keep_tail(&mut self.stderr, &message)
+                }
+                Some(Some(Ok(_))) => {}
+            }
+        }
     }
 
     /// Waits (at most `timeout`) for the worker's answer to `task`, the next one it owes.

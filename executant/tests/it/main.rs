@@ -7,6 +7,7 @@ mod dashboard;
 mod defaults;
 mod engines;
 mod frozen;
+mod lanes;
 mod metrics;
 mod reconnect;
 mod retention;
