@@ -550,7 +550,9 @@ pub fn verify(workspace: &Path, project: &str, expected: Option<u64>) -> Verdict
 
 /// Counts what a scenario left behind: running task containers of its own executants (named
 /// after `owner`, [`task_containers`]), and live processes of the platform's binaries
-/// started from this workspace's target folder.
+/// started from this workspace's target folder whose command line names `owner` (its
+/// executants' `--name`, its clients' project id): a test running beside the suite from the
+/// same target folder is not the scenario's leftover.
 pub fn leftovers(env: &Env, owner: &str) -> usize {
     // Executants remove their containers on the way out; give them a moment.
     wait_until(Duration::from_secs(10), || {
@@ -560,10 +562,13 @@ pub fn leftovers(env: &Env, owner: &str) -> usize {
     let mut processes = 0;
     for bin in [&env.executant, &env.client] {
         let out = Command::new("pgrep")
-            .args(["-f", &bin.display().to_string()])
+            .args(["-af", &bin.display().to_string()])
             .output()
             .expect("pgrep");
-        processes += String::from_utf8_lossy(&out.stdout).lines().count();
+        processes += String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains(owner))
+            .count();
     }
     containers + processes
 }
