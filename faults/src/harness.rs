@@ -97,7 +97,7 @@ impl Env {
             // A container per task, two at a time, as when the scenarios' timings were set
             // (faults after a fraction of the project); the defaults (reused workers, the
             // prefetch sized to the work) finish a CI-size project in moments, so they run
-            // a heavier board ([`crate::Size::for_defaults`]). A scenario's own `--reuse`
+            // a heavier board ([`crate::Size::ci_defaults`]). A scenario's own `--reuse`
             // or `--prefetch` replaces the pin (a flag given twice is refused).
             command.args(["--concurrency", "2"]).args(pinned(args));
         }
