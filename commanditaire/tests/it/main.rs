@@ -11,6 +11,7 @@ mod progress_json;
 mod provenance;
 mod remote;
 mod replicas;
+mod replicas_killed;
 mod support;
 mod trace;
 mod tracking;
