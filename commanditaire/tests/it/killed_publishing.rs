@@ -35,7 +35,12 @@ fn kill_at(url: &str, ws: &Path, step: &str, board: (u8, u8), id: &str, extra: &
     let mut child = client(ws)
         .env("AMQP_URL", url)
         .env(failpoint::FAILPOINT_ENV, step)
-        .args(["nqueens", &board.0.to_string(), "--depth", &board.1.to_string()])
+        .args([
+            "nqueens",
+            &board.0.to_string(),
+            "--depth",
+            &board.1.to_string(),
+        ])
         .args(["--id", id])
         .args(extra)
         .stdout(Stdio::null())
@@ -116,7 +121,14 @@ fn killed_before_its_first_window_the_client_resumes_exact() {
     let _executant = Executant::start_on(&url, 4, |_| {});
     let ws = tempfile::tempdir().unwrap();
     let id = unique("killed-first");
-    kill_at(&url, ws.path(), failpoint::BEFORE_FIRST_WINDOW, (8, 3), &id, &[]);
+    kill_at(
+        &url,
+        ws.path(),
+        failpoint::BEFORE_FIRST_WINDOW,
+        (8, 3),
+        &id,
+        &[],
+    );
     resume_exact(&url, ws.path(), &id, 8);
 }
 
@@ -140,11 +152,25 @@ fn killed_between_its_last_window_and_the_published_marker_the_client_resumes_ex
     // executant holds tasks and results.P holds results when the client dies.
     let id = unique("killed-last-window");
     let windowed = ["--max-in-flight", "32"];
-    kill_at(&url, ws.path(), failpoint::BEFORE_PUBLISHED_MARKER, (9, 4), &id, &windowed);
+    kill_at(
+        &url,
+        ws.path(),
+        failpoint::BEFORE_PUBLISHED_MARKER,
+        (9, 4),
+        &id,
+        &windowed,
+    );
     resume_exact(&url, ws.path(), &id, 9);
     // Every task at once (no window): the same step in the other publishing path.
     let id = unique("killed-all-published");
     let all = ["--max-in-flight", "0"];
-    kill_at(&url, ws.path(), failpoint::BEFORE_PUBLISHED_MARKER, (8, 4), &id, &all);
+    kill_at(
+        &url,
+        ws.path(),
+        failpoint::BEFORE_PUBLISHED_MARKER,
+        (8, 4),
+        &id,
+        &all,
+    );
     resume_exact(&url, ws.path(), &id, 8);
 }

@@ -49,8 +49,18 @@ fn finish(mut child: std::process::Child, id: &str) -> (i32, serde_json::Value, 
     let mut out = String::new();
     let mut err = String::new();
     use std::io::Read;
-    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     let json = serde_json::from_str(out.trim()).unwrap_or(serde_json::Value::Null);
     assert!(
         started.elapsed() <= PROJECT_TIMEOUT,
@@ -105,7 +115,16 @@ fn an_executant_killed_mid_vote_leaves_no_vote_waiting() {
     let child = start_client(
         &url,
         ws.path(),
-        &["nqueens", &N.to_string(), "--depth", DEPTH, "--replicas", "2", "--id", id],
+        &[
+            "nqueens",
+            &N.to_string(),
+            "--depth",
+            DEPTH,
+            "--replicas",
+            "2",
+            "--id",
+            id,
+        ],
     );
     // A quarter of the tasks decided: the third executant has voted on others, which wait
     // for their second vote, and holds runs of its own.
@@ -131,7 +150,16 @@ fn a_replicated_project_resumes_exact_after_its_client_is_killed() {
     let mut child = start_client(
         &url,
         ws.path(),
-        &["nqueens", &N.to_string(), "--depth", DEPTH, "--replicas", "2", "--id", id],
+        &[
+            "nqueens",
+            &N.to_string(),
+            "--depth",
+            DEPTH,
+            "--replicas",
+            "2",
+            "--id",
+            id,
+        ],
     );
     // Killed with a quarter decided: runs in todo, runs answered and not committed, tasks
     // with one vote recorded and their next run published (or not yet).
