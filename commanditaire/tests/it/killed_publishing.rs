@@ -19,7 +19,7 @@ const VHOST: &str = "commanditaire-killed-publishing";
 const REACH_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// Whether `path` exists in the repository at HEAD.
-fn at_head(repo: &Path, path: &str) -> bool {
+pub(crate) fn at_head(repo: &Path, path: &str) -> bool {
     let Ok(repo) = git2::Repository::open(repo) else {
         return false;
     };

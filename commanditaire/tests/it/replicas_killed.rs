@@ -145,33 +145,49 @@ fn a_replicated_project_resumes_exact_after_its_client_is_killed() {
     let logs = tempfile::tempdir().unwrap();
     let _procs = executants(&url, logs.path(), &format!("resume-{}", std::process::id()));
     let ws = tempfile::tempdir().unwrap();
-    let id = "replicas-client-killed";
-    let started = Instant::now();
-    let mut child = start_client(
-        &url,
-        ws.path(),
-        &[
-            "nqueens",
-            &N.to_string(),
-            "--depth",
-            DEPTH,
-            "--replicas",
-            "2",
-            "--id",
-            id,
-        ],
-    );
-    // Killed with a quarter decided: runs in todo, runs answered and not committed, tasks
-    // with one vote recorded and their next run published (or not yet).
-    wait_done(ws.path(), id, 11);
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let killed = started.elapsed();
-    let child = start_client(&url, ws.path(), &["resume", id]);
-    let (code, json, stderr) = finish(child, id);
-    eprintln!(
-        "{id}: client killed at {killed:?}, resumed and finished at {:?}: {json}",
-        started.elapsed()
-    );
-    assert_settled(ws.path(), id, code, &json, &stderr);
+    // Every task published at once (the `published` marker committed before the kill), and
+    // a window of 8 (killed before the marker: `resume` publishes the rest).
+    for (id, window) in [
+        ("replicas-client-killed", "2000"),
+        ("replicas-client-killed-windowed", "8"),
+    ] {
+        let started = Instant::now();
+        let n = N.to_string();
+        let mut child = start_client(
+            &url,
+            ws.path(),
+            &[
+                "--max-in-flight",
+                window,
+                "nqueens",
+                &n,
+                "--depth",
+                DEPTH,
+                "--replicas",
+                "2",
+                "--id",
+                id,
+            ],
+        );
+        // Killed with a quarter decided: runs in todo, runs answered and not committed,
+        // tasks with one vote recorded and their next run published (or not yet).
+        wait_done(ws.path(), id, 11);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let killed = started.elapsed();
+        let marker = tasks::layout::published_marker(id);
+        let marked = crate::killed_publishing::at_head(&ws.path().join("tracking"), &marker);
+        assert_eq!(
+            marked,
+            window == "2000",
+            "{id}: the kill was not where meant"
+        );
+        let child = start_client(&url, ws.path(), &["resume", id]);
+        let (code, json, stderr) = finish(child, id);
+        eprintln!(
+            "{id}: client killed at {killed:?} (published marker: {marked}), resumed and finished at {:?}: {json}",
+            started.elapsed()
+        );
+        assert_settled(ws.path(), id, code, &json, &stderr);
+    }
 }
