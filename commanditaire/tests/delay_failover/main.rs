@@ -93,6 +93,37 @@ fn queue_column(k: usize, queue: &str, column: &str) -> Option<String> {
         })
 }
 
+/// The messages of `queue` (a passive declaration on a connection of its own to `url`, at
+/// most 10 s); `None` when the node does not answer.
+fn depth(url: &str, queue: &str) -> Option<usize> {
+    use lapin::options::QueueDeclareOptions;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    runtime.block_on(async {
+        let counted = tokio::time::timeout(Duration::from_secs(10), async {
+            let conn = tasks::amqp::connect(url, "delay failover test")
+                .await
+                .ok()?;
+            let channel = conn.create_channel().await.ok()?;
+            let declared = channel
+                .queue_declare(
+                    queue.into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..QueueDeclareOptions::default()
+                    },
+                    lapin::types::FieldTable::default(),
+                )
+                .await;
+            let _ = conn.close(200, "counted".into()).await;
+            declared.ok().map(|q| q.message_count() as usize)
+        });
+        counted.await.ok().flatten()
+    })
+}
+
 #[test]
 fn tasks_waiting_in_a_delay_queue_survive_the_loss_of_its_leader() {
     let cluster = Cluster::start(PLACE, 3);
@@ -134,9 +165,12 @@ fn tasks_waiting_in_a_delay_queue_survive_the_loss_of_its_leader() {
         .tasks
         .len();
 
-    // The copies waiting in the delay queue, as node `k` counts them (`None`: no answer).
-    let waiting =
-        |k: usize| queue_column(k, &delay_queue, "messages").and_then(|m| m.parse::<usize>().ok());
+    // The copies waiting in the delay queue, asked of node `k` over AMQP (a passive
+    // declaration, which the queue's leader answers; `None`: no answer). Not rabbitmqctl's
+    // `messages`: its counters of a quorum queue read 0 for a while after a new leader is
+    // elected.
+    let node_urls: Vec<String> = urls.split(',').map(str::to_string).collect();
+    let waiting = |k: usize| depth(&node_urls[k - 1], &delay_queue);
     support::wait_for(
         "every task in the delay queue",
         Duration::from_secs(120),
@@ -153,6 +187,12 @@ fn tasks_waiting_in_a_delay_queue_survive_the_loss_of_its_leader() {
         "{delay_queue} is not a quorum queue"
     );
     let members = queue_column(1, &delay_queue, "members").unwrap_or_default();
+    for k in 1..=3 {
+        assert!(
+            members.contains(&format!("{}-{k}@", PLACE.name)),
+            "{delay_queue} has no member on node {k}: {members}"
+        );
+    }
     let leader = cluster
         .leader(&delay_queue, 1)
         .expect("the delay queue has a leader");
@@ -173,7 +213,7 @@ fn tasks_waiting_in_a_delay_queue_survive_the_loss_of_its_leader() {
         Some(tasks),
         "the copies are not all in {delay_queue} under its new leader"
     );
-    // When the copies left the delay queue (they are due back 30 s after they entered it).
+    // When the copies left the delay queue (due back [`WAIT`] after they entered it).
     let mut left = None;
     while killed.elapsed() < AFTER_KILL {
         if waiting(other) == Some(0) {
