@@ -6,4 +6,6 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+# `test = false` also keeps the target out of `clippy --all-targets`: linted here.
+cargo clippy -p commanditaire --all-features --test delay_failover -- -D warnings
 cargo test -p commanditaire --all-features --test delay_failover -- --nocapture "$@"
