@@ -7,6 +7,7 @@ use tasks::amqp::{self, BrokerError, Nodes};
 use tasks::trace::{SpanId, TraceId};
 use tasks::Priority;
 
+use crate::failpoint;
 use crate::tracking::Tracker;
 
 /// How long the client waits for a broker before giving up with an error.
@@ -59,6 +60,7 @@ pub async fn publish_missing(url: &str, tracker: &mut Tracker) -> Result<usize, 
     let id = &tracker.project().id;
     let trace = crate::trace::project_trace(tracker.workspace(), id);
     let priority = crate::priority::project_priority(tracker.workspace(), id);
+    failpoint::reached(failpoint::BEFORE_FIRST_WINDOW);
     let count = if tracker.done() == 0 {
         // A fresh project: its tasks as they are, not a copy of a million of them.
         let all = &tracker.project().tasks;
@@ -70,6 +72,7 @@ pub async fn publish_missing(url: &str, tracker: &mut Tracker) -> Result<usize, 
         todo.len()
     };
     if !tracker.published() {
+        failpoint::reached(failpoint::BEFORE_PUBLISHED_MARKER);
         tracker.mark_published()?;
     }
     Ok(count)
@@ -181,7 +184,10 @@ async fn publish_windows(
     amqp::declare_results(&channel, project, nodes)
         .await
         .map_err(WindowError::Broker)?;
-    for window in tasks.chunks(amqp::PUBLISH_WINDOW) {
+    for (k, window) in tasks.chunks(amqp::PUBLISH_WINDOW).enumerate() {
+        if k == 1 {
+            failpoint::reached(failpoint::MID_WINDOW);
+        }
         match tokio::time::timeout(
             WINDOW_CONFIRM_TIMEOUT,
             amqp::publish_traced_tasks_to(&channel, queue, window, Some(trace)),

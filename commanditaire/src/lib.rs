@@ -3,6 +3,7 @@
 
 pub mod broker;
 pub mod cancel;
+pub mod failpoint;
 pub mod follow;
 pub mod generate;
 pub mod github;

@@ -13,6 +13,7 @@ use std::collections::VecDeque;
 use tasks::amqp::Nodes;
 
 use crate::broker::{self, FollowError, Watcher};
+use crate::failpoint;
 use crate::tracking::Tracker;
 
 /// The default bound on a project's tasks in flight: deep enough that executants never
@@ -108,8 +109,10 @@ pub async fn publish_first(
     let id = tracker.project().id.clone();
     let trace = crate::trace::project_trace(tracker.workspace(), &id);
     let priority = crate::priority::project_priority(tracker.workspace(), &id);
+    failpoint::reached(failpoint::BEFORE_FIRST_WINDOW);
     broker::publish(url, &id, &trace, priority, &batch).await?;
     if window.all_published() {
+        failpoint::reached(failpoint::BEFORE_PUBLISHED_MARKER);
         tracker.mark_published()?;
         return Ok((batch.len(), None));
     }
@@ -140,6 +143,7 @@ pub async fn top_up(
         }
     }
     if window.all_published() && !tracker.published() {
+        failpoint::reached(failpoint::BEFORE_PUBLISHED_MARKER);
         if let Err(e) = tracker.mark_published() {
             watcher.warn(&format!(
                 "cannot record that every task was published yet ({e}); will retry"

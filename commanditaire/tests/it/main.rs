@@ -4,12 +4,14 @@
 mod cancel;
 mod default_split;
 mod growth;
+mod killed_publishing;
 mod platform;
 mod priorities;
 mod progress_json;
 mod provenance;
 mod remote;
 mod replicas;
+mod replicas_killed;
 mod support;
 mod trace;
 mod tracking;
