@@ -1,10 +1,14 @@
 //! What the integration tests and benches of every crate share about the real broker
 //! (feature `test-support`, for dev-dependencies only): its URL, its vhost, vhosts of a
-//! test's own.
+//! test's own, a project's results queue consumed as the client consumes it.
 
 use std::process::{Command, Stdio};
 
-use crate::amqp::DEFAULT_AMQP_URL;
+use lapin::options::BasicConsumeOptions;
+use lapin::types::FieldTable;
+use lapin::{Channel, Consumer};
+
+use crate::amqp::{self, DEFAULT_AMQP_URL};
 
 /// The broker the tests use (`AMQP_URL` or the default).
 pub fn amqp_url() -> String {
@@ -69,6 +73,25 @@ pub fn vhost_of(url: &str) -> String {
         }
     }
     String::from_utf8(out).expect("a UTF-8 vhost")
+}
+
+/// Declares `project`'s results queue as an executant given `url` (one node URL or a
+/// cluster's, comma-separated) declares it, and consumes it on `channel`: the queue's name
+/// and the consumer.
+pub async fn consume_results(channel: &Channel, url: &str, project: &str) -> (String, Consumer) {
+    let queue = amqp::declare_results(channel, project, &amqp::Nodes::parse(url))
+        .await
+        .unwrap();
+    let consumer = channel
+        .basic_consume(
+            queue.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    (queue, consumer)
 }
 
 #[cfg(test)]

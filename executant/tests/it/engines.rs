@@ -10,8 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions};
-use lapin::types::FieldTable;
+use lapin::options::BasicAckOptions;
 use tasks::{amqp, Reassembly, TaskResult};
 
 use crate::support::*;
@@ -165,18 +164,7 @@ async fn an_engine_killed_mid_project_costs_a_redelivery_and_the_count_stays_exa
 
     let conn = amqp::connect(&amqp_url(), "executant tests").await.unwrap();
     let channel = conn.create_channel().await.unwrap();
-    let queue = amqp::declare_results(&channel, &id, &amqp::Nodes::parse(&amqp_url()))
-        .await
-        .unwrap();
-    let mut consumer = channel
-        .basic_consume(
-            queue.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let (_, mut consumer) = consume_results(&channel, &amqp_url(), &id).await;
     let started = Instant::now();
     let mut results: BTreeMap<u32, TaskResult> = BTreeMap::new();
     let mut duplicates = 0;

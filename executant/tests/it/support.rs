@@ -4,12 +4,11 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions};
-use lapin::types::FieldTable;
+use lapin::options::BasicAckOptions;
 use tasks::amqp;
 use tasks::{Task, TaskResult};
 
-pub use tasks::test_support::{amqp_url, own_vhost, vhost};
+pub use tasks::test_support::{amqp_url, consume_results, own_vhost, vhost};
 
 /// A project id no other test uses.
 pub fn unique_project(prefix: &str) -> String {
@@ -134,18 +133,7 @@ pub async fn collect_results_from(
     let first = url.split(',').next().unwrap();
     let conn = amqp::connect(first, "executant tests").await.unwrap();
     let channel = conn.create_channel().await.unwrap();
-    let queue = amqp::declare_results(&channel, project, &amqp::Nodes::parse(url))
-        .await
-        .unwrap();
-    let mut consumer = channel
-        .basic_consume(
-            queue.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let (_, mut consumer) = consume_results(&channel, url, project).await;
     let mut results = BTreeMap::new();
     let mut duplicates = 0;
     let deadline = Instant::now() + timeout;
