@@ -4,11 +4,12 @@
 
 use std::process::{Command, Stdio};
 
-use lapin::options::BasicConsumeOptions;
+use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Consumer};
 
 use crate::amqp::{self, DEFAULT_AMQP_URL};
+use crate::model::{ExecSpec, Project, TaskSpec};
 
 /// The broker the tests use (`AMQP_URL` or the default).
 pub fn amqp_url() -> String {
@@ -92,6 +93,36 @@ pub async fn consume_results(channel: &Channel, url: &str, project: &str) -> (St
         .await
         .unwrap();
     (queue, consumer)
+}
+
+/// Whether the broker at `url` has queue `name` (a passive declaration).
+pub async fn queue_exists(url: &str, name: &str) -> bool {
+    let conn = amqp::connect(url, "test").await.unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let found = channel
+        .queue_declare(name.into(), passive, FieldTable::default())
+        .await
+        .is_ok();
+    let _ = conn.close(200, "".into()).await;
+    found
+}
+
+/// Project `id` of `n` tasks, task `i` an `echo task i` in `debian:bookworm-slim`.
+pub fn echo_project(id: &str, n: usize) -> Project {
+    let specs = (0..n)
+        .map(|i| {
+            TaskSpec::Exec(ExecSpec {
+                image: "debian:bookworm-slim".into(),
+                command: vec!["echo".into(), format!("task {i}")],
+                script: None,
+            })
+        })
+        .collect();
+    Project::from_specs(id, specs).unwrap()
 }
 
 #[cfg(test)]
