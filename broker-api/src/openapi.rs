@@ -31,7 +31,7 @@ use crate::routes::{cancel, health, messages, projects, queues};
         projects::one,
         cancel::cancel,
     ),
-    components(schemas(crate::error::ErrorBody, crate::auth::Scope, cancel::CancelledView)),
+    components(schemas(crate::error::ErrorBody, crate::auth::Scope, commanditaire::cancel::Cancelled)),
     modifiers(&Bearer),
     tags(
         (name = "queues", description = "Queues and their depth"),

@@ -50,6 +50,8 @@ pub enum CancelError {
 
 /// What `tracking/P/cancelled.json` holds, and what `cancel` reports.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
+// broker-api's document has named it `CancelledView` since it answered with a copy of it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = CancelledView))]
 pub struct Cancelled {
     /// The project.
     pub project: String,
@@ -65,7 +67,7 @@ pub struct Cancelled {
     pub not_run: u32,
     /// Executants that answered (each stopped the project's containers).
     pub executants: usize,
-    /// Executants consuming `todo` when it was sent.
+    /// Executants consuming `todo` when the cancellation was sent.
     pub executants_expected: u32,
     /// Containers of the project the executants stopped.
     pub containers_stopped: usize,

@@ -374,13 +374,15 @@ pub fn sample(tasks: usize, k: usize, seed: u64) -> Vec<u32> {
 }
 
 /// Runs `indexes` of the project again through the platform (each asking for another
-/// executant than its counted outcome's) and returns each one's first new outcome. The
-/// results queue is consumed exclusively and every message acked at once: nothing is
-/// recorded. Waits up to the longest task timeout plus two minutes.
+/// executant than its counted outcome's), on the work queue of the project's `priority`,
+/// and returns each one's first new outcome. The results queue is consumed exclusively and
+/// every message acked at once: nothing is recorded. Waits up to the longest task timeout
+/// plus two minutes.
 pub async fn rerun(
     url: &str,
     history: &History,
     indexes: &[u32],
+    priority: tasks::Priority,
 ) -> Result<BTreeMap<u32, TaskResult>, VerifyError> {
     use futures_util::StreamExt;
     use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueDeleteOptions};
@@ -424,8 +426,8 @@ pub async fn rerun(
             Some(name) => amqp::task_properties_avoiding(task, name),
             None => amqp::task_properties(task),
         };
-        amqp::publish_with_properties(&channel, "", amqp::TODO_QUEUE, &task.to_json(), props)
-            .await?;
+        let queue = amqp::todo_queue(priority);
+        amqp::publish_with_properties(&channel, "", queue, &task.to_json(), props).await?;
         let timeout = task
             .timeout_secs
             .map_or(crate::follow::ASSUMED_TASK_TIMEOUT, Duration::from_secs);
@@ -485,7 +487,8 @@ pub async fn verify(
     let indexes = sample(history.project().tasks.len(), sample_size, seed);
     let mut reruns = Vec::new();
     if !indexes.is_empty() {
-        let again = rerun(url, &history, &indexes).await?;
+        let priority = crate::priority::project_priority(&ws, id);
+        let again = rerun(url, &history, &indexes, priority).await?;
         for index in indexes {
             let first = history.counted.get(&index);
             let new = &again[&index];

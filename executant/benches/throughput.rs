@@ -13,6 +13,7 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use tasks::amqp::{self, Message};
+use tasks::test_support::{amqp_url, consume_results};
 use tasks::Task;
 
 fn env_or(name: &str, default: usize) -> usize {
@@ -20,10 +21,6 @@ fn env_or(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn amqp_url() -> String {
-    std::env::var("AMQP_URL").unwrap_or_else(|_| amqp::DEFAULT_AMQP_URL.to_string())
 }
 
 fn main() {
@@ -160,23 +157,12 @@ async fn run_tasks(concurrency: u16, reuse: u32, count: usize) -> f64 {
     let conn = amqp::connect(&amqp_url(), "bench client").await.unwrap();
     let publisher = amqp::confirm_channel(&conn).await.unwrap();
     amqp::declare_todo(&publisher).await.unwrap();
-    let queue = amqp::declare_results(&publisher, &project, &amqp::Nodes::parse(&amqp_url()))
-        .await
-        .unwrap();
     let consumer_channel = conn.create_channel().await.unwrap();
     consumer_channel
         .basic_qos(1000, BasicQosOptions::default())
         .await
         .unwrap();
-    let mut consumer = consumer_channel
-        .basic_consume(
-            queue.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let (queue, mut consumer) = consume_results(&consumer_channel, &amqp_url(), &project).await;
     let start = Instant::now();
     let publish = async {
         amqp::publish_tasks(&publisher, &tasks).await.unwrap();

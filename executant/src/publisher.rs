@@ -7,6 +7,7 @@
 //! (nack, unroutable, an access or argument error), or the delivery's deadline, ends the
 //! retries.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +48,14 @@ struct State {
     link: Option<(Connection, Channel)>,
     /// The broker node of `link`.
     node: usize,
+}
+
+/// Where a publish goes: an exchange, or the delay queue of a wait (declared on each attempt's
+/// channel first).
+#[derive(Clone, Copy)]
+enum Route<'a> {
+    Exchange(&'a str),
+    Delay(Duration),
 }
 
 /// How long to wait before trying again when the broker is reachable but a publish failed.
@@ -181,12 +190,9 @@ impl Publisher {
         props: lapin::BasicProperties,
         deadline: Instant,
     ) -> Result<(), PublishError> {
-        let props = &props;
-        self.retry(deadline, "publish", |channel| async move {
-            amqp::publish_with_properties(&channel, exchange, routing_key, body, props.clone())
-                .await
-        })
-        .await
+        let to = Route::Exchange(exchange);
+        self.publish_routed("publish", to, routing_key, body, props, deadline)
+            .await
     }
 
     /// Publishes `body` with exactly `props` (a copy of a delivery: the same id and headers),
@@ -199,12 +205,9 @@ impl Publisher {
         props: lapin::BasicProperties,
         deadline: Instant,
     ) -> Result<(), PublishError> {
-        let props = &props;
-        self.retry(deadline, "publish a copy", |channel| async move {
-            amqp::publish_with_properties(&channel, exchange, routing_key, body, props.clone())
-                .await
-        })
-        .await
+        let to = Route::Exchange(exchange);
+        self.publish_routed("publish a copy", to, routing_key, body, props, deadline)
+            .await
     }
 
     /// Publishes the delayed copy of a task (`props`, from
@@ -218,10 +221,39 @@ impl Publisher {
         props: lapin::BasicProperties,
         deadline: Instant,
     ) -> Result<(), PublishError> {
+        let to = Route::Delay(delay);
+        self.publish_routed(
+            "publish to a delay queue",
+            to,
+            origin,
+            body,
+            props,
+            deadline,
+        )
+        .await
+    }
+
+    /// The one shape of the publishes above: `body` with `props` to `to`, each attempt on the
+    /// current channel, retried (as `what` in the logs) like [`Publisher::publish`].
+    async fn publish_routed(
+        &self,
+        what: &'static str,
+        to: Route<'_>,
+        routing_key: &str,
+        body: &[u8],
+        props: lapin::BasicProperties,
+        deadline: Instant,
+    ) -> Result<(), PublishError> {
         let props = &props;
-        self.retry(deadline, "publish to a delay queue", |channel| async move {
-            let exchange = amqp::delay::declare_delay(&channel, delay).await?;
-            amqp::publish_with_properties(&channel, &exchange, origin, body, props.clone()).await
+        self.retry(deadline, what, |channel| async move {
+            let exchange = match to {
+                Route::Exchange(name) => Cow::Borrowed(name),
+                Route::Delay(delay) => {
+                    Cow::Owned(amqp::delay::declare_delay(&channel, delay).await?)
+                }
+            };
+            amqp::publish_with_properties(&channel, &exchange, routing_key, body, props.clone())
+                .await
         })
         .await
     }

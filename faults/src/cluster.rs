@@ -43,33 +43,18 @@ pub struct Cluster {
     _serial: MutexGuard<'static, ()>,
 }
 
-fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/rabbitmq-cluster.sh")
-}
-
 fn nodes_dir() -> PathBuf {
     std::env::var_os("RABBITMQ_NODES_DIR")
         .map_or_else(|| PathBuf::from("/tmp/rabbitmq-nodes"), PathBuf::from)
 }
 
-/// Runs the script on the cluster at `place` with `args`: its stdout, or its stderr as the
-/// error.
+/// Runs `scripts/rabbitmq-cluster.sh` on the cluster at `place` with `args`.
 fn run_script(place: Place, args: &[&str]) -> Result<String, String> {
-    let out = Command::new("bash")
-        .arg(script())
-        .args(args)
-        .env("RABBITMQ_CLUSTER_NAME", place.name)
-        .env("RABBITMQ_CLUSTER_PORT_BASE", place.port_base.to_string())
-        .output()
-        .map_err(|e| format!("running {}: {e}", script().display()))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "rabbitmq-cluster.sh {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
+    let envs = [
+        ("RABBITMQ_CLUSTER_NAME", place.name.to_string()),
+        ("RABBITMQ_CLUSTER_PORT_BASE", place.port_base.to_string()),
+    ];
+    crate::script::script("rabbitmq-cluster.sh", args, &envs)
 }
 
 impl Cluster {

@@ -1,7 +1,6 @@
 //! The extra Docker engines of `scripts/docker-engines.sh`, each standing in for a host:
 //! started, killed (SIGKILL of their `dockerd`), started again, stopped when dropped.
 
-use std::path::PathBuf;
 use std::process::Command;
 
 /// Engines 1..=N, stopped when dropped (a killed one is started again first, so that its
@@ -13,24 +12,9 @@ pub struct Engines {
     killed: bool,
 }
 
-fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/docker-engines.sh")
-}
-
-/// Runs the script with `args`; its standard output, or why it failed.
+/// Runs `scripts/docker-engines.sh` with `args`.
 fn run_script(args: &[&str]) -> Result<String, String> {
-    let out = Command::new(script())
-        .args(args)
-        .output()
-        .map_err(|e| format!("running {}: {e}", script().display()))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "docker-engines.sh {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
+    crate::script::script("docker-engines.sh", args, &[])
 }
 
 impl Engines {

@@ -14,6 +14,7 @@ pub mod cluster;
 pub mod engines;
 pub mod harness;
 pub mod scenarios;
+mod script;
 
 use std::time::Duration;
 

@@ -20,6 +20,9 @@ pub mod trace;
 #[cfg(feature = "amqp")]
 pub mod amqp;
 
+#[cfg(feature = "test-support")]
+pub mod test_support;
+
 pub use model::{
     ExecSpec, Outcome, Project, ProjectSpec, Symmetry, Task, TaskError, TaskOutput, TaskResult,
     TaskSpec, MIN_SCHEMA_VERSION, SCHEMA_VERSION,

@@ -12,53 +12,9 @@ use axum::Json;
 use commanditaire::cancel::{self as client, CancelError, Cancelled};
 use commanditaire::tracking::LoadError;
 use commanditaire::workspace::Workspace;
-use serde::Serialize;
-use utoipa::ToSchema;
 
 use crate::error::{ApiError, ErrorBody};
 use crate::AppState;
-
-/// What the cancellation recorded (`tracking/<id>/cancelled.json`).
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct CancelledView {
-    /// The project.
-    pub project: String,
-    /// When (RFC 3339, UTC).
-    pub at: String,
-    /// Tasks of the project.
-    pub tasks: u32,
-    /// Tasks with an outcome recorded at that moment.
-    pub done: u32,
-    /// Of those, failed ones.
-    pub failed: u32,
-    /// Tasks with no outcome recorded: not run, stopped, or run with the result dropped.
-    pub not_run: u32,
-    /// Executants that answered (each stopped the project's containers).
-    pub executants: usize,
-    /// Executants consuming `todo` when the cancellation was sent.
-    pub executants_expected: u32,
-    /// Containers of the project the executants stopped.
-    pub containers_stopped: usize,
-    /// From sending the cancellation to the last answer, in milliseconds.
-    pub stop_ms: u64,
-}
-
-impl From<Cancelled> for CancelledView {
-    fn from(c: Cancelled) -> Self {
-        CancelledView {
-            project: c.project,
-            at: c.at,
-            tasks: c.tasks,
-            done: c.done,
-            failed: c.failed,
-            not_run: c.not_run,
-            executants: c.executants,
-            executants_expected: c.executants_expected,
-            containers_stopped: c.containers_stopped,
-            stop_ms: c.stop_ms,
-        }
-    }
-}
 
 /// Cancels a project: its queued tasks are not run, its running containers are stopped
 /// (every executant consuming `todo` is told and answers, or 10 s pass), the tracking
@@ -69,7 +25,7 @@ impl From<Cancelled> for CancelledView {
     post, path = "/api/projects/{id}/cancel", tag = "projects",
     params(("id" = String, Path, description = "The project id")),
     responses(
-        (status = 200, description = "Cancelled: what was recorded", body = CancelledView),
+        (status = 200, description = "Cancelled: what was recorded", body = Cancelled),
         (status = 400, description = "Unreadable project id", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 403, description = "Not the admin token", body = ErrorBody),
@@ -82,7 +38,7 @@ impl From<Cancelled> for CancelledView {
 pub async fn cancel(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
-) -> Result<Json<CancelledView>, ApiError> {
+) -> Result<Json<Cancelled>, ApiError> {
     let Path(id) = id.map_err(|e| ApiError::invalid(e.body_text()))?;
     tasks::model::validate_project_id(&id)
         .map_err(|e| ApiError::invalid(format!("project id: {e}")))?;
@@ -96,7 +52,7 @@ pub async fn cancel(
     let done = tokio::task::spawn_blocking(move || runtime.block_on(run(&root, &url, &id)))
         .await
         .map_err(|e| ApiError::Internal(format!("cancelling panicked: {e}")))?;
-    done.map(|c| Json(c.into()))
+    done.map(Json)
 }
 
 async fn run(root: &Arc<std::path::PathBuf>, url: &str, id: &str) -> Result<Cancelled, ApiError> {

@@ -4,27 +4,10 @@
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tasks::amqp;
+use tasks::test_support::queue_exists;
 
 use crate::support::{amqp_url, random_hex, Service};
 use broker_api::auth::Scope;
-
-/// Whether the broker has queue `name` (a passive declaration).
-async fn queue_exists(name: &str) -> bool {
-    let conn = amqp::connect(&amqp_url(), "bapi cancel test")
-        .await
-        .unwrap();
-    let channel = conn.create_channel().await.unwrap();
-    let passive = lapin::options::QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
-    let found = channel
-        .queue_declare(name.into(), passive, Default::default())
-        .await
-        .is_ok();
-    let _ = conn.close(200, "".into()).await;
-    found
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_admin_token_cancels_a_project_once() {
@@ -76,7 +59,7 @@ async fn the_admin_token_cancels_a_project_once() {
     // Recorded as the client records it (a follower exits 5, `status` says cancelled), and
     // the results queue is gone.
     assert!(commanditaire::cancel::is_cancelled(&ws, &id));
-    assert!(!queue_exists(&amqp::results_queue(&id)).await);
+    assert!(!queue_exists(&amqp_url(), &amqp::results_queue(&id)).await);
 
     let r = s.req(Method::POST, &path).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::CONFLICT);

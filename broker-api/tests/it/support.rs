@@ -13,10 +13,7 @@ use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 
-/// The broker the tests use.
-pub fn amqp_url() -> String {
-    std::env::var("AMQP_URL").unwrap_or_else(|_| tasks::amqp::DEFAULT_AMQP_URL.to_string())
-}
+pub use tasks::test_support::{amqp_url, vhost};
 
 /// A random hex string.
 pub fn random_hex(bytes: usize) -> String {
@@ -400,26 +397,4 @@ pub fn write_tracking(dir: &Path, projects: &[(&str, u32, u32, u32, bool)]) {
 pub fn in_ci() -> bool {
     std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0")
         || std::env::var_os("CI_REQUIRE_SERVICES").is_some()
-}
-
-/// The vhost of the AMQP URL (percent-decoded; `/` when the URL names none).
-pub fn vhost() -> String {
-    let url = amqp_url();
-    let rest = url.split("://").nth(1).unwrap_or("");
-    let path = rest.split_once('/').map(|(_, p)| p).unwrap_or("");
-    let path = path.split('?').next().unwrap();
-    if path.is_empty() {
-        return "/".into();
-    }
-    let mut out = Vec::new();
-    let mut bytes = path.bytes();
-    while let Some(b) = bytes.next() {
-        if b == b'%' {
-            let hex: String = bytes.by_ref().take(2).map(char::from).collect();
-            out.push(u8::from_str_radix(&hex, 16).expect("a percent escape"));
-        } else {
-            out.push(b);
-        }
-    }
-    String::from_utf8(out).unwrap()
 }

@@ -16,7 +16,7 @@ use faults::cluster::{self, Cluster};
 use faults::harness::progress;
 
 use crate::broker_api::Probe;
-use crate::support::{oeis, script_workspaces};
+use crate::support::{oeis, Executant};
 
 /// Nodes in the cluster.
 const NODES: usize = 3;
@@ -38,42 +38,6 @@ enum Fault {
     KillTodoLeader,
     /// SIGSTOP of the node leading `todo` (the others see it vanish), SIGCONT 30 s later.
     PauseTodoLeader,
-}
-
-/// An executant in-process on the cluster, stopped when dropped.
-struct Executant {
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Executant {
-    fn start(urls: &str, name: String) -> Executant {
-        let mut config = executant::Config::new(urls);
-        config.name = name;
-        config.concurrency = 2;
-        config.reuse = 4;
-        config.allowed_script_repos = vec![format!("{}/**", script_workspaces().display())];
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Runtime::new().unwrap();
-            runtime
-                .block_on(executant::run(config, async {
-                    let _ = stopped.await;
-                }))
-                .unwrap();
-        });
-        Executant {
-            stop: Some(stop),
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Executant {
-    fn drop(&mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        let _ = self.thread.take().unwrap().join();
-    }
 }
 
 /// Every task index recorded in the project's batches at HEAD, in order of the files.
@@ -227,10 +191,9 @@ fn run(fault: Fault) {
     let project = format!("cluster-{fault:?}-{}", std::process::id()).to_lowercase();
     let executants: Vec<Executant> = (0..2)
         .map(|i| {
-            Executant::start(
-                &cluster.urls,
-                format!("cluster-test-{}-{i}", std::process::id()),
-            )
+            Executant::start_on(&cluster.urls, 4, |config| {
+                config.name = format!("cluster-test-{}-{i}", std::process::id());
+            })
         })
         .collect();
     if let Fault::KillTodoLeader = fault {

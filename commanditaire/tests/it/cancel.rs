@@ -18,22 +18,10 @@ fn running_containers(project: &str) -> usize {
     String::from_utf8_lossy(&out.stdout).lines().count()
 }
 
-/// Whether the broker has queue `name` (a passive declaration).
+/// Whether the broker has queue `name`.
 fn queue_exists(name: &str) -> bool {
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let conn = tasks::amqp::connect(&amqp_url(), "test").await.unwrap();
-        let channel = conn.create_channel().await.unwrap();
-        let passive = lapin::options::QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        };
-        let found = channel
-            .queue_declare(name.into(), passive, Default::default())
-            .await
-            .is_ok();
-        let _ = conn.close(200, "".into()).await;
-        found
-    })
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(tasks::test_support::queue_exists(&amqp_url(), name))
 }
 
 #[test]

@@ -16,4 +16,5 @@ mod support;
 mod trace;
 mod tracking;
 mod url_file;
+mod verify_priority;
 mod what_a_person_sees;

@@ -4,10 +4,9 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-/// The broker the tests use.
-pub fn amqp_url() -> String {
-    std::env::var("AMQP_URL").unwrap_or_else(|_| tasks::amqp::DEFAULT_AMQP_URL.to_string())
-}
+// The safety and cluster binaries include this file too, and use only some of it.
+#[allow(unused_imports)]
+pub use tasks::test_support::{amqp_url, own_vhost};
 
 /// The OEIS A000170 count for `n`.
 pub fn oeis(n: u8) -> u64 {
@@ -179,38 +178,4 @@ pub fn read_at_head(repo: &Path, path: &str) -> Vec<u8> {
     let entry = tree.get_path(Path::new(path)).unwrap();
     let blob = repo.find_blob(entry.id()).unwrap();
     blob.content().to_vec()
-}
-
-/// The broker URL of vhost `name` of the test broker, created (with permissions for the
-/// test user) if missing: a test whose executants must not take other tests' tasks, nor
-/// other tests' executants its own, runs there.
-pub fn own_vhost(name: &str) -> String {
-    let url = amqp_url();
-    let user = url
-        .split("://")
-        .nth(1)
-        .and_then(|rest| rest.split('@').next())
-        .filter(|creds| url.contains('@') && !creds.is_empty())
-        .and_then(|creds| creds.split(':').next())
-        .unwrap_or("guest")
-        .to_string();
-    for args in [
-        vec!["add_vhost", name],
-        vec!["set_permissions", "-p", name, &user, ".*", ".*", ".*"],
-    ] {
-        let status = Command::new("rabbitmqctl")
-            .arg("-q")
-            .args(&args)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .unwrap();
-        // `add_vhost` of an existing vhost fails: the permissions are what must hold.
-        assert!(
-            status.success() || args[0] == "add_vhost",
-            "rabbitmqctl {args:?} failed"
-        );
-    }
-    let base = url.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
-    format!("{base}/{name}")
 }

@@ -6,22 +6,9 @@ use std::time::Duration;
 
 use commanditaire::tracking::{self, BatchPolicy, Tracker};
 use commanditaire::Workspace;
-use tasks::model::ExecSpec;
 use tasks::reassemble::Recorded;
-use tasks::{Project, TaskOutput, TaskResult, TaskSpec};
-
-fn echo_project(id: &str, n: usize) -> Project {
-    let specs = (0..n)
-        .map(|i| {
-            TaskSpec::Exec(ExecSpec {
-                image: "debian:bookworm-slim".into(),
-                command: vec!["echo".into(), format!("task {i}")],
-                script: None,
-            })
-        })
-        .collect();
-    Project::from_specs(id, specs).unwrap()
-}
+use tasks::test_support::echo_project;
+use tasks::{TaskOutput, TaskResult};
 
 fn output(task: &tasks::Task, text: &str) -> TaskResult {
     TaskResult::ok(

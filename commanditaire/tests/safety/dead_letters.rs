@@ -8,8 +8,8 @@ use commanditaire::Workspace;
 use lapin::options::{BasicGetOptions, BasicNackOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use tasks::amqp::{self, Message};
-use tasks::model::ExecSpec;
-use tasks::{Project, TaskOutput, TaskResult, TaskSpec};
+use tasks::test_support::echo_project;
+use tasks::{TaskOutput, TaskResult};
 
 use crate::broker::{client_json_within, forget_results_queue, nodes, with_channel};
 use crate::support::{git_log, Executant};
@@ -17,19 +17,6 @@ use crate::support::{git_log, Executant};
 /// A queue like `todo` (quorum, delivery limit, dead-lettered to `todo.dlx`), of this test
 /// only: no executant takes what is put there.
 const TRAP: &str = "test-dead-letters";
-
-fn echo_project(id: &str, n: usize) -> Project {
-    let specs = (0..n)
-        .map(|i| {
-            TaskSpec::Exec(ExecSpec {
-                image: "debian:bookworm-slim".into(),
-                command: vec!["echo".into(), format!("task {i}")],
-                script: None,
-            })
-        })
-        .collect();
-    Project::from_specs(id, specs).unwrap()
-}
 
 #[test]
 fn a_task_dead_lettered_by_the_delivery_limit_fails_its_project_and_can_be_retried() {

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions};
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::options::BasicAckOptions;
+use lapin::types::AMQPValue;
 use tasks::amqp::{self, delay};
 
 use crate::support::*;
@@ -59,20 +59,9 @@ async fn engine_faults_back_off_then_dead_letter() {
 
     let conn = amqp::connect(&url, "backoff test").await.unwrap();
     let channel = conn.create_channel().await.unwrap();
-    let queue = amqp::declare_results(&channel, &id, &amqp::Nodes::parse(&url))
-        .await
-        .unwrap();
+    let (queue, mut consumer) = consume_results(&channel, &url, &id).await;
     let published = Instant::now();
     publish_tasks_to(&url, &id, &project.tasks).await;
-    let mut consumer = channel
-        .basic_consume(
-            queue.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
     let dead = tokio::time::timeout(Duration::from_secs(45), consumer.next())
         .await
         .expect("the task was not dead-lettered within 45 s")

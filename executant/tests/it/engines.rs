@@ -10,88 +10,16 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions};
-use lapin::types::FieldTable;
+use lapin::options::BasicAckOptions;
 use tasks::{amqp, Reassembly, TaskResult};
+
+use faults::engines::Engines;
 
 use crate::support::*;
 
 const ENGINES: usize = 3;
 /// The grace the test executants give an unreachable engine, in seconds.
 const GRACE_SECS: u64 = 5;
-
-fn engines_script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/docker-engines.sh")
-}
-
-/// The extra engines, stopped when dropped (a killed one is started again first, so that
-/// its `dockerd` removes what it left behind).
-struct Engines {
-    hosts: Vec<String>,
-    killed: bool,
-}
-
-impl Engines {
-    fn start() -> Engines {
-        let out = Command::new(engines_script())
-            .args(["start", &ENGINES.to_string()])
-            .output()
-            .unwrap();
-        let mut engines = Engines {
-            hosts: Vec::new(),
-            killed: false,
-        };
-        assert!(
-            out.status.success(),
-            "starting the engines: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        engines.hosts = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_string)
-            .collect();
-        assert_eq!(engines.hosts.len(), ENGINES, "one DOCKER_HOST per engine");
-        engines
-    }
-
-    /// SIGKILLs engine `k`'s `dockerd` (1-based).
-    fn kill9(&mut self, k: usize) {
-        let pid = std::fs::read_to_string(format!("/run/docker-engine-{k}.pid")).unwrap();
-        self.killed = true;
-        let status = Command::new("kill")
-            .args(["-KILL", pid.trim()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill -KILL {pid}");
-    }
-
-    /// Starts the engines that are not running (the killed one).
-    fn restart(&mut self) {
-        let out = Command::new(engines_script())
-            .args(["start", &ENGINES.to_string()])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "restarting the engines: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        self.killed = false;
-    }
-}
-
-impl Drop for Engines {
-    fn drop(&mut self) {
-        if self.killed {
-            let _ = Command::new(engines_script())
-                .args(["start", &ENGINES.to_string()])
-                .output();
-        }
-        let _ = Command::new(engines_script())
-            .args(["stop", &ENGINES.to_string()])
-            .output();
-    }
-}
 
 /// An executant process on one engine, stopped with SIGTERM when dropped.
 struct Executant {
@@ -148,7 +76,8 @@ async fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_engine_killed_mid_project_costs_a_redelivery_and_the_count_stays_exact() {
-    let mut engines = Engines::start();
+    let mut engines = Engines::start(ENGINES);
+    assert_eq!(engines.hosts.len(), ENGINES, "one DOCKER_HOST per engine");
     let logs = tempfile::tempdir().unwrap();
     let id = unique_project("exec-engines");
     let executants: Vec<Executant> = engines
@@ -165,18 +94,7 @@ async fn an_engine_killed_mid_project_costs_a_redelivery_and_the_count_stays_exa
 
     let conn = amqp::connect(&amqp_url(), "executant tests").await.unwrap();
     let channel = conn.create_channel().await.unwrap();
-    let queue = amqp::declare_results(&channel, &id, &amqp::Nodes::parse(&amqp_url()))
-        .await
-        .unwrap();
-    let mut consumer = channel
-        .basic_consume(
-            queue.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let (_, mut consumer) = consume_results(&channel, &amqp_url(), &id).await;
     let started = Instant::now();
     let mut results: BTreeMap<u32, TaskResult> = BTreeMap::new();
     let mut duplicates = 0;
@@ -210,7 +128,7 @@ async fn an_engine_killed_mid_project_costs_a_redelivery_and_the_count_stays_exa
             .filter(|r| r.executor.as_deref() == Some(victim.name.as_str()))
             .count();
         if killed_at.is_none() && results.len() as u32 >= count / 4 && by_victim > 0 {
-            engines.kill9(ENGINES);
+            assert!(engines.kill9(ENGINES), "engine {ENGINES} was not running");
             killed_at = Some(Instant::now());
         }
         if let (Some(at), None) = (killed_at, returned_after) {
@@ -275,7 +193,9 @@ async fn an_engine_killed_mid_project_costs_a_redelivery_and_the_count_stays_exa
     );
 
     // The engine back: its executant consumes again, and runs a project alone.
-    engines.restart();
+    engines
+        .restart()
+        .unwrap_or_else(|e| panic!("restarting the engines: {e}"));
     assert!(
         eventually(Duration::from_secs(60), || victim
             .log()

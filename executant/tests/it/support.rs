@@ -4,15 +4,11 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions};
-use lapin::types::FieldTable;
+use lapin::options::BasicAckOptions;
 use tasks::amqp;
 use tasks::{Task, TaskResult};
 
-/// The broker the tests use (`AMQP_URL` or the default).
-pub fn amqp_url() -> String {
-    std::env::var("AMQP_URL").unwrap_or_else(|_| amqp::DEFAULT_AMQP_URL.to_string())
-}
+pub use tasks::test_support::{amqp_url, consume_results, own_vhost, vhost};
 
 /// A project id no other test uses.
 pub fn unique_project(prefix: &str) -> String {
@@ -137,18 +133,7 @@ pub async fn collect_results_from(
     let first = url.split(',').next().unwrap();
     let conn = amqp::connect(first, "executant tests").await.unwrap();
     let channel = conn.create_channel().await.unwrap();
-    let queue = amqp::declare_results(&channel, project, &amqp::Nodes::parse(url))
-        .await
-        .unwrap();
-    let mut consumer = channel
-        .basic_consume(
-            queue.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let (_, mut consumer) = consume_results(&channel, url, project).await;
     let mut results = BTreeMap::new();
     let mut duplicates = 0;
     let deadline = Instant::now() + timeout;
@@ -170,52 +155,6 @@ pub async fn collect_results_from(
     }
     let _ = conn.close(200, "done".into()).await;
     Ok((results, duplicates))
-}
-
-/// The tests' broker URL on a vhost of its own, `name` (created, with every permission for
-/// the tests' user), for a test whose executant must take no other test's tasks and whose
-/// tasks no other executant may take: every executant of this test binary consumes the
-/// shared `todo`.
-pub fn own_vhost(name: &str) -> String {
-    let url = amqp_url();
-    let user = url
-        .split("://")
-        .nth(1)
-        .and_then(|rest| rest.split('@').next())
-        .filter(|creds| url.contains('@') && !creds.is_empty())
-        .and_then(|creds| creds.split(':').next())
-        .unwrap_or("guest")
-        .to_string();
-    for args in [
-        vec!["add_vhost", name],
-        vec!["set_permissions", "-p", name, &user, ".*", ".*", ".*"],
-    ] {
-        let status = std::process::Command::new("rabbitmqctl")
-            .arg("-q")
-            .args(&args)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .unwrap();
-        // `add_vhost` of an existing vhost fails: the permissions are what must hold.
-        assert!(
-            status.success() || args[0] == "add_vhost",
-            "rabbitmqctl {args:?} failed"
-        );
-    }
-    let base = url.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
-    format!("{base}/{name}")
-}
-
-/// The vhost of the tests' broker URL (`/` when it names none).
-pub fn vhost() -> String {
-    let url = amqp_url();
-    let after_host = url.splitn(4, '/').nth(3).unwrap_or("");
-    let raw = after_host.split('?').next().unwrap_or("");
-    match raw {
-        "" | "%2f" | "%2F" => "/".to_string(),
-        v => v.replace("%2f", "/").replace("%2F", "/"),
-    }
 }
 
 /// The broker's pid of every connection named `name` in the tests' vhost.
