@@ -29,7 +29,7 @@ struct Executant {
 }
 
 impl Executant {
-    fn start(name: String, docker_host: &str, logs: &Path) -> Executant {
+    fn start(name: String, url: &str, docker_host: &str, logs: &Path) -> Executant {
         let log = logs.join(format!("{name}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_executant"))
             .args(["--name", &name, "--concurrency", "2"])
@@ -39,7 +39,7 @@ impl Executant {
             .args(["--reuse", "1", "--prefetch", "2"])
             .args(["--engine-grace", &GRACE_SECS.to_string()])
             .args(["--shutdown-grace", "10"])
-            .env("AMQP_URL", amqp_url())
+            .env("AMQP_URL", url)
             .env("DOCKER_HOST", docker_host)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -76,6 +76,8 @@ async fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_engine_killed_mid_project_costs_a_redelivery_and_the_count_stays_exact() {
+    // A vhost of its own: another test's executant on `/` would take its tasks.
+    let url = own_vhost("executant-tests-engines");
     let mut engines = Engines::start(ENGINES);
     assert_eq!(engines.hosts.len(), ENGINES, "one DOCKER_HOST per engine");
     let logs = tempfile::tempdir().unwrap();
@@ -84,17 +86,17 @@ async fn an_engine_killed_mid_project_costs_a_redelivery_and_the_count_stays_exa
         .hosts
         .iter()
         .enumerate()
-        .map(|(k, host)| Executant::start(format!("{id}-e{}", k + 1), host, logs.path()))
+        .map(|(k, host)| Executant::start(format!("{id}-e{}", k + 1), &url, host, logs.path()))
         .collect();
     let victim = &executants[ENGINES - 1];
     let n = 11;
     let project = tasks::split::nqueens_project(&id, n, 3).unwrap();
     let count = project.tasks.len() as u32;
-    publish_tasks(&id, &project.tasks).await;
+    publish_tasks_to(&url, &id, &project.tasks).await;
 
-    let conn = amqp::connect(&amqp_url(), "executant tests").await.unwrap();
+    let conn = amqp::connect(&url, "executant tests").await.unwrap();
     let channel = conn.create_channel().await.unwrap();
-    let (_, mut consumer) = consume_results(&channel, &amqp_url(), &id).await;
+    let (_, mut consumer) = consume_results(&channel, &url, &id).await;
     let started = Instant::now();
     let mut results: BTreeMap<u32, TaskResult> = BTreeMap::new();
     let mut duplicates = 0;
@@ -209,17 +211,22 @@ async fn an_engine_killed_mid_project_costs_a_redelivery_and_the_count_stays_exa
     drop(executants);
     let again = format!("{id}-again");
     let small = tasks::split::nqueens_project(&again, 6, 1).unwrap();
-    publish_tasks(&again, &small.tasks).await;
-    let (after, _) =
-        collect_results(&again, small.tasks.len() as u32, Duration::from_secs(120)).await;
+    publish_tasks_to(&url, &again, &small.tasks).await;
+    let (after, _) = collect_results_from(
+        &url,
+        &again,
+        small.tasks.len() as u32,
+        Duration::from_secs(120),
+    )
+    .await;
     assert!(
         after
             .values()
             .all(|r| r.executor.as_deref() == Some(victim.name.as_str())),
         "after the restart every task ran on the victim's engine"
     );
-    drop_results(&id).await;
-    drop_results(&again).await;
+    drop_results_at(&url, &id).await;
+    drop_results_at(&url, &again).await;
     drop(victim);
     drop(engines);
     // Nothing of the killed engine is left: its containers' shims died with the engines.
