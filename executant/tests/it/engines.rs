@@ -218,7 +218,8 @@ async fn an_engine_killed_mid_project_costs_a_redelivery_and_the_count_stays_exa
         small.tasks.len() as u32,
         Duration::from_secs(120),
     )
-    .await;
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     assert!(
         after
             .values()
