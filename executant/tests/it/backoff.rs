@@ -63,7 +63,7 @@ async fn engine_faults_back_off_then_dead_letter() {
         .await
         .unwrap();
     let published = Instant::now();
-    publish_tasks_to(&url, &id, &project.tasks).await;
+    publish_tasks_to(&url, &id, &project.tasks.to_vec()).await;
     let mut consumer = channel
         .basic_consume(
             queue.as_str().into(),

@@ -161,7 +161,7 @@ async fn an_engine_killed_mid_project_costs_a_redelivery_and_the_count_stays_exa
     let n = 11;
     let project = tasks::split::nqueens_project(&id, n, 3).unwrap();
     let count = project.tasks.len() as u32;
-    publish_tasks(&id, &project.tasks).await;
+    publish_tasks(&id, &project.tasks.to_vec()).await;
 
     let conn = amqp::connect(&amqp_url(), "executant tests").await.unwrap();
     let channel = conn.create_channel().await.unwrap();
@@ -289,7 +289,7 @@ async fn an_engine_killed_mid_project_costs_a_redelivery_and_the_count_stays_exa
     drop(executants);
     let again = format!("{id}-again");
     let small = tasks::split::nqueens_project(&again, 6, 1).unwrap();
-    publish_tasks(&again, &small.tasks).await;
+    publish_tasks(&again, &small.tasks.to_vec()).await;
     let (after, _) =
         collect_results(&again, small.tasks.len() as u32, Duration::from_secs(120)).await;
     assert!(

@@ -90,8 +90,8 @@ async fn metrics_count_a_real_project_and_health_checks_answer() {
             series
         }
     });
-    publish_tasks_to(&url, &nq.id, &nq.tasks).await;
-    publish_tasks_to(&url, &exec.id, &exec.tasks).await;
+    publish_tasks_to(&url, &nq.id, &nq.tasks.to_vec()).await;
+    publish_tasks_to(&url, &exec.id, &exec.tasks.to_vec()).await;
     let collect = |id: String, count: u32, secs: u64| {
         let url = url.clone();
         async move {

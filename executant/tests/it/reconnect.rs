@@ -85,7 +85,7 @@ async fn survives_closed_connections(side: &str) {
         })
         .collect();
     let project = Project::from_specs(&id, specs).unwrap();
-    publish_tasks(&id, &project.tasks).await;
+    publish_tasks(&id, &project.tasks.to_vec()).await;
     let name = format!("{id}-x");
     let log_dir = tempfile::tempdir().unwrap();
     let log_path = log_dir.path().join("executant.log");
