@@ -18,7 +18,7 @@ const TASKS: usize = 5_000;
 const FAILS: usize = 1_234;
 
 fn project(id: &str) -> Project {
-    let specs = (0..TASKS)
+    let specs: Vec<_> = (0..TASKS)
         .map(|i| {
             TaskSpec::Exec(ExecSpec {
                 image: "debian:bookworm-slim".into(),

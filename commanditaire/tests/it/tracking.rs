@@ -11,7 +11,7 @@ use tasks::reassemble::Recorded;
 use tasks::{Project, TaskOutput, TaskResult, TaskSpec};
 
 fn echo_project(id: &str, n: usize) -> Project {
-    let specs = (0..n)
+    let specs: Vec<_> = (0..n)
         .map(|i| {
             TaskSpec::Exec(ExecSpec {
                 image: "debian:bookworm-slim".into(),

@@ -19,7 +19,7 @@ use crate::support::{git_log, Executant};
 const TRAP: &str = "test-dead-letters";
 
 fn echo_project(id: &str, n: usize) -> Project {
-    let specs = (0..n)
+    let specs: Vec<_> = (0..n)
         .map(|i| {
             TaskSpec::Exec(ExecSpec {
                 image: "debian:bookworm-slim".into(),

@@ -137,7 +137,7 @@ async fn a_frozen_node_is_given_up_and_the_project_finishes() {
     let proxy = Proxy::start(host_port(&direct)).await;
     let id = unique_project("exec-frozen");
     let count = 6u32;
-    let specs = (0..count)
+    let specs: Vec<_> = (0..count)
         .map(|i| {
             TaskSpec::Exec(ExecSpec {
                 image: "debian:bookworm-slim".into(),

@@ -59,7 +59,7 @@ async fn metrics_count_a_real_project_and_health_checks_answer() {
 
     let nq = tasks::split::nqueens_project(&unique_project("metrics-nq"), 11, 3).unwrap();
     let exec_id = unique_project("metrics-exec");
-    let specs = ["true", "exit 3", "true"]
+    let specs: Vec<_> = ["true", "exit 3", "true"]
         .iter()
         .map(|cmd| {
             TaskSpec::Exec(ExecSpec {
