@@ -227,7 +227,6 @@ fn child(n: usize) {
     assert!(reloaded.finished());
     let reload = start.elapsed();
     end_phase();
-    drop(end_phase);
 
     let row = Row {
         tasks: n,
