@@ -8,7 +8,9 @@
 //! a `Tracker` and committed in batches as the client does, then `finish` (the reassembly,
 //! `result.json` and the final commits); then it reloads the project and its progress as
 //! `resume` does. Each size runs `TRACKING_BENCH_RUNS` times (default 3); the table shows
-//! the best of each measure. `project` is the resident memory once the project is built.
+//! the best of each measure. `project` is the resident memory once the project is built; a
+//! second table gives the peak resident memory of each phase (the peak is reset between
+//! phases through `/proc/self/clear_refs`; `peak RSS` is the highest of them).
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -42,6 +44,7 @@ fn main() {
         .unwrap_or(RUNS);
     let me = std::env::current_exe().expect("the bench's own path");
     let mut rows: Vec<Row> = Vec::new();
+    let mut phases: Vec<(usize, [u64; 5])> = Vec::new();
     println!(
         "{:>8} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
         "tasks",
@@ -68,7 +71,17 @@ fn main() {
             finish_ms: best(|r| r.finish_ms),
             reload_ms: best(|r| r.reload_ms),
             batches: runs[0].batches,
+            phase_kib: [0; 5],
         };
+        let mut phase_kib = [0; 5];
+        for (k, peak) in phase_kib.iter_mut().enumerate() {
+            *peak = runs
+                .iter()
+                .map(|r| r.phase_kib[k])
+                .min()
+                .unwrap_or_default();
+        }
+        phases.push((n, phase_kib));
         println!(
             "{:>8} {:>6.1} MiB {:>6.1} MiB {:>7.0} B {:>6.0} ms {:>6.1} µs {:>6.0} ms {:>6.1} µs {:>6.0} ms {:>6.0} ms {:>9}",
             row.tasks,
@@ -84,6 +97,19 @@ fn main() {
             row.batches,
         );
         rows.push(row);
+    }
+    println!();
+    println!("peak RSS by phase");
+    println!(
+        "{:>8} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "tasks", "build", "record", "tracking", "finish", "reload"
+    );
+    for (n, kib) in &phases {
+        let mib = kib.map(|k| format!("{:.1} MiB", k as f64 / 1024.0));
+        println!(
+            "{:>8} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            n, mib[0], mib[1], mib[2], mib[3], mib[4]
+        );
     }
     if rows.len() > 1 {
         println!();
@@ -130,27 +156,39 @@ struct Row {
     finish_ms: f64,
     reload_ms: f64,
     batches: usize,
+    /// The peak resident memory of each phase: building the project, recording it,
+    /// tracking, finishing, reloading.
+    phase_kib: [u64; 5],
 }
 
 fn child(n: usize) {
     let dir = tempfile::tempdir().expect("a temporary folder");
     let ws = Workspace::open_or_init(&dir.path().join("ws")).expect("a workspace");
-    let specs = (0..n)
-        .map(|i| {
-            TaskSpec::Exec(ExecSpec {
-                image: "debian:bookworm-slim".into(),
-                command: vec!["echo".into(), format!("bench task {i}")],
-                script: None,
-            })
+    let mut phase_kib = [0; 5];
+    let mut phase = 0;
+    let mut end_phase = || {
+        phase_kib[phase] = status_kib("VmHWM:");
+        phase += 1;
+        reset_peak();
+    };
+    reset_peak();
+    // The specs as the client's generator makes them, one at a time.
+    let specs = (0..n).map(|i| {
+        TaskSpec::Exec(ExecSpec {
+            image: "debian:bookworm-slim".into(),
+            command: vec!["echo".into(), format!("bench task {i}")],
+            script: None,
         })
-        .collect();
+    });
     let project = Project::from_specs("bench", specs).expect("a valid project");
     let config = serde_json::json!({ "mode": "bench" });
     let project_kib = status_kib("VmRSS:");
+    end_phase();
 
     let start = Instant::now();
     tracking::record_project(&ws, &project, &config).expect("recording the project");
     let record = start.elapsed();
+    end_phase();
 
     // Batches by count, as under a steady flow of results (the age limit never fires).
     let policy = BatchPolicy {
@@ -160,15 +198,16 @@ fn child(n: usize) {
     let start = Instant::now();
     let mut tracker = Tracker::load(&ws, project, policy);
     for i in 0..n {
-        let task = &tracker.project().tasks[i];
+        let task = tracker.project().tasks.get(i).expect("task i");
         let stdout = format!("bench task {}\n", task.index);
-        let result = TaskResult::ok(task, TaskOutput::Exec { stdout });
+        let result = TaskResult::ok(&task, TaskOutput::Exec { stdout });
         tracker.record(result);
         if tracker.due() {
             tracker.flush().expect("a batch");
         }
     }
     let tracking = start.elapsed();
+    end_phase();
     let start = Instant::now();
     let result = tracker.finish().expect("the final commit");
     let finish = start.elapsed();
@@ -179,6 +218,7 @@ fn child(n: usize) {
         assert_eq!(out.as_deref(), Some(format!("bench task {i}\n").as_str()));
     }
     drop((tracker, result));
+    end_phase();
 
     // What `resume` does first: read the project and every committed batch back.
     let start = Instant::now();
@@ -186,18 +226,26 @@ fn child(n: usize) {
     let reloaded = Tracker::load(&ws, project, policy);
     assert!(reloaded.finished());
     let reload = start.elapsed();
+    end_phase();
 
     let row = Row {
         tasks: n,
         project_kib,
-        peak_kib: status_kib("VmHWM:"),
+        peak_kib: phase_kib.iter().copied().max().unwrap_or_default(),
         record_ms: record.as_secs_f64() * 1000.0,
         tracking_ms: tracking.as_secs_f64() * 1000.0,
         finish_ms: finish.as_secs_f64() * 1000.0,
         reload_ms: reload.as_secs_f64() * 1000.0,
         batches: ws.list_at_head("tracking", "bench/results").len(),
+        phase_kib,
     };
     println!("{}", serde_json::to_string(&row).expect("serializable"));
+}
+
+/// Resets the peak resident set (`VmHWM`) to the resident set now, so that the next phase's
+/// peak is its own.
+fn reset_peak() {
+    std::fs::write("/proc/self/clear_refs", "5").expect("resetting VmHWM (Linux 4.0 or later)");
 }
 
 /// A measure of the process's memory in `/proc/self/status`, in KiB: `VmHWM:` (the peak

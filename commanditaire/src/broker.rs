@@ -1,11 +1,13 @@
 //! The client's side of the queues: publishing a project's tasks (following its results is
 //! [`crate::follow`]).
 
+use std::borrow::Cow;
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use tasks::amqp::{self, BrokerError, Nodes};
 use tasks::trace::{SpanId, TraceId};
-use tasks::Priority;
+use tasks::{Priority, Task, Tasks};
 
 use crate::failpoint;
 use crate::tracking::Tracker;
@@ -67,7 +69,7 @@ pub async fn publish_missing(url: &str, tracker: &mut Tracker) -> Result<usize, 
         publish(url, id, &trace, priority, all).await?;
         all.len()
     } else {
-        let todo: Vec<_> = tracker.remaining();
+        let todo = tracker.remaining();
         publish(url, id, &trace, priority, &todo).await?;
         todo.len()
     };
@@ -76,6 +78,45 @@ pub async fn publish_missing(url: &str, tracker: &mut Tracker) -> Result<usize, 
         tracker.mark_published()?;
     }
     Ok(count)
+}
+
+/// Tasks to publish, taken a window at a time: a few decoded tasks, or a project's compact
+/// list ([`Tasks`], decoded one window at a time, never all at once).
+pub trait ToPublish {
+    /// How many tasks.
+    fn count(&self) -> usize;
+    /// The tasks at `range` (within `0..count()`).
+    fn window(&self, range: Range<usize>) -> Cow<'_, [Task]>;
+}
+
+impl ToPublish for [Task] {
+    fn count(&self) -> usize {
+        self.len()
+    }
+
+    fn window(&self, range: Range<usize>) -> Cow<'_, [Task]> {
+        Cow::Borrowed(&self[range])
+    }
+}
+
+impl ToPublish for Vec<Task> {
+    fn count(&self) -> usize {
+        self.len()
+    }
+
+    fn window(&self, range: Range<usize>) -> Cow<'_, [Task]> {
+        Cow::Borrowed(&self[range])
+    }
+}
+
+impl ToPublish for Tasks {
+    fn count(&self) -> usize {
+        self.len()
+    }
+
+    fn window(&self, range: Range<usize>) -> Cow<'_, [Task]> {
+        Cow::Owned(range.filter_map(|i| self.get(i)).collect())
+    }
 }
 
 /// Publishes `tasks` of `project` to the work queue of `priority` (`todo` for normal) with
@@ -89,7 +130,7 @@ pub async fn publish(
     project: &str,
     trace: &TraceId,
     priority: Priority,
-    tasks: &[tasks::Task],
+    tasks: &(impl ToPublish + ?Sized),
 ) -> Result<(), BrokerError> {
     publish_on(&Nodes::parse(url), project, trace, priority, tasks).await
 }
@@ -103,7 +144,7 @@ pub async fn publish_on(
     project: &str,
     trace: &TraceId,
     priority: Priority,
-    tasks: &[tasks::Task],
+    tasks: &(impl ToPublish + ?Sized),
 ) -> Result<(), BrokerError> {
     let queue = amqp::todo_queue(priority);
     let mut confirmed = 0;
@@ -112,8 +153,8 @@ pub async fn publish_on(
         let link = nodes
             .connect_with_backoff("commanditaire publish", Some(CONNECT_PATIENCE))
             .await?;
-        let rest = &tasks[confirmed..];
-        let published = publish_windows(&link, nodes, project, trace, queue, rest, |n| {
+        let rest = confirmed..tasks.count();
+        let published = publish_windows(&link, nodes, project, trace, queue, tasks, rest, |n| {
             confirmed += n;
             last_progress = Instant::now();
         })
@@ -136,7 +177,7 @@ pub async fn publish_on(
         nodes.lost(link.node);
         tracing::warn!(
             confirmed,
-            remaining = tasks.len() - confirmed,
+            remaining = tasks.count() - confirmed,
             "publishing lost its broker node; going on with another"
         );
     }
@@ -164,15 +205,17 @@ impl WindowError {
     }
 }
 
-/// Declares the topology and publishes `tasks` window by window on `link`, calling
-/// `confirmed` with the size of each window the broker confirmed.
+/// Declares the topology and publishes the tasks at `range` of `tasks` window by window on
+/// `link`, calling `confirmed` with the size of each window the broker confirmed.
+#[allow(clippy::too_many_arguments)] // each is one fact of the publication
 async fn publish_windows(
     link: &amqp::Link,
     nodes: &Nodes,
     project: &str,
     trace: &TraceId,
     queue: &str,
-    tasks: &[tasks::Task],
+    tasks: &(impl ToPublish + ?Sized),
+    range: Range<usize>,
     mut confirmed: impl FnMut(usize),
 ) -> Result<(), WindowError> {
     let channel = amqp::confirm_channel(&link.connection)
@@ -184,13 +227,14 @@ async fn publish_windows(
     amqp::declare_results(&channel, project, nodes)
         .await
         .map_err(WindowError::Broker)?;
-    for (k, window) in tasks.chunks(amqp::PUBLISH_WINDOW).enumerate() {
-        if k == 1 {
+    for start in range.clone().step_by(amqp::PUBLISH_WINDOW) {
+        let window = tasks.window(start..range.end.min(start + amqp::PUBLISH_WINDOW));
+        if start == range.start + amqp::PUBLISH_WINDOW {
             failpoint::reached(failpoint::MID_WINDOW);
         }
         match tokio::time::timeout(
             WINDOW_CONFIRM_TIMEOUT,
-            amqp::publish_traced_tasks_to(&channel, queue, window, Some(trace)),
+            amqp::publish_traced_tasks_to(&channel, queue, &window, Some(trace)),
         )
         .await
         {
@@ -208,14 +252,20 @@ async fn publish_windows(
 
 /// Logs the tasks published: each (debug) with its task id, trace id and span id, the
 /// project once (info).
-fn log_published(project: &str, trace: &TraceId, queue: &str, tasks: &[tasks::Task]) {
+fn log_published(project: &str, trace: &TraceId, queue: &str, tasks: &(impl ToPublish + ?Sized)) {
+    let count = tasks.count();
     if tracing::enabled!(tracing::Level::DEBUG) {
-        for task in tasks {
-            let span_id = SpanId::of_task(trace, task.index);
-            tracing::debug!(task_id = %task.id(), trace_id = %trace, %span_id, "task published");
+        for start in (0..count).step_by(amqp::PUBLISH_WINDOW) {
+            for task in tasks
+                .window(start..count.min(start + amqp::PUBLISH_WINDOW))
+                .iter()
+            {
+                let span_id = SpanId::of_task(trace, task.index);
+                tracing::debug!(task_id = %task.id(), trace_id = %trace, %span_id, "task published");
+            }
         }
     }
-    tracing::info!(project, trace_id = %trace, queue, tasks = tasks.len(), "tasks published");
+    tracing::info!(project, trace_id = %trace, queue, tasks = count, "tasks published");
 }
 
 /// Closes `connection`, waiting at most [`CLOSE_TIMEOUT`] for the broker's answer.

@@ -371,7 +371,7 @@ async fn drive(
     let mut published = 0;
     let mut junk = 0;
     if options.mode == Mode::Local {
-        let todo: Vec<_> = tracker.remaining();
+        let todo = tracker.remaining();
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut error = None;
         local::compute(&todo, threads, |result| {

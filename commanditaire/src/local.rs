@@ -3,11 +3,11 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
-use tasks::{Task, TaskResult};
+use tasks::{Task, TaskResult, Tasks};
 
 /// Computes every task not yet done on `threads` threads, handing each result to `sink` on
 /// the calling thread (which records it).
-pub fn compute(tasks: &[Task], threads: usize, mut sink: impl FnMut(TaskResult)) {
+pub fn compute(tasks: &Tasks, threads: usize, mut sink: impl FnMut(TaskResult)) {
     let next = AtomicUsize::new(0);
     // Bounded: computing waits while results are committed, rather than piling every
     // result of a large project up in memory (tasks of a millisecond outrun git commits).
@@ -19,7 +19,7 @@ pub fn compute(tasks: &[Task], threads: usize, mut sink: impl FnMut(TaskResult))
             scope.spawn(move || loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(task) = tasks.get(i) else { break };
-                if tx.send(compute_one(task)).is_err() {
+                if tx.send(compute_one(&task)).is_err() {
                     break;
                 }
             });

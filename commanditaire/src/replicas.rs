@@ -180,7 +180,7 @@ impl Quorum {
             for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
                 if let Ok(run) = TaskResult::from_json(line) {
                     if let Some(task) = project.tasks.get(run.index as usize) {
-                        quorum.replay(task, run);
+                        quorum.replay(&task, run);
                     }
                 }
             }
@@ -205,12 +205,12 @@ impl Quorum {
     pub fn decided(&self, project: &tasks::Project) -> Vec<TaskResult> {
         self.runs
             .iter()
-            .filter_map(|(index, runs)| {
-                match verdict(&project.tasks[*index as usize], self.n, runs) {
+            .filter_map(
+                |(index, runs)| match verdict(&task_of(project, *index), self.n, runs) {
                     Verdict::Counted(r) | Verdict::Failed(r) => Some(r),
                     Verdict::Needs(_) => None,
-                }
-            })
+                },
+            )
             .collect()
     }
 
@@ -254,10 +254,10 @@ impl Quorum {
 
     /// Asks for one more run of every undecided task among `remaining` (their runs were
     /// lost, or an earlier client died before publishing them); returns how many.
-    pub fn want_again(&mut self, remaining: &[Task]) -> usize {
+    pub fn want_again(&mut self, remaining: &tasks::Tasks) -> usize {
         for task in remaining {
             let runs = self.runs.get(&task.index).map_or(&[][..], |r| r.as_slice());
-            let avoid = match verdict(task, self.n, runs) {
+            let avoid = match verdict(&task, self.n, runs) {
                 Verdict::Needs(avoid) => avoid,
                 _ => continue,
             };
@@ -313,7 +313,7 @@ impl Quorum {
             if votes.iter().all(|v| agree(&v.outcome, &first.outcome)) {
                 continue;
             }
-            let counted = match verdict(&project.tasks[*index as usize], self.n, runs) {
+            let counted = match verdict(&task_of(project, *index), self.n, runs) {
                 Verdict::Counted(r) => Some(describe(&r.outcome)),
                 _ => None,
             };
@@ -387,6 +387,15 @@ pub async fn publish(
     Ok(())
 }
 
+/// Task `index` of `project`: one the quorum holds runs of (only runs of the project's
+/// tasks are kept).
+fn task_of(project: &tasks::Project, index: u32) -> Task {
+    project
+        .tasks
+        .get(index as usize)
+        .expect("a run of a task of the project")
+}
+
 fn file_name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
@@ -398,7 +407,11 @@ mod tests {
     use tasks::{Outcome, TaskOutput};
 
     fn task() -> Task {
-        tasks::split::nqueens_project("p", 8, 1).unwrap().tasks[0].clone()
+        tasks::split::nqueens_project("p", 8, 1)
+            .unwrap()
+            .tasks
+            .get(0)
+            .unwrap()
     }
 
     fn run(executant: &str, solutions: u64) -> TaskResult {

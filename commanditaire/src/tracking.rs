@@ -47,16 +47,15 @@ pub fn record_project(
         "tasks": project.tasks.len(),
         crate::trace::TRACE_FIELD: crate::trace::new_trace_id().to_string(),
     });
-    let mut lines = Vec::with_capacity(project.tasks.len() * 80);
-    for task in &project.tasks {
-        lines.extend_from_slice(&task.to_json());
-        lines.push(b'\n');
-    }
-    let tasks_commit = ws.commit(
+    // The list as the project holds it: `tasks.jsonl` is its bytes, written without a copy.
+    let tasks_commit = ws.commit_slices(
         TASKS,
         &[
-            (layout::project_header(id), pretty(&header)),
-            (layout::task_list(id), lines),
+            (
+                layout::project_header(id).as_str(),
+                pretty(&header).as_slice(),
+            ),
+            (layout::task_list(id).as_str(), project.tasks.jsonl()),
         ],
         &format!(
             "Project {id}: {}, {} tasks",
@@ -170,21 +169,15 @@ pub fn load_project(ws: &Workspace, id: &str) -> Result<Project, LoadError> {
             file: format!("{}: spec", layout::project_header(id)),
             source,
         })?;
-    // Parsed where git holds the file: no copy of the whole list.
-    let tasks = ws
-        .read_with(TASKS, &layout::task_list(id), |lines| {
-            lines
-                .split(|&b| b == b'\n')
-                .filter(|l| !l.is_empty())
-                .map(|l| {
-                    tasks::Task::from_json(l).map_err(|source| LoadError::Task {
-                        file: layout::task_list(id),
-                        source,
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .ok_or_else(|| LoadError::MissingFile(layout::task_list(id)))??;
+    // Streamed from git and parsed a line at a time into the compact list: the file is never
+    // held whole beside it.
+    let file = layout::task_list(id);
+    let mut lines = TaskLines::default();
+    ws.read_chunks(TASKS, &file, |chunk| lines.feed(chunk))
+        .ok_or_else(|| LoadError::MissingFile(file.clone()))?;
+    let tasks = lines
+        .finish()
+        .map_err(|source| LoadError::Task { file, source })?;
     let project = Project {
         schema: SCHEMA_VERSION,
         id: id.to_string(),
@@ -193,6 +186,53 @@ pub fn load_project(ws: &Workspace, id: &str) -> Result<Project, LoadError> {
     };
     project.validate()?;
     Ok(project)
+}
+
+/// A task list read a piece at a time: each whole line parsed, validated and stored.
+#[derive(Default)]
+struct TaskLines {
+    tasks: tasks::Tasks,
+    /// The start of a line whose end has not come yet.
+    carry: Vec<u8>,
+    /// The first line that is not a valid task.
+    error: Option<TaskError>,
+}
+
+impl TaskLines {
+    fn feed(&mut self, mut chunk: &[u8]) {
+        while let Some(end) = chunk.iter().position(|&b| b == b'\n') {
+            if self.carry.is_empty() {
+                self.line(&chunk[..end]);
+            } else {
+                let mut line = std::mem::take(&mut self.carry);
+                line.extend_from_slice(&chunk[..end]);
+                self.line(&line);
+                line.clear();
+                self.carry = line;
+            }
+            chunk = &chunk[end + 1..];
+        }
+        self.carry.extend_from_slice(chunk);
+    }
+
+    fn line(&mut self, line: &[u8]) {
+        if line.is_empty() || self.error.is_some() {
+            return;
+        }
+        match tasks::Task::from_json(line) {
+            Ok(task) => self.tasks.push(&task),
+            Err(e) => self.error = Some(e),
+        }
+    }
+
+    fn finish(mut self) -> Result<tasks::Tasks, TaskError> {
+        let last = std::mem::take(&mut self.carry);
+        self.line(&last);
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok(self.tasks),
+        }
+    }
 }
 
 /// The progress of project `id`, or of every project (`None`), oldest update first.
@@ -351,14 +391,9 @@ impl Tracker {
         self.reassembly.has(index)
     }
 
-    /// The tasks that have no outcome yet, in order.
-    pub fn remaining(&self) -> Vec<tasks::Task> {
-        self.project()
-            .tasks
-            .iter()
-            .filter(|t| !self.has(t.index))
-            .cloned()
-            .collect()
+    /// The tasks that have no outcome yet, in order (held compactly, as the project's).
+    pub fn remaining(&self) -> tasks::Tasks {
+        self.project().tasks.subset(|i| !self.has(i as u32))
     }
 
     /// Tasks with an outcome.
@@ -441,7 +476,6 @@ impl Tracker {
         if result.project != project.id {
             return Recorded::Unknown;
         }
-        let task = task.clone();
         let quorum = self.quorum.as_mut().expect("a replicated project");
         let offered = quorum.offer(&task, result);
         if offered != Offer::Again {
@@ -475,7 +509,12 @@ impl Tracker {
         quorum
             .take_wanted()
             .into_iter()
-            .map(|(index, avoid)| (tasks[index as usize].clone(), avoid))
+            .map(|(index, avoid)| {
+                (
+                    tasks.get(index as usize).expect("a task of the project"),
+                    avoid,
+                )
+            })
             .collect()
     }
 
@@ -606,18 +645,18 @@ impl Tracker {
     /// commits a retry record (`<project>/retries/NNNNNN.json`, numbered in the batches'
     /// sequence) after which those tasks have no outcome, so the next outcome of each counts.
     /// Returns the tasks to publish again.
-    pub fn retry_failed(&mut self) -> Result<Vec<tasks::Task>, WorkspaceError> {
+    pub fn retry_failed(&mut self) -> Result<tasks::Tasks, WorkspaceError> {
         self.flush()?;
         let indexes = self.reassembly.failed_indexes();
         if indexes.is_empty() {
-            return Ok(Vec::new());
+            return Ok(tasks::Tasks::new());
         }
         let id = self.project().id.clone();
         let result = self.reassembly.result();
         let reasons: Vec<_> = result
             .failed
             .iter()
-            .filter(|f| indexes.contains(&f.index))
+            .filter(|f| indexes.binary_search(&f.index).is_ok())
             .cloned()
             .collect();
         let record = RetryRecord {
@@ -658,13 +697,11 @@ impl Tracker {
             }
         }
         self.committed();
+        // `indexes` is in order: a search, not a scan, per task.
         Ok(self
             .project()
             .tasks
-            .iter()
-            .filter(|t| indexes.contains(&t.index))
-            .cloned()
-            .collect())
+            .subset(|i| indexes.binary_search(&(i as u32)).is_ok()))
     }
 
     /// Commits what waits, writes the reassembled result to the results repository, and
@@ -674,18 +711,17 @@ impl Tracker {
         let result = self.reassembly.result();
         let id = self.project().id.clone();
         let mut summary = summary(&result);
-        let mut recorded = serde_json::to_value(&result).expect("a result serialises");
-        if let Some(report) = self.replicas_report() {
+        let report = self.replicas_report();
+        if let Some(report) = &report {
             let disagreements = report["disagreements"].as_array().map_or(0, Vec::len);
             summary.push_str(&format!(
                 ", replicas {} ({disagreements} disagreements)",
                 self.replicas()
             ));
-            recorded["replicas"] = report;
         }
         self.ws.commit(
             RESULTS,
-            &[(layout::result(&id), pretty(&recorded))],
+            &[(layout::result(&id), result_record(&result, report))],
             &format!("Project {id} result: {summary}"),
         )?;
         if !self.images.is_empty() {
@@ -830,6 +866,39 @@ struct RetryRecord {
     failed: Vec<tasks::reassemble::FailedTask>,
 }
 
+/// `result.json`: the result (with the report of its replicas, if any), its keys in
+/// alphabetical order as they always were written, serialized straight from the result (a
+/// million outputs are not copied into a JSON tree first).
+fn result_record(result: &ProjectResult, replicas: Option<serde_json::Value>) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    struct Record<'a> {
+        complete: bool,
+        failed: &'a [tasks::reassemble::FailedTask],
+        missing: &'a [u32],
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        outputs: &'a [Option<String>],
+        project: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        replicas: Option<serde_json::Value>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        solutions: Option<u64>,
+        /// A tree, so that its keys are sorted too.
+        spec: serde_json::Value,
+        tasks: u32,
+    }
+    pretty(&Record {
+        complete: result.complete,
+        failed: &result.failed,
+        missing: &result.missing,
+        outputs: &result.outputs,
+        project: &result.project,
+        replicas,
+        solutions: result.solutions,
+        spec: serde_json::to_value(&result.spec).expect("a spec serialises"),
+        tasks: result.tasks,
+    })
+}
+
 /// One line saying what a project's result is.
 pub fn summary(result: &ProjectResult) -> String {
     let done = result.tasks as usize - result.missing.len();
@@ -873,4 +942,55 @@ fn pretty<T: serde::Serialize>(value: &T) -> Vec<u8> {
     let mut v = serde_json::to_vec_pretty(value).expect("serializable");
     v.push(b'\n');
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use tasks::reassemble::FailedTask;
+    use tasks::{ProjectResult, ProjectSpec};
+
+    /// How `result.json` was written before: through a JSON tree (keys sorted).
+    fn through_a_tree(result: &ProjectResult, replicas: Option<serde_json::Value>) -> Vec<u8> {
+        let mut recorded = serde_json::to_value(result).unwrap();
+        if let Some(report) = replicas {
+            recorded["replicas"] = report;
+        }
+        super::pretty(&recorded)
+    }
+
+    #[test]
+    fn result_json_is_written_byte_for_byte_as_before() {
+        let nqueens = ProjectResult {
+            project: "nq".into(),
+            spec: ProjectSpec::Nqueens { n: 12, depth: 3 },
+            tasks: 4,
+            complete: false,
+            solutions: Some(14_200),
+            outputs: Vec::new(),
+            failed: vec![FailedTask {
+                index: 2,
+                reason: "timed out after 5 s \"quoted\" é".into(),
+            }],
+            missing: vec![3],
+        };
+        let exec = ProjectResult {
+            project: "ex".into(),
+            spec: ProjectSpec::Tasks,
+            tasks: 3,
+            complete: true,
+            solutions: None,
+            outputs: vec![Some("a\n".into()), None, Some("ü\t\u{1}".into())],
+            failed: Vec::new(),
+            missing: Vec::new(),
+        };
+        let report = serde_json::json!({ "n": 3, "runs": 9, "disagreements": [{ "index": 1 }] });
+        for result in [&nqueens, &exec] {
+            for replicas in [None, Some(report.clone())] {
+                assert_eq!(
+                    String::from_utf8(super::result_record(result, replicas.clone())).unwrap(),
+                    String::from_utf8(through_a_tree(result, replicas)).unwrap()
+                );
+            }
+        }
+    }
 }

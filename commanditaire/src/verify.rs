@@ -416,7 +416,10 @@ pub async fn rerun(
         .map_err(amqp::op("consume results"))?;
     let mut longest = Duration::ZERO;
     for &index in indexes {
-        let task = &project.tasks[index as usize];
+        let task = &project
+            .tasks
+            .get(index as usize)
+            .expect("a sampled task of the project");
         let first = history
             .counted
             .get(&index)

@@ -34,11 +34,7 @@ pub struct Window {
 impl Window {
     /// Every task without an outcome held back; at most `max` (at least 1) in flight.
     pub fn new(tracker: &Tracker, max: usize) -> Window {
-        let held = tracker
-            .project()
-            .tasks
-            .iter()
-            .map(|t| t.index)
+        let held = (0..tracker.project().tasks.len() as u32)
             .filter(|&i| !tracker.has(i))
             .collect();
         Window {
@@ -66,7 +62,8 @@ impl Window {
                 continue;
             }
             self.in_flight.push(index);
-            batch.push(tracker.project().tasks[index as usize].clone());
+            let task = tracker.project().tasks.get(index as usize);
+            batch.push(task.expect("a task of the project"));
         }
         batch
     }
@@ -166,7 +163,7 @@ mod tests {
     }
 
     fn outcome(tracker: &mut Tracker, index: u32) {
-        let task = tracker.project().tasks[index as usize].clone();
+        let task = tracker.project().tasks.get(index as usize).unwrap();
         let output = TaskOutput::Nqueens { solutions: 0 };
         tracker.record(TaskResult::ok(&task, output));
     }

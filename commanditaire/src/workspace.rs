@@ -126,6 +126,17 @@ impl Workspace {
         files: &[(String, Vec<u8>)],
         message: &str,
     ) -> Result<git2::Oid, WorkspaceError> {
+        self.commit_slices(name, &slices(files), message)
+    }
+
+    /// [`Workspace::commit`] of contents held elsewhere, without a copy of them (a
+    /// project's task list may be a hundred megabytes).
+    pub fn commit_slices(
+        &self,
+        name: &str,
+        files: &[(&str, &[u8])],
+        message: &str,
+    ) -> Result<git2::Oid, WorkspaceError> {
         self.locked(|| self.commit_locked(name, files, message))
     }
 
@@ -160,8 +171,8 @@ impl Workspace {
                 });
             }
             let mut all = Vec::with_capacity(files.len() + 1);
-            all.push((rel.clone(), content));
-            all.extend(files.iter().cloned());
+            all.push((rel.as_str(), content.as_slice()));
+            all.extend(slices(files));
             let oid = self.commit_locked(name, &all, message)?;
             Ok((oid, rel))
         })
@@ -170,7 +181,7 @@ impl Workspace {
     fn commit_locked(
         &self,
         name: &str,
-        files: &[(String, Vec<u8>)],
+        files: &[(&str, &[u8])],
         message: &str,
     ) -> Result<git2::Oid, WorkspaceError> {
         let path = self.repo_path(name);
@@ -219,6 +230,33 @@ impl Workspace {
         Some(f(blob.content()))
     }
 
+    /// Hands the content of file `rel` of repository `name` at HEAD to `f` a piece at a time:
+    /// streamed from git's object store where it can be (a loose object, as the client
+    /// writes them), whole otherwise (a packed one). A project's task list is thus never
+    /// held in memory beside what is made of it. `None` when the file is missing or could
+    /// not be read to its end.
+    pub fn read_chunks(&self, name: &str, rel: &str, mut f: impl FnMut(&[u8])) -> Option<()> {
+        use std::io::Read;
+        let repo = Repository::open(self.repo_path(name)).ok()?;
+        let tree = repo.head().ok()?.peel_to_tree().ok()?;
+        let entry = tree.get_path(Path::new(rel)).ok()?;
+        let odb = repo.odb().ok()?;
+        if let Ok((mut reader, _, _)) = odb.reader(entry.id()) {
+            let mut buffer = vec![0u8; 64 * 1024];
+            loop {
+                match reader.read(&mut buffer) {
+                    Ok(0) => return Some(()),
+                    Ok(n) => f(&buffer[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => return None,
+                }
+            }
+        }
+        let blob = repo.find_blob(entry.id()).ok()?;
+        f(blob.content());
+        Some(())
+    }
+
     /// Lists the names of the entries of folder `rel` of repository `name` at HEAD.
     pub fn list_at_head(&self, name: &str, rel: &str) -> Vec<String> {
         let Ok(repo) = Repository::open(self.repo_path(name)) else {
@@ -242,6 +280,14 @@ impl Workspace {
         })
         .unwrap_or_default()
     }
+}
+
+/// Files as (path, content) slices.
+fn slices(files: &[(String, Vec<u8>)]) -> Vec<(&str, &[u8])> {
+    files
+        .iter()
+        .map(|(path, content)| (path.as_str(), content.as_slice()))
+        .collect()
 }
 
 /// Removes the lock files git leaves when it dies mid-write (`index.lock`, `HEAD.lock`,

@@ -119,7 +119,7 @@ fn docker_run_median(runs: usize) -> Duration {
 
 fn trivial_tasks(project: &str, count: usize) -> Vec<Task> {
     let project = tasks::split::nqueens_project(project, 4, 0).unwrap();
-    let template = project.tasks[0].clone();
+    let template = project.tasks.get(0).expect("a task");
     (0..count as u32)
         .map(|i| Task {
             index: i,

@@ -25,7 +25,7 @@ pub mod test_support;
 
 pub use model::{
     ExecSpec, Outcome, Project, ProjectSpec, Symmetry, Task, TaskError, TaskOutput, TaskResult,
-    TaskSpec, MIN_SCHEMA_VERSION, SCHEMA_VERSION,
+    TaskSpec, Tasks, MIN_SCHEMA_VERSION, SCHEMA_VERSION,
 };
 pub use priority::Priority;
 pub use reassemble::{ProjectResult, Reassembly};

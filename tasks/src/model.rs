@@ -7,6 +7,10 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+mod list;
+
+pub use list::{Iter, Tasks};
+
 /// The version of the message model written by this build, carried in every task and result
 /// as `schema`. Version 2 added N-queens tasks split by classes of solutions
 /// ([`Symmetry::Classes`]); the rest of the model is version 1's.
@@ -196,15 +200,20 @@ impl Task {
     /// The digest a result of this task must carry: `sha256:` and the hex SHA-256 of the
     /// task's canonical JSON ([`Task::to_json`]).
     pub fn digest(&self) -> String {
-        use sha2::Digest;
-        let hash = sha2::Sha256::digest(self.to_json());
-        let mut out = String::with_capacity(7 + 64);
-        out.push_str("sha256:");
-        for byte in hash {
-            out.push_str(&format!("{byte:02x}"));
-        }
-        out
+        digest_of(&self.to_json())
     }
+}
+
+/// `sha256:` and the hex SHA-256 of a task's canonical JSON.
+fn digest_of(json: &[u8]) -> String {
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(json);
+    let mut out = String::with_capacity(7 + 64);
+    out.push_str("sha256:");
+    for byte in hash {
+        out.push_str(&format!("{byte:02x}"));
+    }
+    out
 }
 
 impl TaskSpec {
@@ -480,13 +489,17 @@ pub struct Project {
     pub id: String,
     /// What was asked.
     pub spec: ProjectSpec,
-    /// The tasks, `tasks[i].index == i`.
-    pub tasks: Vec<Task>,
+    /// The tasks, the task at position `i` having index `i`; held compactly ([`Tasks`]).
+    pub tasks: Tasks,
 }
 
 impl Project {
-    /// Builds a project of hand-written or command tasks, numbering them in order.
-    pub fn from_specs(id: &str, specs: Vec<TaskSpec>) -> Result<Project, TaskError> {
+    /// Builds a project of hand-written or command tasks, numbering them in order. The specs
+    /// may come one at a time: a million of them are never all held at once.
+    pub fn from_specs(
+        id: &str,
+        specs: impl IntoIterator<Item = TaskSpec>,
+    ) -> Result<Project, TaskError> {
         validate_project_id(id)?;
         let tasks = specs
             .into_iter()

@@ -16,7 +16,8 @@
 //!   by their second queen instead ([`nqueens_prefixes`]).
 
 use crate::model::{
-    validate_nqueens, Project, ProjectSpec, Symmetry, Task, TaskError, TaskSpec, SCHEMA_VERSION,
+    validate_nqueens, Project, ProjectSpec, Symmetry, Task, TaskError, TaskSpec, Tasks,
+    SCHEMA_VERSION,
 };
 use crate::nqueens::{class_next_columns, MIN_CLASS_N};
 
@@ -31,38 +32,36 @@ pub fn nqueens_project(id: &str, n: u8, depth: u8) -> Result<Project, TaskError>
             reason: format!("must be at most the board size ({n})"),
         });
     }
-    let specs: Vec<TaskSpec> = if n >= MIN_CLASS_N {
-        let mut specs = Vec::new();
+    // Each task stored as it is made: deep splits have millions.
+    let mut tasks = Tasks::new();
+    let mut push = |spec: TaskSpec| {
+        tasks.push(&Task {
+            schema: spec.min_schema(),
+            project: id.to_string(),
+            index: tasks.len() as u32,
+            timeout_secs: None,
+            spec,
+        })
+    };
+    if n >= MIN_CLASS_N {
         class_prefixes(n, depth, |prefix| {
-            specs.push(TaskSpec::Nqueens {
+            push(TaskSpec::Nqueens {
                 n,
                 prefix: prefix.to_vec(),
                 weight: 1,
                 symmetry: Symmetry::Classes,
             })
         });
-        specs
     } else {
-        nqueens_prefixes(n, depth)
-            .map(|(prefix, weight)| TaskSpec::Nqueens {
+        for (prefix, weight) in nqueens_prefixes(n, depth) {
+            push(TaskSpec::Nqueens {
                 n,
                 prefix,
                 weight,
                 symmetry: Symmetry::Mirror,
-            })
-            .collect()
-    };
-    let tasks = specs
-        .into_iter()
-        .enumerate()
-        .map(|(i, spec)| Task {
-            schema: spec.min_schema(),
-            project: id.to_string(),
-            index: i as u32,
-            timeout_secs: None,
-            spec,
-        })
-        .collect();
+            });
+        }
+    }
     Ok(Project {
         schema: SCHEMA_VERSION,
         id: id.to_string(),

@@ -113,7 +113,7 @@ pub async fn queue_exists(url: &str, name: &str) -> bool {
 
 /// Project `id` of `n` tasks, task `i` an `echo task i` in `debian:bookworm-slim`.
 pub fn echo_project(id: &str, n: usize) -> Project {
-    let specs = (0..n)
+    let specs: Vec<_> = (0..n)
         .map(|i| {
             TaskSpec::Exec(ExecSpec {
                 image: "debian:bookworm-slim".into(),

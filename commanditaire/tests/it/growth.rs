@@ -18,7 +18,7 @@ const TASKS: usize = 5_000;
 const FAILS: usize = 1_234;
 
 fn project(id: &str) -> Project {
-    let specs = (0..TASKS)
+    let specs: Vec<_> = (0..TASKS)
         .map(|i| {
             TaskSpec::Exec(ExecSpec {
                 image: "debian:bookworm-slim".into(),
@@ -37,7 +37,7 @@ fn stdout_of(i: usize) -> String {
 
 fn ok(project: &Project, i: usize) -> TaskResult {
     let stdout = stdout_of(i);
-    TaskResult::ok(&project.tasks[i], TaskOutput::Exec { stdout })
+    TaskResult::ok(&project.tasks.get(i).unwrap(), TaskOutput::Exec { stdout })
 }
 
 #[test]
@@ -55,7 +55,7 @@ fn thousands_of_tasks_are_recorded_resumed_and_reassembled_exactly() {
     let mut first = Tracker::load(&ws, project.clone(), policy);
     for i in 0..TASKS / 2 {
         let result = if i == FAILS {
-            TaskResult::failed(&project.tasks[i], "timed out after 5 s")
+            TaskResult::failed(&project.tasks.get(i).unwrap(), "timed out after 5 s")
         } else {
             ok(&project, i)
         };

@@ -179,7 +179,7 @@ fn run_of(
     executant: &str,
     solutions: u64,
 ) -> tasks::TaskResult {
-    let task = &project.tasks[index as usize];
+    let task = &project.tasks.get(index as usize).unwrap();
     let mut run = tasks::TaskResult::ok(task, tasks::TaskOutput::Nqueens { solutions });
     run.digest = Some(task.digest());
     run.provenance = Some(Box::new(tasks::provenance::Provenance {

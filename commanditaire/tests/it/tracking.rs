@@ -30,7 +30,7 @@ fn a_result_received_twice_is_recorded_once_and_reported() {
         max_age: Duration::from_secs(3600),
     };
     let mut tracker = Tracker::load(&ws, project.clone(), policy);
-    let tasks = project.tasks.clone();
+    let tasks = project.tasks.to_vec();
     assert_eq!(tracker.record(output(&tasks[0], "first")), Recorded::New);
     assert_eq!(tracker.record(output(&tasks[1], "one")), Recorded::New);
     tracker.flush().unwrap();

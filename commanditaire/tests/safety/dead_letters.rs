@@ -28,7 +28,7 @@ fn a_task_dead_lettered_by_the_delivery_limit_fails_its_project_and_can_be_retri
     Tracker::load(&ws, project.clone(), BatchPolicy::default())
         .mark_published()
         .unwrap();
-    let (task0, task1) = (project.tasks[0].clone(), project.tasks[1].clone());
+    let (task0, task1) = (project.tasks.get(0).unwrap(), project.tasks.get(1).unwrap());
 
     let deliveries = with_channel(async |ch| {
         amqp::declare_todo(ch).await.unwrap();
@@ -194,9 +194,13 @@ fn a_task_an_executant_cannot_read_fails_its_project_with_the_executant_reason()
         amqp::declare_results(ch, "unreadable", &nodes())
             .await
             .unwrap();
-        amqp::publish_todo(ch, &project.tasks[0].id(), b"{\"schema\":1,\"proj")
-            .await
-            .unwrap();
+        amqp::publish_todo(
+            ch,
+            &project.tasks.get(0).unwrap().id(),
+            b"{\"schema\":1,\"proj",
+        )
+        .await
+        .unwrap();
     });
     let _executant = Executant::start(1);
     let (code, json, _) = client_json_within(

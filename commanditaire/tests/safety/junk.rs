@@ -13,8 +13,14 @@ fn a_thousand_unreadable_messages_ahead_of_the_results_do_not_stall_the_follower
     forget_results_queue("junk");
     let ws = tempfile::tempdir().unwrap();
     let stranger = tasks::split::nqueens_project("someone-else", 6, 1).unwrap();
-    let other_result = tasks::TaskResult::failed(&stranger.tasks[0], "not yours").to_json();
-    let task_never_dead = tasks::split::nqueens_project("junk", 10, 2).unwrap().tasks[0].to_json();
+    let other_result =
+        tasks::TaskResult::failed(&stranger.tasks.get(0).unwrap(), "not yours").to_json();
+    let task_never_dead = tasks::split::nqueens_project("junk", 10, 2)
+        .unwrap()
+        .tasks
+        .get(0)
+        .unwrap()
+        .to_json();
     with_channel(async |ch| {
         amqp::declare_results(ch, "junk", &nodes()).await.unwrap();
         for i in 0..1000 {

@@ -61,7 +61,7 @@ async fn engine_faults_back_off_then_dead_letter() {
     let channel = conn.create_channel().await.unwrap();
     let (queue, mut consumer) = consume_results(&channel, &url, &id).await;
     let published = Instant::now();
-    publish_tasks_to(&url, &id, &project.tasks).await;
+    publish_tasks_to(&url, &id, &project.tasks.to_vec()).await;
     let dead = tokio::time::timeout(Duration::from_secs(45), consumer.next())
         .await
         .expect("the task was not dead-lettered within 45 s")

@@ -81,7 +81,7 @@ async fn reused_workers_never_hold_a_delivery_past_the_consumer_timeout() {
     let id = unique_project("exec-ctimeout");
     let project = tasks::split::nqueens_project(&id, 8, 2).unwrap();
     let count = project.tasks.len() as u32;
-    publish_tasks_to(&url, &id, &project.tasks).await;
+    publish_tasks_to(&url, &id, &project.tasks.to_vec()).await;
 
     let log_dir = tempfile::tempdir().unwrap();
     let log_path = log_dir.path().join("executant.log");

@@ -35,12 +35,12 @@ async fn a_no_flag_executant_reuses_workers_and_grows_its_prefetch() {
         .unwrap();
     // In two halves with a pause between: the prefetch grows, shrinks while idle, grows again.
     let half = project.tasks.len() / 2;
-    publish_tasks_to(&url, &id, &project.tasks[..half]).await;
+    publish_tasks_to(&url, &id, &project.tasks.to_vec()[..half]).await;
     let started = Instant::now();
     let first = collect_results_from(&url, &id, half as u32, Duration::from_secs(120)).await;
     let elapsed = started.elapsed();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    publish_tasks_to(&url, &id, &project.tasks[half..]).await;
+    publish_tasks_to(&url, &id, &project.tasks.to_vec()[half..]).await;
     let collected =
         collect_results_from(&url, &id, count - half as u32, Duration::from_secs(120)).await;
     let lanes = containers_of(&id);

@@ -92,7 +92,7 @@ async fn an_engine_killed_mid_project_costs_a_redelivery_and_the_count_stays_exa
     let n = 11;
     let project = tasks::split::nqueens_project(&id, n, 3).unwrap();
     let count = project.tasks.len() as u32;
-    publish_tasks_to(&url, &id, &project.tasks).await;
+    publish_tasks_to(&url, &id, &project.tasks.to_vec()).await;
 
     let conn = amqp::connect(&url, "executant tests").await.unwrap();
     let channel = conn.create_channel().await.unwrap();
@@ -211,7 +211,7 @@ async fn an_engine_killed_mid_project_costs_a_redelivery_and_the_count_stays_exa
     drop(executants);
     let again = format!("{id}-again");
     let small = tasks::split::nqueens_project(&again, 6, 1).unwrap();
-    publish_tasks_to(&url, &again, &small.tasks).await;
+    publish_tasks_to(&url, &again, &small.tasks.to_vec()).await;
     let (after, _) = collect_results_from(
         &url,
         &again,

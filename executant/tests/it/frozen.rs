@@ -137,7 +137,7 @@ async fn a_frozen_node_is_given_up_and_the_project_finishes() {
     let proxy = Proxy::start(host_port(&direct)).await;
     let id = unique_project("exec-frozen");
     let count = 6u32;
-    let specs = (0..count)
+    let specs: Vec<_> = (0..count)
         .map(|i| {
             TaskSpec::Exec(ExecSpec {
                 image: "debian:bookworm-slim".into(),
@@ -151,7 +151,7 @@ async fn a_frozen_node_is_given_up_and_the_project_finishes() {
     let nodes = format!("{},{direct}", via(&direct, proxy.addr));
     // The test talks to the broker itself, declaring the results queue for two nodes.
     let test_nodes = format!("{direct},{}", via(&direct, proxy.addr));
-    publish_tasks_to(&test_nodes, &id, &project.tasks).await;
+    publish_tasks_to(&test_nodes, &id, &project.tasks.to_vec()).await;
     let mut config = test_config();
     config.amqp_url = nodes;
     let executant = InProcess::start(config);

@@ -79,13 +79,13 @@ async fn tasks_sent_to_a_reused_worker_killed_while_idle_are_not_charged() {
     let executant = InProcess::start(config);
     let collect = |count| collect_results_from(&url, &id, count, Duration::from_secs(120));
     // A few tasks start the project's lanes; their containers then wait for more work.
-    publish_tasks_to(&url, &id, &project.tasks[..4]).await;
+    publish_tasks_to(&url, &id, &project.tasks.to_vec()[..4]).await;
     let (mut results, _) = collect(4).await.unwrap_or_else(|e| panic!("{e}"));
     let killed = kill_all(&name);
     assert!(killed > 0, "no idle worker container to kill");
     // Time for the engine to tear down the killed containers' attached streams.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    publish_tasks_to(&url, &id, &project.tasks[4..]).await;
+    publish_tasks_to(&url, &id, &project.tasks.to_vec()[4..]).await;
     let rest = collect(project.tasks.len() as u32 - 4).await;
     executant.stop().await;
     drop_results_at(&url, &id).await;
@@ -118,7 +118,7 @@ async fn a_reused_worker_killed_mid_batch_charges_at_most_the_task_it_was_runnin
     config.amqp_url = url.clone();
     let name = config.name.clone();
     let executant = InProcess::start(config);
-    publish_tasks_to(&url, &id, &project.tasks).await;
+    publish_tasks_to(&url, &id, &project.tasks.to_vec()).await;
     let collecting = tokio::spawn({
         let (url, id) = (url.clone(), id.clone());
         async move { collect_results_from(&url, &id, count, Duration::from_secs(180)).await }

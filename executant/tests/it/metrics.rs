@@ -59,7 +59,7 @@ async fn metrics_count_a_real_project_and_health_checks_answer() {
 
     let nq = tasks::split::nqueens_project(&unique_project("metrics-nq"), 11, 3).unwrap();
     let exec_id = unique_project("metrics-exec");
-    let specs = ["true", "exit 3", "true"]
+    let specs: Vec<_> = ["true", "exit 3", "true"]
         .iter()
         .map(|cmd| {
             TaskSpec::Exec(ExecSpec {
@@ -90,8 +90,8 @@ async fn metrics_count_a_real_project_and_health_checks_answer() {
             series
         }
     });
-    publish_tasks_to(&url, &nq.id, &nq.tasks).await;
-    publish_tasks_to(&url, &exec.id, &exec.tasks).await;
+    publish_tasks_to(&url, &nq.id, &nq.tasks.to_vec()).await;
+    publish_tasks_to(&url, &exec.id, &exec.tasks.to_vec()).await;
     let collect = |id: String, count: u32, secs: u64| {
         let url = url.clone();
         async move {

@@ -71,7 +71,7 @@ async fn survives_closed_connections(side: &str) {
     let _turn = ONE_AT_A_TIME.lock().await;
     let id = unique_project(&format!("exec-close-{side}"));
     let tasks_count = 40;
-    let specs = (0..tasks_count)
+    let specs: Vec<_> = (0..tasks_count)
         .map(|i| {
             TaskSpec::Exec(ExecSpec {
                 image: "debian:bookworm-slim".into(),
@@ -85,7 +85,7 @@ async fn survives_closed_connections(side: &str) {
         })
         .collect();
     let project = Project::from_specs(&id, specs).unwrap();
-    publish_tasks(&id, &project.tasks).await;
+    publish_tasks(&id, &project.tasks.to_vec()).await;
     let name = format!("{id}-x");
     let log_dir = tempfile::tempdir().unwrap();
     let log_path = log_dir.path().join("executant.log");

@@ -30,7 +30,7 @@ fn outcome(result: &TaskResult) -> Result<String, String> {
 
 async fn run_project(project: &Project, timeout: Duration) -> Vec<TaskResult> {
     let executant = InProcess::start(test_config());
-    publish_tasks(&project.id, &project.tasks).await;
+    publish_tasks(&project.id, &project.tasks.to_vec()).await;
     let (results, _) = collect_results(&project.id, project.tasks.len() as u32, timeout).await;
     executant.stop().await;
     drop_results(&project.id).await;
@@ -64,7 +64,7 @@ async fn reused_workers_batch_tasks_and_stay_exact() {
     config.reuse = 20;
     let name = config.name.clone();
     let executant = InProcess::start(config);
-    publish_tasks(&id, &project.tasks).await;
+    publish_tasks(&id, &project.tasks.to_vec()).await;
     let (results, _) =
         collect_results(&id, project.tasks.len() as u32, Duration::from_secs(240)).await;
     executant.stop().await;
@@ -118,7 +118,9 @@ async fn exec_tasks_echo_timeout_and_are_contained() {
         exec(&["sh", "-c", "id -u; grep CapEff /proc/self/status"]),
     ];
     let mut project = Project::from_specs(&id, specs).unwrap();
-    project.tasks[1].timeout_secs = Some(2);
+    let mut list = project.tasks.to_vec();
+    list[1].timeout_secs = Some(2);
+    project.tasks = list.into();
     let results = run_project(&project, Duration::from_secs(180)).await;
     assert_eq!(outcome(&results[0]).unwrap(), format!("{sentence}\n"));
     let timeout = outcome(&results[1]).unwrap_err();
@@ -162,7 +164,7 @@ async fn malformed_messages_are_dead_lettered_and_good_tasks_still_run() {
     amqp::declare_todo(&channel).await.unwrap();
     publish_raw(&channel, &poison_id, b"{ this is not json").await;
     let project = Project::from_specs(&id, vec![exec(&["echo", "after poison"])]).unwrap();
-    publish_tasks(&id, &project.tasks).await;
+    publish_tasks(&id, &project.tasks.to_vec()).await;
     let (results, _) = collect_results(&id, 1, Duration::from_secs(60)).await;
     assert_eq!(outcome(&results[&0]).unwrap(), "after poison\n");
 
@@ -209,7 +211,7 @@ async fn sigterm_mid_project_loses_nothing() {
     let id = unique_project("exec-term");
     let project = tasks::split::nqueens_project(&id, 11, 2).unwrap();
     let n_tasks = project.tasks.len() as u32;
-    publish_tasks(&id, &project.tasks).await;
+    publish_tasks(&id, &project.tasks.to_vec()).await;
     let bin = env!("CARGO_BIN_EXE_executant");
     let spawn = |name: &str| {
         std::process::Command::new(bin)
@@ -285,7 +287,7 @@ async fn task_containers_keep_no_log_and_have_ulimits_and_an_init() {
     config.amqp_url = url.clone();
     let name = config.name.clone();
     let executant = InProcess::start(config);
-    publish_tasks_to(&url, &id, &project.tasks).await;
+    publish_tasks_to(&url, &id, &project.tasks.to_vec()).await;
     // While the first task sleeps, the engine reports its log driver and keeps no log file.
     let inspected = tokio::time::timeout(Duration::from_secs(120), async {
         loop {
@@ -384,11 +386,11 @@ async fn only_a_kill_from_outside_the_task_is_retried() {
     config.concurrency = 1;
     let name = config.name.clone();
     let executant = InProcess::start(config);
-    publish_tasks_to(&url, &id, &project.tasks[..2]).await;
+    publish_tasks_to(&url, &id, &project.tasks.to_vec()[..2]).await;
     let collect = |count| collect_results_from(&url, &id, count, Duration::from_secs(120));
     let (first, _) = collect(2).await.unwrap_or_else(|e| panic!("{e}"));
     // The third task is killed through the engine once: it runs again and succeeds.
-    publish_tasks_to(&url, &id, &project.tasks[2..]).await;
+    publish_tasks_to(&url, &id, &project.tasks.to_vec()[2..]).await;
     docker_kill_one(&name).await;
     let (last, _) = collect(1).await.unwrap_or_else(|e| panic!("{e}"));
     executant.stop().await;
@@ -432,7 +434,7 @@ async fn a_worker_exiting_without_an_answer_is_the_tasks_failure() {
     config.amqp_url = url.clone();
     config.worker_image = image.into();
     let executant = InProcess::start(config);
-    publish_tasks_to(&url, &id, &project.tasks[..1]).await;
+    publish_tasks_to(&url, &id, &project.tasks.to_vec()[..1]).await;
     let (results, _) = collect_results_from(&url, &id, 1, Duration::from_secs(120))
         .await
         .unwrap_or_else(|e| panic!("{e}"));

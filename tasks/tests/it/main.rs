@@ -3,6 +3,7 @@
 mod model;
 mod nqueens;
 mod split;
+mod tasks_list;
 
 /// The OEIS A000170 counts for N = 1 to 17 (the engine's table, itself checked by
 /// `known_counts_match_the_published_sequence`), by board size.

@@ -183,7 +183,8 @@ fn published_json_schemas_match_the_model() {
 #[test]
 fn digests_name_the_exact_task_and_old_records_still_read() {
     let project = tasks::split::nqueens_project("p", 8, 2).unwrap();
-    let (a, b) = (&project.tasks[0], &project.tasks[1]);
+    let list = project.tasks.to_vec();
+    let (a, b) = (&list[0], &list[1]);
     assert!(a.digest().starts_with("sha256:") && a.digest().len() == 7 + 64);
     assert_eq!(a.digest(), a.clone().digest());
     assert_ne!(a.digest(), b.digest());

@@ -9,7 +9,7 @@ use tasks::{Reassembly, Symmetry};
 /// direct count.
 fn split_solve_reassemble(n: u8, depth: u8) -> (u64, usize) {
     let project = nqueens_project("p", n, depth).unwrap();
-    let tasks = project.tasks.clone();
+    let tasks = project.tasks.to_vec();
     let mut reassembly = Reassembly::new(project);
     for task in &tasks {
         let result = tasks::compute::compute(task);
@@ -133,7 +133,7 @@ fn mirror_symmetry_halves_the_tasks() {
 #[test]
 fn duplicates_count_once_and_missing_tasks_are_named() {
     let project = nqueens_project("p", 8, 2).unwrap();
-    let tasks = project.tasks.clone();
+    let tasks = project.tasks.to_vec();
     let mut reassembly = Reassembly::new(project);
     let first = TaskResult::ok(&tasks[0], TaskOutput::Nqueens { solutions: 3 });
     assert_eq!(reassembly.record(&first), Recorded::New);
@@ -150,7 +150,7 @@ fn duplicates_count_once_and_missing_tasks_are_named() {
 #[test]
 fn failed_tasks_are_reported_with_their_reason() {
     let project = nqueens_project("p", 6, 1).unwrap();
-    let tasks = project.tasks.clone();
+    let tasks = project.tasks.to_vec();
     let mut reassembly = Reassembly::new(project);
     for task in &tasks[1..] {
         reassembly.record(&TaskResult::ok(task, TaskOutput::Nqueens { solutions: 0 }));
@@ -199,12 +199,14 @@ impl Weight for tasks::Task {
 #[test]
 fn a_total_that_overflows_is_an_error_not_a_wrong_number() {
     let mut project = nqueens_project("p", 6, 1).unwrap();
-    for task in &mut project.tasks {
+    let mut list = project.tasks.to_vec();
+    for task in &mut list {
         if let TaskSpec::Nqueens { weight, .. } = &mut task.spec {
             *weight = u64::MAX / 2;
         }
     }
-    let tasks = project.tasks.clone();
+    project.tasks = list.into();
+    let tasks = project.tasks.to_vec();
     let mut reassembly = Reassembly::new(project);
     for task in &tasks {
         reassembly.record(&TaskResult::ok(task, TaskOutput::Nqueens { solutions: 3 }));
@@ -221,7 +223,7 @@ fn a_total_that_overflows_is_an_error_not_a_wrong_number() {
 #[test]
 fn a_retried_failure_is_replaced_by_the_next_outcome() {
     let project = nqueens_project("p", 6, 1).unwrap();
-    let tasks = project.tasks.clone();
+    let tasks = project.tasks.to_vec();
     let mut reassembly = Reassembly::new(project);
     reassembly.record(&TaskResult::failed(&tasks[0], "dead-lettered"));
     reassembly.record(&TaskResult::ok(
