@@ -2,6 +2,7 @@
 
 mod model;
 mod nqueens;
+mod results;
 mod split;
 
 /// The OEIS A000170 counts for N = 1 to 17 (the engine's table, itself checked by
