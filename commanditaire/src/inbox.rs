@@ -202,7 +202,7 @@ mod tests {
         let good = TaskResult::failed(&p.tasks[0], "x");
         let mut forged = TaskResult::failed(&p.tasks[1], "y");
         forged.digest = Some(p.tasks[2].digest());
-        let other = TaskResult::failed(&project("q").tasks[3], "z");
+        let other = TaskResult::failed(&project("q").tasks[2], "z");
         let tp = TraceParent::of_task(&tasks::trace::TraceId::derived_from("p"), 0);
         let body = tasks::results::batch_json([
             (Some(tp.to_string()), &good),
