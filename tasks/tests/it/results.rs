@@ -31,7 +31,10 @@ fn a_message_of_one_result_reads_as_before() {
 #[test]
 fn a_batch_reads_back_in_order_with_its_trace_contexts() {
     let all = results(5);
-    let tp = |i: usize| (i % 2 == 0).then(|| format!("00-{:032x}-{:016x}-01", 7, i + 1));
+    let tp = |i: usize| {
+        i.is_multiple_of(2)
+            .then(|| format!("00-{:032x}-{:016x}-01", 7, i + 1))
+    };
     let body = batch_json(all.iter().enumerate().map(|(i, r)| (tp(i), r)));
     let read = parse(&body).unwrap();
     assert_eq!(read.len(), all.len());
