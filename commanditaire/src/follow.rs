@@ -16,6 +16,7 @@ use lapin::types::FieldTable;
 use lapin::{Channel, Consumer};
 use tasks::amqp::{self, BrokerError, Nodes};
 use tasks::reassemble::Recorded;
+use tasks::trace::TraceParent;
 
 use crate::broker::{close, FollowError, Watcher, CONNECT_PATIENCE};
 use crate::inbox::{self, Incoming};
@@ -140,32 +141,45 @@ pub async fn follow_windowed(
                 next = consumer.next() => match next {
                     Some(Ok(delivery)) => {
                         last_delivery = Instant::now();
-                        let incoming =
-                            inbox::classify(tracker.project(), &delivery.data, &delivery.properties);
-                        let offered = match incoming {
-                            Incoming::Result(r) | Incoming::DeadLettered(r) => {
-                                log_outcome(&r, &delivery.properties);
-                                tracker.record(r)
-                            }
-                            Incoming::Junk(why) => {
-                                drop_junk(&delivery, &why, &mut seen, watcher).await;
-                                continue;
-                            }
-                        };
-                        match offered {
-                            Recorded::New => {
-                                last_progress = Instant::now();
-                                lost.progress();
-                                watcher.progress(tracker.done());
-                                unacked.push(delivery);
-                                since_top_up += 1;
-                            }
-                            Recorded::Duplicate => unacked.push(delivery),
-                            Recorded::Unknown => {
-                                let why = "a result for a task the project does not have";
-                                drop_junk(&delivery, why, &mut seen, watcher).await;
+                        // A message holds one result or a batch of them: it is acked after
+                        // the commit of its results, or at once if it holds none.
+                        let mut holds_results = false;
+                        let mut junk = Vec::new();
+                        for (incoming, traceparent) in
+                            inbox::classify(tracker.project(), &delivery.data, &delivery.properties)
+                        {
+                            let offered = match incoming {
+                                Incoming::Result(r) | Incoming::DeadLettered(r) => {
+                                    log_outcome(&r, traceparent.as_ref());
+                                    tracker.record(r)
+                                }
+                                Incoming::Junk(why) => {
+                                    junk.push(why);
+                                    continue;
+                                }
+                            };
+                            match offered {
+                                Recorded::New => {
+                                    holds_results = true;
+                                    last_progress = Instant::now();
+                                    lost.progress();
+                                    since_top_up += 1;
+                                }
+                                Recorded::Duplicate => holds_results = true,
+                                Recorded::Unknown => junk.push(
+                                    "a result for a task the project does not have".to_string(),
+                                ),
                             }
                         }
+                        for why in &junk {
+                            count_junk(why, &mut seen, watcher);
+                        }
+                        if !holds_results {
+                            ack_junk(&delivery).await;
+                            continue;
+                        }
+                        watcher.progress(tracker.done());
+                        unacked.push(delivery);
                         publish_runs(conn, &mut runs_channel, tracker, &trace, priority, watcher).await;
                         if (tracker.due() || tracker.finished())
                             && !commit_and_ack(tracker, &mut unacked, watcher).await
@@ -372,9 +386,10 @@ async fn warn_few_executants(probe: &Channel, replicas: u32, watcher: &dyn Watch
     }
 }
 
-/// Logs (debug) an outcome as it arrives, with its task id and the trace context its message
-/// carried (the executant passes on its task's `traceparent`).
-fn log_outcome(result: &tasks::TaskResult, props: &lapin::BasicProperties) {
+/// Logs (debug) an outcome as it arrives, with its task id and the trace context it came
+/// with (the executant passes on its task's `traceparent`: a message header, or the entry's
+/// own in a batch).
+fn log_outcome(result: &tasks::TaskResult, traceparent: Option<&TraceParent>) {
     if !tracing::enabled!(tracing::Level::DEBUG) {
         return;
     }
@@ -383,7 +398,7 @@ fn log_outcome(result: &tasks::TaskResult, props: &lapin::BasicProperties) {
         tasks::Outcome::Ok { .. } => "ok",
         _ => "failed",
     };
-    match amqp::traceparent_of(props) {
+    match traceparent {
         Some(tp) => {
             tracing::debug!(%task_id, trace_id = %tp.trace_id, span_id = %tp.parent_id, status, "outcome received")
         }
@@ -570,9 +585,9 @@ async fn open_channel(conn: &lapin::Connection) -> Result<Channel, BrokerError> 
         .map_err(amqp::op("open channel"))
 }
 
-/// Acks a message that is not for this project at once (it must never hold a prefetch
-/// slot), counts it, and tells the person about the first one.
-async fn drop_junk(delivery: &Delivery, why: &str, seen: &mut Followed, watcher: &dyn Watcher) {
+/// Counts a message (or an entry of a batch) that is not for this project, and tells the
+/// person about the first one.
+fn count_junk(why: &str, seen: &mut Followed, watcher: &dyn Watcher) {
     seen.junk += 1;
     tracing::debug!(reason = why, "dropping a message of the results queue");
     if seen.junk == 1 {
@@ -580,6 +595,11 @@ async fn drop_junk(delivery: &Delivery, why: &str, seen: &mut Followed, watcher:
             "dropping a message of the results queue ({why}); further ones are counted"
         ));
     }
+}
+
+/// Acks a message holding nothing for this project at once: it must never hold a prefetch
+/// slot.
+async fn ack_junk(delivery: &Delivery) {
     match answered(delivery.ack(BasicAckOptions::default())).await {
         Some(Ok(_)) => {}
         Some(Err(e)) => tracing::warn!(error = %e, "ack of a dropped message failed"),

@@ -445,11 +445,13 @@ pub async fn rerun(
             };
             let incoming = crate::inbox::classify(project, &delivery.data, &delivery.properties);
             let _ = delivery.ack(BasicAckOptions::default()).await;
-            if let crate::inbox::Incoming::Result(r) | crate::inbox::Incoming::DeadLettered(r) =
-                incoming
-            {
-                if indexes.contains(&r.index) {
-                    again.entry(r.index).or_insert(r);
+            for (incoming, _) in incoming {
+                if let crate::inbox::Incoming::Result(r) | crate::inbox::Incoming::DeadLettered(r) =
+                    incoming
+                {
+                    if indexes.contains(&r.index) {
+                        again.entry(r.index).or_insert(r);
+                    }
                 }
             }
         }

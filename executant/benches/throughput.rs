@@ -169,17 +169,22 @@ async fn run_tasks(concurrency: u16, reuse: u32, count: usize) -> f64 {
     };
     let collect = async {
         let mut seen = std::collections::HashSet::new();
+        let mut messages = 0;
         while seen.len() < count {
             let d = tokio::time::timeout(Duration::from_secs(300), consumer.next())
                 .await
                 .expect("results stopped coming")
                 .unwrap()
                 .unwrap();
-            let r = tasks::TaskResult::from_json(&d.data).unwrap();
-            assert!(matches!(r.outcome, tasks::Outcome::Ok { .. }), "{r:?}");
-            seen.insert(r.index);
+            // One result, or a batch of them.
+            for r in tasks::results::parse(&d.data).unwrap() {
+                let r = r.result;
+                assert!(matches!(r.outcome, tasks::Outcome::Ok { .. }), "{r:?}");
+                seen.insert(r.index);
+            }
+            messages += 1;
             // Like the client, ack in batches (it acks after each tracking commit).
-            if seen.len() % 100 == 0 || seen.len() == count {
+            if messages % 100 == 0 || seen.len() == count {
                 d.ack(BasicAckOptions { multiple: true }).await.unwrap();
             }
         }

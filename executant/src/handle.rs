@@ -25,6 +25,7 @@ use tokio::sync::{Mutex, Notify};
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::batcher::Batcher;
 use crate::cancel::Cancelled;
 use crate::config::Config;
 use crate::disposition::{decide, Disposition};
@@ -55,6 +56,8 @@ pub(crate) struct Context {
     config: Arc<Config>,
     runner: Arc<Runner>,
     publisher: Arc<Publisher>,
+    /// Publishes results, those ready together in one message.
+    results: Arc<Batcher>,
     metrics: Arc<Metrics>,
     declared: Mutex<HashSet<String>>,
     cancelled: Arc<Cancelled>,
@@ -73,6 +76,7 @@ impl Context {
         Context {
             config,
             runner,
+            results: Batcher::new(publisher.clone()),
             publisher,
             metrics,
             declared: Mutex::new(HashSet::new()),
@@ -297,7 +301,8 @@ impl Context {
         result
     }
 
-    /// Publishes a result to its project's queue, then acks (or nacks if it was not confirmed).
+    /// Publishes a result to its project's queue (in one message with the project's other
+    /// results ready at the same moment), then acks (or nacks if it was not confirmed).
     async fn report(
         &self,
         delivery: &Delivery,
@@ -306,19 +311,23 @@ impl Context {
         received: Instant,
     ) {
         let traceparent = amqp::traceparent_of(&delivery.properties);
+        let ok = matches!(result.outcome, tasks::Outcome::Ok { .. });
+        let (index, duration_ms) = (result.index, result.duration_ms);
+        let project = result.project.clone();
         let published = self
-            .publish_result(&result, traceparent.as_ref(), self.publish_by(received))
+            .publish_result(result, traceparent, self.publish_by(received))
             .await;
         if published.is_ok() {
-            let counter = match result.outcome {
-                tasks::Outcome::Ok { .. } => &self.metrics.succeeded,
-                _ => &self.metrics.failed,
+            let counter = if ok {
+                &self.metrics.succeeded
+            } else {
+                &self.metrics.failed
             };
             counter.with_label_values(&[kind]).inc();
             tracing::info!(
-                task = %format!("{}/{}", result.project, result.index),
-                status = match result.outcome { tasks::Outcome::Ok { .. } => "ok", _ => "failed" },
-                duration_ms = result.duration_ms,
+                task = %format!("{project}/{index}"),
+                status = if ok { "ok" } else { "failed" },
+                duration_ms,
                 "task done"
             );
         }
@@ -327,20 +336,14 @@ impl Context {
 
     async fn publish_result(
         &self,
-        result: &TaskResult,
-        traceparent: Option<&TraceParent>,
+        result: TaskResult,
+        traceparent: Option<TraceParent>,
         deadline: Instant,
-    ) -> Result<(), PublishError> {
-        self.ensure_results_queue(&result.project, deadline).await?;
-        let id = format!("{}/{}", result.project, result.index);
-        let message = Message {
-            exchange: amqp::RESULTS_EXCHANGE,
-            routing_key: &result.project,
-            message_id: &id,
-            body: &result.to_json(),
-            reason: None,
-        };
-        self.publisher.publish(message, traceparent, deadline).await
+    ) -> Result<(), Arc<PublishError>> {
+        self.ensure_results_queue(&result.project, deadline)
+            .await
+            .map_err(Arc::new)?;
+        self.results.publish(result, traceparent, deadline).await
     }
 
     /// Declares the project's results queue once, so a result is never unroutable even if
@@ -370,7 +373,7 @@ impl Context {
         received + self.config.consumer_timeout
     }
 
-    async fn settle(&self, delivery: &Delivery, published: Result<(), PublishError>) {
+    async fn settle<E: std::fmt::Display>(&self, delivery: &Delivery, published: Result<(), E>) {
         match published {
             // An ack on a channel that is gone is not sent (`Ok(false)`), not an error.
             Ok(()) => match self.ack(delivery).await {

@@ -4,6 +4,7 @@
 //! [`run`] is the whole daemon, with the shutdown signal passed in, so tests start the real
 //! executant in-process and stop it cleanly.
 
+mod batcher;
 mod cancel;
 pub mod config;
 mod containers;

@@ -30,6 +30,9 @@ pub(crate) enum PublishError {
     /// The broker stayed unreachable until its consumer timeout had taken the delivery back.
     #[error("the broker could not be reached before its consumer timeout")]
     Deadline,
+    /// The batch that was to carry it ended without an answer (its task was stopped).
+    #[error("the message that was to carry it was abandoned")]
+    Abandoned,
 }
 
 /// A publishing connection that reconnects itself.

@@ -14,6 +14,7 @@ pub mod priority;
 pub mod progress;
 pub mod provenance;
 pub mod reassemble;
+pub mod results;
 pub mod split;
 pub mod trace;
 

@@ -348,7 +348,7 @@ fn check_version(found: u32) -> Result<(), TaskError> {
     }
 }
 
-fn check_schema(value: &serde_json::Value) -> Result<(), TaskError> {
+pub(crate) fn check_schema(value: &serde_json::Value) -> Result<(), TaskError> {
     match value.get("schema") {
         None => Err(TaskError::Json("missing field `schema`".into())),
         Some(v) => match v.as_u64() {

@@ -114,12 +114,15 @@ async fn an_engine_killed_mid_project_costs_a_redelivery_and_the_count_stays_exa
         );
         if let Ok(next) = tokio::time::timeout(Duration::from_millis(200), consumer.next()).await {
             let delivery = next.expect("results consumer ended").unwrap();
-            let result = TaskResult::from_json(&delivery.data).unwrap();
-            if results.insert(result.index, result).is_some() {
-                duplicates += 1;
-            } else {
-                longest_stall = longest_stall.max(last_progress.elapsed());
-                last_progress = Instant::now();
+            // One result, or a batch of them.
+            for received in tasks::results::parse(&delivery.data).unwrap() {
+                let result = received.result;
+                if results.insert(result.index, result).is_some() {
+                    duplicates += 1;
+                } else {
+                    longest_stall = longest_stall.max(last_progress.elapsed());
+                    last_progress = Instant::now();
+                }
             }
             delivery.ack(BasicAckOptions::default()).await.unwrap();
         }

@@ -1,6 +1,7 @@
 //! Integration tests of the executant against the real RabbitMQ and Docker engine.
 
 mod backoff;
+mod batched;
 mod cli;
 mod consumer_timeout;
 mod dashboard;

@@ -146,10 +146,13 @@ pub async fn collect_results_from(
             ));
         };
         let delivery = next.expect("results consumer ended").unwrap();
-        let result = TaskResult::from_json(&delivery.data).unwrap();
-        assert_eq!(result.project, project);
-        if results.insert(result.index, result).is_some() {
-            duplicates += 1;
+        // One result, or a batch of them.
+        for received in tasks::results::parse(&delivery.data).unwrap() {
+            let result = received.result;
+            assert_eq!(result.project, project);
+            if results.insert(result.index, result).is_some() {
+                duplicates += 1;
+            }
         }
         delivery.ack(BasicAckOptions::default()).await.unwrap();
     }

@@ -173,10 +173,11 @@ async fn check_poison(
             ));
             break;
         };
-        let r = tasks::TaskResult::from_json(&d.data).unwrap();
-        match r.outcome {
-            tasks::Outcome::Failed { reason } if reason.contains("allowlist") => refused += 1,
-            other => problems.push(format!("an off-allowlist image task gave {other:?}")),
+        for r in tasks::results::parse(&d.data).unwrap() {
+            match r.result.outcome {
+                tasks::Outcome::Failed { reason } if reason.contains("allowlist") => refused += 1,
+                other => problems.push(format!("an off-allowlist image task gave {other:?}")),
+            }
         }
         d.ack(BasicAckOptions::default()).await.unwrap();
     }

@@ -2,6 +2,7 @@
 
 mod model;
 mod nqueens;
+mod results;
 mod split;
 mod tasks_list;
 
