@@ -5,7 +5,9 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{amqp_url, client, client_json, wait_for, Executant};
+use crate::support::{
+    client, client_at, client_json, client_json_at, own_vhost, wait_for, Executant,
+};
 
 /// The running containers of `project` on the local engine.
 fn running_containers(project: &str) -> usize {
@@ -18,15 +20,18 @@ fn running_containers(project: &str) -> usize {
     String::from_utf8_lossy(&out.stdout).lines().count()
 }
 
-/// Whether the broker has queue `name`.
-fn queue_exists(name: &str) -> bool {
+/// Whether the broker at `url` has queue `name`.
+fn queue_exists(url: &str, name: &str) -> bool {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(tasks::test_support::queue_exists(&amqp_url(), name))
+    runtime.block_on(tasks::test_support::queue_exists(url, name))
 }
 
 #[test]
 fn cancel_stops_containers_records_counts_and_the_follower_exits_5() {
-    let _executant = Executant::start(1);
+    // A vhost of its own: on a shared `todo`, another test's executant, its slots busy
+    // with long tasks, held this project's deliveries past the wait for its containers.
+    let url = own_vhost("commanditaire-tests-cancel");
+    let _executant = Executant::start_on(&url, 1, |_| {});
     let ws = tempfile::tempdir().unwrap();
     // Cancellations are kept a week, for every executant: an id of its own each run.
     let id = format!(
@@ -37,7 +42,7 @@ fn cancel_stops_containers_records_counts_and_the_follower_exits_5() {
             .as_millis()
     );
     let project = id.as_str();
-    let mut follower = client(ws.path())
+    let mut follower = client_at(&url, ws.path())
         .args([
             "exec", "--count", "6", "--id", project, "--", "sleep", "120",
         ])
@@ -51,7 +56,7 @@ fn cancel_stops_containers_records_counts_and_the_follower_exits_5() {
         || running_containers(project) >= 2,
     );
 
-    let (code, record, out) = client_json(ws.path(), &["cancel", project]);
+    let (code, record, out) = client_json_at(&url, ws.path(), &["cancel", project]);
     assert_eq!(code, 0, "{record} {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(record["tasks"], 6, "{record}");
     assert_eq!(record["done"], 0, "{record}");
@@ -85,9 +90,9 @@ fn cancel_stops_containers_records_counts_and_the_follower_exits_5() {
     assert_eq!(running_containers(project), 0);
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(running_containers(project), 0, "a queued task of P ran");
-    assert!(!queue_exists(&tasks::amqp::results_queue(project)));
+    assert!(!queue_exists(&url, &tasks::amqp::results_queue(project)));
 
-    let (_, status, _) = client_json(ws.path(), &["status", project]);
+    let (_, status, _) = client_json_at(&url, ws.path(), &["status", project]);
     assert_eq!(status["projects"][0]["state"], "cancelled", "{status}");
     let log = crate::support::git_log(&ws.path().join("tracking"));
     assert!(
@@ -98,18 +103,18 @@ fn cancel_stops_containers_records_counts_and_the_follower_exits_5() {
     );
 
     // Again, or a project that is not there: bad usage; resume says it was cancelled.
-    let again = client(ws.path())
+    let again = client_at(&url, ws.path())
         .args(["cancel", project])
         .output()
         .unwrap();
     assert_eq!(again.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&again.stderr).contains("already cancelled"));
-    let unknown = client(ws.path())
+    let unknown = client_at(&url, ws.path())
         .args(["cancel", "no-such"])
         .output()
         .unwrap();
     assert_eq!(unknown.status.code(), Some(2));
-    let resumed = client(ws.path())
+    let resumed = client_at(&url, ws.path())
         .args(["resume", project])
         .output()
         .unwrap();

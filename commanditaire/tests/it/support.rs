@@ -80,16 +80,32 @@ impl Drop for Executant {
 
 /// The client binary, with the test broker and `workspace`.
 pub fn client(workspace: &Path) -> Command {
+    client_at(&amqp_url(), workspace)
+}
+
+/// The client binary, with the broker at `url` and `workspace`.
+pub fn client_at(url: &str, workspace: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_commanditaire"));
-    cmd.env("AMQP_URL", amqp_url())
-        .arg("--workspace")
-        .arg(workspace);
+    cmd.env("AMQP_URL", url).arg("--workspace").arg(workspace);
     cmd
 }
 
 /// Runs the client with `args` and `--json`; returns the exit code and the JSON it printed.
 pub fn client_json(workspace: &Path, args: &[&str]) -> (i32, serde_json::Value, Output) {
-    let output = client(workspace).arg("--json").args(args).output().unwrap();
+    client_json_at(&amqp_url(), workspace, args)
+}
+
+/// [`client_json`] on the broker at `url`.
+pub fn client_json_at(
+    url: &str,
+    workspace: &Path,
+    args: &[&str],
+) -> (i32, serde_json::Value, Output) {
+    let output = client_at(url, workspace)
+        .arg("--json")
+        .args(args)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
         panic!(
