@@ -45,25 +45,25 @@ impl Size {
         }
     }
 
-    /// The CI size for executants with their defaults ([`harness::Env::defaults`]): 860
-    /// tasks (N = 16 at depth 3) of tens of milliseconds each, about 20 s of work on two
-    /// cores. With reused workers and the prefetch sized to the work, N = 10 at depth 4
-    /// finishes in moments (a few milliseconds of work in all): faults would land on an
-    /// idle platform. Here each worker lane holds several tasks and the prefetch grows to
-    /// tens of deliveries, so a kill finds them in flight.
+    /// The CI size for executants with their defaults ([`harness::Env::defaults`]): 1,031
+    /// tasks (N = 17 at depth 3) of tens of milliseconds each, about 15 s of work on two
+    /// cores. With reused workers, the prefetch sized to the work and batched results,
+    /// N = 16 at depth 3 finished in 3.3 s on a quiet machine, before a kill could land (CI
+    /// failed so), and N = 10 at depth 4 in moments. Here each worker lane holds several
+    /// tasks and the prefetch grows to tens of deliveries, so a kill finds them in flight.
     pub fn ci_defaults() -> Size {
         Size {
-            n: 16,
+            n: 17,
             depth: 3,
             ..Size::ci()
         }
     }
 
-    /// The large size with the executants' defaults: N = 17 at depth 3 (about 1,000
-    /// tasks, ten times the work of [`Size::ci_defaults`]), 10 faults per scenario.
+    /// The large size with the executants' defaults: N = 18 at depth 3 (several times the
+    /// work of [`Size::ci_defaults`]), 10 faults per scenario.
     pub fn large_defaults() -> Size {
         Size {
-            n: 17,
+            n: 18,
             depth: 3,
             ..Size::large()
         }
