@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use faults::cluster::{Cluster, Place};
 
-use support::oeis;
+use support::{oeis, Executant};
 
 /// This target's cluster.
 const PLACE: Place = Place {
@@ -34,37 +34,6 @@ const WAIT: Duration = Duration::from_secs(60);
 const N: u8 = 8;
 /// The longest the project may take after the kill (the wait, an election, the runs).
 const AFTER_KILL: Duration = Duration::from_secs(240);
-
-/// An executant in-process on the cluster, stopped when dropped.
-struct Executant {
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Executant {
-    fn start(config: executant::Config) -> Executant {
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Runtime::new().unwrap();
-            runtime
-                .block_on(executant::run(config, async {
-                    let _ = stopped.await;
-                }))
-                .unwrap();
-        });
-        Executant {
-            stop: Some(stop),
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Executant {
-    fn drop(&mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        let _ = self.thread.take().unwrap().join();
-    }
-}
 
 /// `queue`'s `column` as node `k` lists it (`rabbitmqctl list_queues name COLUMN`).
 fn queue_column(k: usize, queue: &str, column: &str) -> Option<String> {
@@ -138,7 +107,7 @@ fn tasks_waiting_in_a_delay_queue_survive_the_loss_of_its_leader() {
     failing.worker_image = "taskplatform/no-such-worker:absent".into();
     failing.retry_delay = WAIT;
     failing.retry_delay_max = WAIT;
-    let failing = Executant::start(failing);
+    let failing = Executant::run(failing);
 
     let ws = tempfile::tempdir().unwrap();
     let id = format!("delays-{pid}");
@@ -203,7 +172,7 @@ fn tasks_waiting_in_a_delay_queue_survive_the_loss_of_its_leader() {
     cluster.signal(leader, "KILL");
     let mut honest = executant::Config::new(urls.clone());
     honest.name = format!("delays-honest-{pid}");
-    let honest = Executant::start(honest);
+    let honest = Executant::run(honest);
     let election = cluster
         .wait_new_leader(&delay_queue, leader, other, Duration::from_secs(120))
         .expect("a new leader of the delay queue");

@@ -55,6 +55,11 @@ impl Executant {
         // `todo`, and any of them may take a script task of another test.
         config.allowed_script_repos = vec![format!("{}/**", script_workspaces().display())];
         change(&mut config);
+        Executant::run(config)
+    }
+
+    /// Runs one with `config` exactly as given, until dropped.
+    pub fn run(config: executant::Config) -> Executant {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Runtime::new().unwrap();
