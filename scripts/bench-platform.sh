@@ -15,7 +15,9 @@
 #
 # Usage: scripts/bench-platform.sh [N...]        (default: 17; N from 8 to 20)
 # Environment: AMQP_URL, SHORT_N, SHORT_DEPTH, SKIP_BUILD=1 (the release binaries as built),
-# CARGO_TARGET_DIR. Needs the worker image (scripts/build-image.sh worker).
+# CARGO_TARGET_DIR, BIN_DIR (the executant and commanditaire to measure, by default the
+# release build's: a copy of an earlier build measures before against after).
+# Needs the worker image (scripts/build-image.sh worker).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,7 +26,7 @@ boards=("$@")
 short_n=${SHORT_N:-13}
 short_depth=${SHORT_DEPTH:-5}
 target=${CARGO_TARGET_DIR:-target}
-bin="$target/release"
+bin=${BIN_DIR:-$target/release}
 export AMQP_URL=${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}
 
 # OEIS A000170, N = 8 to 20.

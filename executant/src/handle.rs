@@ -11,7 +11,7 @@
 //! broker's consumer timeout) of its delivery; the runner keeps to it.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use lapin::message::Delivery;
@@ -25,6 +25,7 @@ use tokio::sync::{Mutex, Notify};
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::acks::{Acks, Tag};
 use crate::batcher::Batcher;
 use crate::cancel::Cancelled;
 use crate::config::Config;
@@ -63,7 +64,18 @@ pub(crate) struct Context {
     cancelled: Arc<Cancelled>,
     /// Notified when an ack or a nack went unanswered ([`Context::unanswered`]).
     unanswered: Notify,
+    /// The consume channel's deliveries, from their arrival to their ack (`acks.rs`).
+    acks: StdMutex<Acks<Pending>>,
+    /// Notified when a delivery became ready to ack or was returned.
+    acks_changed: Notify,
 }
+
+/// What became of an ack: `None` when the broker did not take it within
+/// [`amqp::OP_TIMEOUT`], `Some(Ok(false))` when it was not sent (the channel is gone).
+type Acked = Option<lapin::Result<bool>>;
+
+/// A delivery ready to ack: its acker, and its handler waiting for the ack.
+type Pending = (lapin::Acker, tokio::sync::oneshot::Sender<Acked>);
 
 impl Context {
     pub(crate) fn new(
@@ -82,7 +94,72 @@ impl Context {
             declared: Mutex::new(HashSet::new()),
             cancelled,
             unanswered: Notify::new(),
+            acks: StdMutex::new(Acks::default()),
+            acks_changed: Notify::new(),
         }
+    }
+
+    /// A delivery arrived on the consume channel (before it waits or is handled).
+    pub(crate) fn received(&self, tag: Tag) {
+        self.acks.lock().expect("acks lock").received(tag);
+    }
+
+    /// A delivery was returned to its queue (its nack sent): it no longer holds back the
+    /// acks of the deliveries after it.
+    pub(crate) fn returned(&self, tag: Tag) {
+        self.acks.lock().expect("acks lock").returned(tag);
+        self.acks_changed.notify_one();
+    }
+
+    /// Sends the acks of the deliveries made ready ([`Context::ack`]) for as long as the
+    /// session lasts: those below which every delivery of the channel is settled in one
+    /// `basic.ack` with `multiple`, the others alone once they waited [`crate::acks::HOLD`].
+    pub(crate) async fn send_acks(&self) {
+        loop {
+            let next = self.acks.lock().expect("acks lock").next_due();
+            match next {
+                Some(at) => {
+                    tokio::select! {
+                        _ = self.acks_changed.notified() => {}
+                        _ = tokio::time::sleep_until(at) => {}
+                    }
+                }
+                None => self.acks_changed.notified().await,
+            }
+            let due = self.acks.lock().expect("acks lock").due(Instant::now());
+            let together = due.together.len();
+            let mut ready = due.together.into_iter().rev();
+            if let Some((_, (acker, done))) = ready.next() {
+                // Up to the highest tag: every delivery of the channel below it is ready
+                // (among these) or settled already.
+                let options = BasicAckOptions {
+                    multiple: together > 1,
+                };
+                let acked = self.send_ack(&acker, options).await;
+                for (_, (_, waiting)) in ready {
+                    let _ = waiting.send(clone_acked(&acked));
+                }
+                let _ = done.send(acked);
+                self.metrics
+                    .ack_frames
+                    .with_label_values(&["together"])
+                    .inc();
+                self.metrics.acked_together.inc_by(together as u64);
+            }
+            for (_, (acker, done)) in due.alone {
+                let acked = self.send_ack(&acker, BasicAckOptions::default()).await;
+                let _ = done.send(acked);
+                self.metrics.ack_frames.with_label_values(&["alone"]).inc();
+            }
+        }
+    }
+
+    async fn send_ack(&self, acker: &lapin::Acker, options: BasicAckOptions) -> Acked {
+        let acked = amqp::answered(acker.ack(options)).await;
+        if acked.is_none() {
+            self.not_answered("ack");
+        }
+        acked
     }
 
     /// Completes once an ack or a nack of this session was not answered within
@@ -91,14 +168,20 @@ impl Context {
         self.unanswered.notified().await
     }
 
-    /// Acks `delivery`, waiting at most [`amqp::OP_TIMEOUT`]; `None` when the broker did not
-    /// answer in time (the session is told, and the delivery will come back).
-    async fn ack(&self, delivery: &Delivery) -> Option<lapin::Result<bool>> {
-        let acked = amqp::answered(delivery.ack(BasicAckOptions::default())).await;
-        if acked.is_none() {
-            self.not_answered("ack");
-        }
-        acked
+    /// Acks `delivery` (its outcome confirmed), with the other deliveries ready around it
+    /// ([`Context::send_acks`]), and returns once the ack was sent; `None` when the broker
+    /// did not take it within [`amqp::OP_TIMEOUT`] (the session is told, and the delivery
+    /// will come back).
+    async fn ack(&self, delivery: &Delivery) -> Acked {
+        let (done, acked) = tokio::sync::oneshot::channel();
+        self.acks.lock().expect("acks lock").ready(
+            delivery.delivery_tag,
+            Instant::now(),
+            (delivery.acker.clone(), done),
+        );
+        self.acks_changed.notify_one();
+        // The session ended before it was sent: the delivery comes back with the channel.
+        acked.await.unwrap_or(Some(Ok(false)))
     }
 
     /// Tells the session that the broker left `op` unanswered.
@@ -461,11 +544,18 @@ impl Context {
             ..BasicNackOptions::default()
         };
         match amqp::answered(delivery.nack(options)).await {
-            Some(Ok(_)) => {}
+            Some(Ok(_)) => self.returned(delivery.delivery_tag),
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "nack failed; the broker returns the task when the channel closes")
             }
             None => self.not_answered("nack"),
         }
     }
+}
+
+/// The same outcome of an ack, for each delivery it settled.
+fn clone_acked(acked: &Acked) -> Acked {
+    acked
+        .as_ref()
+        .map(|r| r.as_ref().map(|b| *b).map_err(Clone::clone))
 }

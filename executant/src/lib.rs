@@ -4,6 +4,7 @@
 //! [`run`] is the whole daemon, with the shutdown signal passed in, so tests start the real
 //! executant in-process and stop it cleanly.
 
+mod acks;
 mod batcher;
 mod cancel;
 pub mod config;
@@ -168,6 +169,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 }
             }
         }));
+        // Acks the deliveries whose outcomes were confirmed, together where it may; it stops
+        // with the session, after the tasks in flight.
+        let acker = AbortOnDrop(tokio::spawn({
+            let ctx = ctx.clone();
+            async move { ctx.send_acks().await }
+        }));
         let mut inflight = JoinSet::new();
         // Held, not started: started highest priority first, up to `concurrency` at once;
         // returned if no slot frees in time.
@@ -189,7 +196,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 _ = &mut shutdown, if !stopping => { stopping = true; break; }
                 // A consumer whose connection or channel died may end silently, or not at all.
                 _ = health.tick() => {
-                    return_expired(&mut waiting);
+                    return_expired(&mut waiting, &ctx);
                     if !consume_conn.status().connected() || !channel.status().connected() {
                         tracing::warn!("consume connection or channel lost; reconnecting");
                         if !consume_conn.status().connected() {
@@ -222,6 +229,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 _ = sizing.tick() => resize = sizer.tick(tokio::time::Instant::now()),
                 Some((priority, generation, next)) = consumers.streams.next() => match next {
                     Some(Ok(delivery)) => {
+                        ctx.received(delivery.delivery_tag);
                         waiting.push(priority, Instant::now(), delivery);
                         start_waiting(&mut waiting, &mut inflight, &ctx, handled_at_once(&config, &sizer));
                     }
@@ -329,6 +337,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         inflight.abort_all();
         drop(waiting);
         while inflight.join_next().await.is_some() {}
+        drop(acker);
         watcher.abort();
         drop(prober);
         // Both bounded by `amqp::OP_TIMEOUT`, at the same time. Waited for only at shutdown,
@@ -447,19 +456,23 @@ fn start_waiting(
 /// Returns to their queue the deliveries that waited too long to start (all slots busy):
 /// started now, they could not be acked within the consumer timeout. Each return spends one
 /// of the task's deliveries, as any return does.
-fn return_expired(waiting: &mut waiting::Waiting<lapin::message::Delivery>) {
+fn return_expired(
+    waiting: &mut waiting::Waiting<lapin::message::Delivery>,
+    ctx: &Arc<handle::Context>,
+) {
     for delivery in waiting.take_expired(Instant::now()) {
         tracing::warn!(
             task = %amqp::message_id_of(&delivery.properties),
             "a task waited too long for a free slot; returning it before the broker's consumer timeout"
         );
+        let ctx = ctx.clone();
         tokio::spawn(async move {
             let requeue = lapin::options::BasicNackOptions {
                 requeue: true,
                 ..Default::default()
             };
             match amqp::answered(delivery.nack(requeue)).await {
-                Some(Ok(_)) => {}
+                Some(Ok(_)) => ctx.returned(delivery.delivery_tag),
                 Some(Err(e)) => tracing::warn!(error = %e, "nack failed; the broker returns the task when the channel closes"),
                 None => tracing::warn!("the broker did not answer a nack within 10 s; it returns the task when the channel closes"),
             }

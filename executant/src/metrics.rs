@@ -59,6 +59,12 @@ pub struct Metrics {
     pub dead_lettered: IntCounter,
     /// `executant_consuming`: 1 while this executant consumes `todo`.
     pub consuming: IntGauge,
+    /// `executant_ack_frames_total{how}`: acks of work-queue deliveries sent: `together`
+    /// (one `basic.ack` for every ready delivery up to a tag, with `multiple` when there are
+    /// several) or `alone` (held above an unsettled delivery for too long).
+    pub ack_frames: IntCounterVec,
+    /// `executant_acked_together_total`: deliveries settled by the `together` acks.
+    pub acked_together: IntCounter,
 }
 
 impl Default for Metrics {
@@ -136,6 +142,19 @@ impl Metrics {
             "executant_dead_lettered_total",
             "Unreadable messages dead-lettered",
         );
+        let ack_frames = IntCounterVec::new(
+            Opts::new(
+                "executant_ack_frames_total",
+                "Acks of work-queue deliveries sent, by how (together, alone)",
+            ),
+            &["how"],
+        )
+        .expect("valid metric");
+        register(Box::new(ack_frames.clone()));
+        let acked_together = counter(
+            "executant_acked_together_total",
+            "Work-queue deliveries settled by acks sent together",
+        );
         // Every label value exists from the start, so dashboards see zeros, not gaps.
         for kind in ["nqueens", "exec"] {
             for c in [&started, &succeeded, &failed, &retried] {
@@ -145,6 +164,9 @@ impl Metrics {
         }
         for connection in ["consume", "publish"] {
             broker_reconnects.with_label_values(&[connection]);
+        }
+        for how in ["together", "alone"] {
+            ack_frames.with_label_values(&[how]);
         }
         Metrics {
             registry,
@@ -161,6 +183,8 @@ impl Metrics {
             engine_errors,
             dead_lettered,
             consuming,
+            ack_frames,
+            acked_together,
         }
     }
 

@@ -74,8 +74,11 @@ impl Sizer {
 
     /// At the end of a window: the new prefetch, when it should change. It grows when the
     /// rate wants twice as much or more, at least fourfold (the rate a prefetch allows is
-    /// bounded by the prefetch: small steps would take many windows to reach the work's);
-    /// it shrinks only to an eighth or less (a window slowed by a resize or a slow task is
+    /// bounded by the prefetch: small steps would take many windows to reach the work's),
+    /// and straight to the ceiling when it wants eight times as much or more (short tasks
+    /// starved by the floor: the measured rate is only what the small prefetch let through;
+    /// tasks that turn out to want less are brought down at the next window by the rule
+    /// below, so the overshoot lasts one window); it shrinks only to an eighth or less (a window slowed by a resize or a slow task is
     /// not a change of work; idle, or long tasks, is).
     pub(crate) fn tick(&mut self, now: Instant) -> Option<u16> {
         let elapsed = now.saturating_duration_since(self.since);
@@ -86,7 +89,9 @@ impl Sizer {
         self.settled = 0;
         self.since = now;
         let wanted = wanted(rate, self.floor, self.ceiling);
-        let next = if wanted >= self.current.saturating_mul(2) {
+        let next = if wanted >= self.current.saturating_mul(8) {
+            self.ceiling
+        } else if wanted >= self.current.saturating_mul(2) {
             wanted.max(self.current.saturating_mul(4)).min(self.ceiling)
         } else if u32::from(wanted) * 8 <= u32::from(self.current) {
             wanted
@@ -148,14 +153,37 @@ mod tests {
         assert_eq!(window(&mut sizer, 1), None);
         // 16 a second: 4 wanted, at least four times as many taken.
         assert_eq!(window(&mut sizer, 4), Some(8));
-        // 1,000 a second: 256.
-        assert_eq!(window(&mut sizer, 250), Some(256));
-        // 800 a second: 256 wanted, the same; 400 a second (a slow window): kept.
+        // 124 a second: 32 wanted, four times 8: 32.
+        assert_eq!(window(&mut sizer, 31), Some(32));
+        // 1,000 a second: 256 wanted, eight times 32: the ceiling.
+        assert_eq!(window(&mut sizer, 250), Some(512));
+        // 800 a second: 256 wanted; 400 a second (a slow window): kept.
         assert_eq!(window(&mut sizer, 200), None);
         assert_eq!(window(&mut sizer, 100), None);
-        assert_eq!(window(&mut sizer, 600), Some(512));
+        // 250 a second: 64 wanted, an eighth: shrinks.
+        assert_eq!(window(&mut sizer, 62), Some(64));
         // Idle: back to the floor.
         assert_eq!(window(&mut sizer, 0), Some(2));
         assert_eq!(window(&mut sizer, 0), None);
+    }
+
+    #[test]
+    fn a_starved_floor_goes_straight_to_the_ceiling() {
+        let mut config = Config::new("amqp://x");
+        config.concurrency = 2;
+        let mut sizer = Sizer::new(&config);
+        let mut now = Instant::now();
+        // Short tasks through a prefetch of 2: 128 a second, 32 wanted, 16 times the floor.
+        for _ in 0..32 {
+            sizer.settled();
+        }
+        now += WINDOW;
+        assert_eq!(sizer.tick(now), Some(512));
+        // They wanted less after all (16 a window, 64 a second): one window later, 16.
+        for _ in 0..16 {
+            sizer.settled();
+        }
+        now += WINDOW;
+        assert_eq!(sizer.tick(now), Some(16));
     }
 }

@@ -16,12 +16,23 @@ use tasks::{amqp, Reassembly, TaskResult};
 use crate::support::*;
 
 /// An executant process with no flags but its name, killed if the test fails first.
-struct Executant(Option<Child>);
+pub(crate) struct Executant(Option<Child>);
 
 impl Executant {
-    fn start(url: &str, name: &str, log: &std::path::Path) -> Executant {
+    pub(crate) fn start(url: &str, name: &str, log: &std::path::Path) -> Executant {
+        Executant::start_with(url, name, log, &[])
+    }
+
+    /// With `args` besides its name.
+    pub(crate) fn start_with(
+        url: &str,
+        name: &str,
+        log: &std::path::Path,
+        args: &[&str],
+    ) -> Executant {
         let child = Command::new(env!("CARGO_BIN_EXE_executant"))
             .args(["--name", name])
+            .args(args)
             .env("AMQP_URL", url)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(log).unwrap())
@@ -31,14 +42,14 @@ impl Executant {
     }
 
     /// SIGKILL: no confirm awaited, no ack sent, no connection closed.
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let mut child = self.0.take().unwrap();
         child.kill().unwrap();
         child.wait().unwrap();
     }
 
     /// SIGTERM, as a service manager stops it.
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         let mut child = self.0.take().unwrap();
         let status = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])

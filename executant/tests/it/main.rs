@@ -1,5 +1,6 @@
 //! Integration tests of the executant against the real RabbitMQ and Docker engine.
 
+mod acks;
 mod backoff;
 mod batched;
 mod cli;
