@@ -719,9 +719,11 @@ impl Tracker {
                 self.replicas()
             ));
         }
-        self.ws.commit(
+        // Streamed to its file: a million outputs are never held twice.
+        self.ws.commit_written(
             RESULTS,
-            &[(layout::result(&id), result_record(&result, report))],
+            &layout::result(&id),
+            |out| write_result_record(out, &result, report),
             &format!("Project {id} result: {summary}"),
         )?;
         if !self.images.is_empty() {
@@ -869,7 +871,11 @@ struct RetryRecord {
 /// `result.json`: the result (with the report of its replicas, if any), its keys in
 /// alphabetical order as they always were written, serialized straight from the result (a
 /// million outputs are not copied into a JSON tree first).
-fn result_record(result: &ProjectResult, replicas: Option<serde_json::Value>) -> Vec<u8> {
+fn write_result_record(
+    out: &mut dyn std::io::Write,
+    result: &ProjectResult,
+    replicas: Option<serde_json::Value>,
+) -> std::io::Result<()> {
     #[derive(serde::Serialize)]
     struct Record<'a> {
         complete: bool,
@@ -886,7 +892,7 @@ fn result_record(result: &ProjectResult, replicas: Option<serde_json::Value>) ->
         spec: serde_json::Value,
         tasks: u32,
     }
-    pretty(&Record {
+    let record = Record {
         complete: result.complete,
         failed: &result.failed,
         missing: &result.missing,
@@ -896,7 +902,9 @@ fn result_record(result: &ProjectResult, replicas: Option<serde_json::Value>) ->
         solutions: result.solutions,
         spec: serde_json::to_value(&result.spec).expect("a spec serialises"),
         tasks: result.tasks,
-    })
+    };
+    serde_json::to_writer_pretty(&mut *out, &record)?;
+    out.write_all(b"\n")
 }
 
 /// One line saying what a project's result is.
@@ -986,8 +994,10 @@ mod tests {
         let report = serde_json::json!({ "n": 3, "runs": 9, "disagreements": [{ "index": 1 }] });
         for result in [&nqueens, &exec] {
             for replicas in [None, Some(report.clone())] {
+                let mut written = Vec::new();
+                super::write_result_record(&mut written, result, replicas.clone()).unwrap();
                 assert_eq!(
-                    String::from_utf8(super::result_record(result, replicas.clone())).unwrap(),
+                    String::from_utf8(written).unwrap(),
                     String::from_utf8(through_a_tree(result, replicas)).unwrap()
                 );
             }

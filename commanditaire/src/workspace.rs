@@ -6,7 +6,9 @@
 //!
 //! Each repository is created on branch `main`; [`crate::remote`] pushes that branch.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use git2::{Repository, Signature};
 
@@ -50,6 +52,10 @@ pub enum WorkspaceError {
 #[derive(Debug, Clone)]
 pub struct Workspace {
     root: PathBuf,
+    /// For each numbered sequence (repository and folders), the commit this process last
+    /// made in it and the number it used: while that commit is still HEAD, the next number
+    /// follows without listing the folders again (their size grows with the project).
+    numbers: Arc<Mutex<HashMap<String, (git2::Oid, u64)>>>,
 }
 
 impl Workspace {
@@ -62,6 +68,7 @@ impl Workspace {
         })?;
         let ws = Workspace {
             root: root.to_path_buf(),
+            numbers: Arc::default(),
         };
         ws.locked(|| {
             for name in REPOSITORIES {
@@ -155,26 +162,75 @@ impl Workspace {
         files: &[(String, Vec<u8>)],
         message: &str,
     ) -> Result<(git2::Oid, String), WorkspaceError> {
+        let key = format!("{name}:{}", sequence.join(","));
         self.locked(|| {
-            let next = sequence
-                .iter()
-                .flat_map(|f| self.list_at_head(name, f))
-                .filter_map(|entry| entry.get(..6)?.parse::<u64>().ok())
-                .max()
-                .unwrap_or(0)
-                + 1;
+            let head = Repository::open(self.repo_path(name))
+                .ok()
+                .and_then(|repo| repo.refname_to_id("HEAD").ok());
+            let known = self
+                .numbers
+                .lock()
+                .expect("not poisoned")
+                .get(&key)
+                .copied();
+            let next = match known {
+                // HEAD is this process's last numbered commit: its number was the highest.
+                Some((commit, last)) if Some(commit) == head => last + 1,
+                _ => {
+                    let next = sequence
+                        .iter()
+                        .flat_map(|f| self.list_at_head(name, f))
+                        .filter_map(|entry| entry.get(..6)?.parse::<u64>().ok())
+                        .max()
+                        .unwrap_or(0)
+                        + 1;
+                    let rel = format!("{folder}/{next:06}.{suffix}");
+                    if self.read_at_head(name, &rel).is_some() {
+                        return Err(WorkspaceError::Exists {
+                            repo: self.repo_path(name),
+                            path: rel,
+                        });
+                    }
+                    next
+                }
+            };
             let rel = format!("{folder}/{next:06}.{suffix}");
-            if self.read_at_head(name, &rel).is_some() {
-                return Err(WorkspaceError::Exists {
-                    repo: self.repo_path(name),
-                    path: rel,
-                });
-            }
             let mut all = Vec::with_capacity(files.len() + 1);
             all.push((rel.as_str(), content.as_slice()));
             all.extend(slices(files));
             let oid = self.commit_locked(name, &all, message)?;
+            self.numbers
+                .lock()
+                .expect("not poisoned")
+                .insert(key.clone(), (oid, next));
             Ok((oid, rel))
+        })
+    }
+
+    /// Commits one file whose content `write` produces straight into the working tree, never
+    /// whole in memory (a project's `result.json` of a million outputs is tens of megabytes);
+    /// git hashes it from the file. Returns the commit id.
+    pub fn commit_written(
+        &self,
+        name: &str,
+        rel: &str,
+        write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+        message: &str,
+    ) -> Result<git2::Oid, WorkspaceError> {
+        self.locked(|| {
+            let path = self.repo_path(name);
+            clear_stale_locks(&path.join(".git"));
+            let file = create_parent(&path.join(rel))?;
+            let io = |source| WorkspaceError::Io {
+                path: file.clone(),
+                source,
+            };
+            let mut out = std::io::BufWriter::new(std::fs::File::create(&file).map_err(io)?);
+            write(&mut out)
+                .and_then(|()| std::io::Write::flush(&mut out))
+                .map_err(io)?;
+            drop(out);
+            self.commit_paths(name, &[rel], message)
         })
     }
 
@@ -188,24 +244,37 @@ impl Workspace {
         // Holding the workspace lock, any git lock file can only be left by a client that
         // died mid-commit.
         clear_stale_locks(&path.join(".git"));
-        let repo = Repository::open(&path).map_err(git("open", &path))?;
-        let mut index = repo.index().map_err(git("index", &path))?;
         for (rel, content) in files {
-            let file = path.join(rel);
-            if let Some(parent) = file.parent() {
-                std::fs::create_dir_all(parent).map_err(|source| WorkspaceError::Io {
-                    path: parent.to_path_buf(),
-                    source,
-                })?;
-            }
+            let file = create_parent(&path.join(rel))?;
             std::fs::write(&file, content).map_err(|source| WorkspaceError::Io {
                 path: file.clone(),
                 source,
             })?;
+        }
+        let rels: Vec<&str> = files.iter().map(|(rel, _)| *rel).collect();
+        self.commit_paths(name, &rels, message)
+    }
+
+    /// Adds the files `rels`, already in the working tree, to the index and commits the
+    /// index on HEAD. Only under the workspace lock.
+    fn commit_paths(
+        &self,
+        name: &str,
+        rels: &[&str],
+        message: &str,
+    ) -> Result<git2::Oid, WorkspaceError> {
+        let path = self.repo_path(name);
+        let repo = Repository::open(&path).map_err(git("open", &path))?;
+        let mut index = repo.index().map_err(git("index", &path))?;
+        for rel in rels {
             index.add_path(Path::new(rel)).map_err(git("add", &path))?;
         }
-        index.write().map_err(git("write index", &path))?;
+        // The tree first: writing it fills the index's cache of tree ids, which the index
+        // file then keeps, so the next commit writes again only the folders that changed
+        // (written the other way round, every folder of every project was hashed anew at
+        // each commit).
         let tree_id = index.write_tree().map_err(git("write tree", &path))?;
+        index.write().map_err(git("write index", &path))?;
         let tree = repo.find_tree(tree_id).map_err(git("find tree", &path))?;
         let sig = Signature::now("commanditaire", "commanditaire@localhost")
             .map_err(git("signature", &path))?;
@@ -282,6 +351,17 @@ impl Workspace {
     }
 }
 
+/// Creates the folders above `file`; returns `file`.
+fn create_parent(file: &Path) -> Result<PathBuf, WorkspaceError> {
+    if let Some(parent) = file.parent() {
+        std::fs::create_dir_all(parent).map_err(|source| WorkspaceError::Io {
+            path: parent.to_path_buf(),
+            source,
+        })?;
+    }
+    Ok(file.to_path_buf())
+}
+
 /// Files as (path, content) slices.
 fn slices(files: &[(String, Vec<u8>)]) -> Vec<(&str, &[u8])> {
     files
@@ -318,8 +398,8 @@ fn clear_stale_locks(git_dir: &Path) {
 }
 
 /// Makes libgit2 fsync what it writes in a repository (objects, index, refs) before a
-/// commit returns, so that a result acked after its commit survives a power cut. Global to
-/// the process; set once.
+/// commit returns, so that a result acked after its commit survives a power cut, and skips
+/// its check of the objects a new tree names (see below). Global to the process; set once.
 #[allow(unsafe_code)] // one FFI call, see SAFETY below
 fn durable_git() {
     static ONCE: std::sync::Once = std::sync::Once::new();
@@ -334,6 +414,13 @@ fn durable_git() {
             )
         };
         debug_assert!(rc >= 0, "GIT_OPT_ENABLE_FSYNC_GITDIR refused");
+        // libgit2 checks by default that every entry of a tree it writes names an object
+        // present in the repository: one loose-object read per entry of the index at every
+        // commit, so a batch cost grew with the batches before it (at 10^6 results, half the
+        // tracking time went there). Every object a commit here refers to is either written
+        // by that commit (the files it adds, hashed into the repository first) or was
+        // already in the tree of HEAD, so the check can find nothing wrong.
+        git2::opts::strict_object_creation(false);
     });
 }
 

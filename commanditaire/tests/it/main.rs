@@ -18,3 +18,4 @@ mod tracking;
 mod url_file;
 mod verify_priority;
 mod what_a_person_sees;
+mod workspace;
