@@ -9,6 +9,7 @@ mod dashboard;
 mod defaults;
 mod engines;
 mod frozen;
+mod killed;
 mod lanes;
 mod metrics;
 mod reconnect;
