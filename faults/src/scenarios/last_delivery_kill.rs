@@ -21,14 +21,12 @@ pub fn last_delivery_kill(env: &Env, size: Size) -> Row {
     let burnt = runtime.block_on(burn_deliveries(&env.amqp_url, &id));
     run.start_executant();
     run.follow(&["resume", &id]);
-    // Let it take tasks, then kill it with deliveries in hand. With the executants'
-    // defaults, once the first results are recorded: its prefetch has grown by then, and the
-    // kill takes many deliveries with it, not the first one or two.
-    if env.defaults {
-        run.wait_working();
-    } else {
-        std::thread::sleep(Duration::from_millis(1500));
-    }
+    // Let it take tasks, then kill it with deliveries in hand: once the first results are
+    // recorded, it is consuming (a fixed pause was not enough: a CI run once killed an
+    // executant that had not yet taken any delivery, and nothing was dead-lettered). With
+    // the executants' defaults its prefetch has grown by then, and the kill takes many
+    // deliveries with it; with the pin, the two it holds.
+    run.wait_first_results();
     run.executant.kill9();
     run.start_executant();
     let mut problems = Vec::new();

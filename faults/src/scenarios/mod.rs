@@ -226,9 +226,15 @@ impl<'e> Run<'e> {
     /// lanes busy and the prefetch grown, not containers still starting. Nothing to wait
     /// for with the pin, whose timings the scenarios were written for.
     fn wait_working(&self) {
-        if !self.env.defaults {
-            return;
+        if self.env.defaults {
+            self.wait_first_results();
         }
+    }
+
+    /// Waits until the project's first results are recorded (at most two minutes), whatever
+    /// the executants' flags: proof that an executant is consuming and, while tasks remain,
+    /// holds deliveries.
+    fn wait_first_results(&self) {
         harness::wait_until(Duration::from_secs(120), || {
             harness::progress(&self.ws, &self.id).is_some_and(|(done, _)| done > 0)
         });
