@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use lapin::options::{BasicConsumeOptions, BasicNackOptions, QueueDeclareOptions};
+use lapin::options::{BasicConsumeOptions, BasicNackOptions};
 use lapin::types::FieldTable;
 use tasks::trace::{SpanId, TraceId, TraceParent};
 
@@ -105,7 +105,9 @@ fn one_grep_of_a_span_id_follows_a_task_across_client_broker_and_executant() {
 }
 
 /// The `traceparent` of each of the `count` outcomes of `project` once they all wait in its
-/// results queue, by message id; the messages are returned to the queue.
+/// results queue, by task id (`P/index`); the messages are returned to the queue. Outcomes
+/// ready together come in one message (a batch, each entry with its own `traceparent`), so
+/// outcomes are counted, not messages: the deliveries are held until all are seen.
 fn outcomes_traceparents(
     url: &str,
     project: &str,
@@ -116,25 +118,6 @@ fn outcomes_traceparents(
         let conn = tasks::amqp::connect(url, "trace test").await.unwrap();
         let channel = conn.create_channel().await.unwrap();
         let queue = tasks::amqp::results_queue(project);
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        };
-        let deadline = std::time::Instant::now() + Duration::from_secs(120);
-        loop {
-            let q = channel
-                .queue_declare(queue.as_str().into(), passive, FieldTable::default())
-                .await
-                .unwrap();
-            if q.message_count() >= count {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "outcomes of {project} missing"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
         let mut consumer = channel
             .basic_consume(
                 queue.as_str().into(),
@@ -144,16 +127,29 @@ fn outcomes_traceparents(
             )
             .await
             .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
         let mut seen = std::collections::HashMap::new();
+        let mut held = Vec::new();
         while seen.len() < count as usize {
-            let delivery = consumer.next().await.unwrap().unwrap();
-            let props = &delivery.properties;
-            let tp = tasks::amqp::traceparent_of(props).map(|tp| tp.to_string());
-            seen.insert(tasks::amqp::message_id_of(props), tp.unwrap_or_default());
-            let requeue = BasicNackOptions {
-                requeue: true,
-                ..Default::default()
+            let next = tokio::time::timeout_at(deadline, consumer.next()).await;
+            let Ok(next) = next else {
+                panic!("outcomes of {project} missing after 120 s: {seen:?}");
             };
+            let delivery = next.unwrap().unwrap();
+            // A message of one outcome carries its traceparent as a header.
+            let header = tasks::amqp::traceparent_of(&delivery.properties).map(|tp| tp.to_string());
+            for entry in tasks::results::parse(&delivery.data).unwrap() {
+                let tp = entry.traceparent.or_else(|| header.clone());
+                let task = format!("{}/{}", entry.result.project, entry.result.index);
+                seen.insert(task, tp.unwrap_or_default());
+            }
+            held.push(delivery);
+        }
+        let requeue = BasicNackOptions {
+            requeue: true,
+            ..Default::default()
+        };
+        for delivery in held {
             delivery.nack(requeue).await.unwrap();
         }
         let _ = conn.close(200, "done".into()).await;
