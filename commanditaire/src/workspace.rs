@@ -173,28 +173,26 @@ impl Workspace {
                 .expect("not poisoned")
                 .get(&key)
                 .copied();
-            let next = match known {
+            let (next, listed) = match known {
                 // HEAD is this process's last numbered commit: its number was the highest.
-                Some((commit, last)) if Some(commit) == head => last + 1,
+                Some((commit, last)) if Some(commit) == head => (last + 1, false),
                 _ => {
-                    let next = sequence
+                    let highest = sequence
                         .iter()
                         .flat_map(|f| self.list_at_head(name, f))
                         .filter_map(|entry| entry.get(..6)?.parse::<u64>().ok())
                         .max()
-                        .unwrap_or(0)
-                        + 1;
-                    let rel = format!("{folder}/{next:06}.{suffix}");
-                    if self.read_at_head(name, &rel).is_some() {
-                        return Err(WorkspaceError::Exists {
-                            repo: self.repo_path(name),
-                            path: rel,
-                        });
-                    }
-                    next
+                        .unwrap_or(0);
+                    (highest + 1, true)
                 }
             };
             let rel = format!("{folder}/{next:06}.{suffix}");
+            if listed && self.read_at_head(name, &rel).is_some() {
+                return Err(WorkspaceError::Exists {
+                    repo: self.repo_path(name),
+                    path: rel,
+                });
+            }
             let mut all = Vec::with_capacity(files.len() + 1);
             all.push((rel.as_str(), content.as_slice()));
             all.extend(slices(files));
@@ -218,9 +216,7 @@ impl Workspace {
         message: &str,
     ) -> Result<git2::Oid, WorkspaceError> {
         self.locked(|| {
-            let path = self.repo_path(name);
-            clear_stale_locks(&path.join(".git"));
-            let file = create_parent(&path.join(rel))?;
+            let file = create_parent(&self.repo_path(name).join(rel))?;
             let io = |source| WorkspaceError::Io {
                 path: file.clone(),
                 source,
@@ -241,9 +237,6 @@ impl Workspace {
         message: &str,
     ) -> Result<git2::Oid, WorkspaceError> {
         let path = self.repo_path(name);
-        // Holding the workspace lock, any git lock file can only be left by a client that
-        // died mid-commit.
-        clear_stale_locks(&path.join(".git"));
         for (rel, content) in files {
             let file = create_parent(&path.join(rel))?;
             std::fs::write(&file, content).map_err(|source| WorkspaceError::Io {
@@ -264,6 +257,9 @@ impl Workspace {
         message: &str,
     ) -> Result<git2::Oid, WorkspaceError> {
         let path = self.repo_path(name);
+        // Holding the workspace lock, any git lock file can only be left by a client that
+        // died mid-commit.
+        clear_stale_locks(&path.join(".git"));
         let repo = Repository::open(&path).map_err(git("open", &path))?;
         let mut index = repo.index().map_err(git("index", &path))?;
         for rel in rels {
