@@ -250,6 +250,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 },
                 Some(joined) = inflight.join_next(), if !inflight.is_empty() => {
                     sizer.settled();
+                    if sizer.starved() {
+                        resize = sizer.tick(tokio::time::Instant::now());
+                    }
                     if let Ok(Err(e)) = joined {
                         tracing::error!(error = %e, "stopping: the sandbox cannot be enforced");
                         fatal = Some(e);

@@ -6,7 +6,9 @@
 //! delivery lives. So the prefetch follows the rate at which deliveries are settled here:
 //! enough to hold about [`AHEAD`] of work, from `--concurrency` (nothing finishes in a
 //! window: long tasks) up to [`MAX_PREFETCH`] (thousands of tasks a second). Unless
-//! `--prefetch` fixes it.
+//! `--prefetch` fixes it. A window that settled eight times the prefetch ends at once
+//! ([`Sizer::starved`]): a project of short tasks leaves the floor within milliseconds of
+//! its first results, not a window later.
 //!
 //! RabbitMQ applies a consumer's prefetch when the consumer starts, so a new size takes new
 //! consumers (`lib.rs`, `Consumers::start`): started first, then the old ones cancelled; the
@@ -72,6 +74,13 @@ impl Sizer {
         self.settled += 1;
     }
 
+    /// Whether the window may end before [`WINDOW`]: it settled eight times the prefetch
+    /// in force already, so its end could only answer with the ceiling (the rate wants at
+    /// least `settled` ahead); short tasks starved by the floor need not wait for it.
+    pub(crate) fn starved(&self) -> bool {
+        self.current < self.ceiling && self.settled >= u64::from(self.current) * 8
+    }
+
     /// At the end of a window: the new prefetch, when it should change. It grows when the
     /// rate wants twice as much or more, at least fourfold (the rate a prefetch allows is
     /// bounded by the prefetch: small steps would take many windows to reach the work's),
@@ -80,12 +89,13 @@ impl Sizer {
     /// tasks that turn out to want less are brought down at the next window by the rule
     /// below, so the overshoot lasts one window); it shrinks only to an eighth or less (a window slowed by a resize or a slow task is
     /// not a change of work; idle, or long tasks, is).
+    /// A [`Sizer::starved`] window ends early.
     pub(crate) fn tick(&mut self, now: Instant) -> Option<u16> {
         let elapsed = now.saturating_duration_since(self.since);
-        if elapsed < WINDOW {
+        if elapsed < WINDOW && !self.starved() {
             return None;
         }
-        let rate = self.settled as f64 / elapsed.as_secs_f64();
+        let rate = self.settled as f64 / elapsed.as_secs_f64().max(1e-3);
         self.settled = 0;
         self.since = now;
         let wanted = wanted(rate, self.floor, self.ceiling);
@@ -133,6 +143,38 @@ mod tests {
         // A fixed --prefetch.
         assert_eq!(wanted(100_000.0, 64, 64), 64);
         assert_eq!(wanted(0.0, 64, 64), 64);
+    }
+
+    #[test]
+    fn a_starved_prefetch_leaves_the_floor_before_the_window_ends() {
+        let mut config = Config::new("amqp://x");
+        config.concurrency = 2;
+        let mut sizer = Sizer::new(&config);
+        let start = Instant::now();
+        sizer.restart(start);
+        // Fifteen settled in 10 ms: not yet eight times the prefetch, the window goes on.
+        for _ in 0..15 {
+            sizer.settled();
+        }
+        assert!(!sizer.starved());
+        assert_eq!(sizer.tick(start + Duration::from_millis(10)), None);
+        // The sixteenth: whatever the rest of the window brings, the ceiling is the answer.
+        sizer.settled();
+        assert!(sizer.starved());
+        assert_eq!(sizer.tick(start + Duration::from_millis(12)), Some(512));
+        // At the ceiling nothing ends a window early.
+        for _ in 0..10_000 {
+            sizer.settled();
+        }
+        assert!(!sizer.starved());
+        assert_eq!(sizer.tick(start + Duration::from_millis(20)), None);
+        // Even settled all at once (elapsed nothing), the rate is finite.
+        let mut sizer = Sizer::new(&config);
+        sizer.restart(start);
+        for _ in 0..16 {
+            sizer.settled();
+        }
+        assert_eq!(sizer.tick(start), Some(512));
     }
 
     #[test]
