@@ -132,15 +132,48 @@ pub async fn publish(
     priority: Priority,
     tasks: &(impl ToPublish + ?Sized),
 ) -> Result<(), BrokerError> {
-    publish_on(&Nodes::parse(url), project, trace, priority, tasks).await
+    publish_on(&Nodes::parse(url), None, project, trace, priority, tasks).await
 }
 
-/// [`publish`] to one of `nodes`. When the connection's node is lost mid-way, publishing
-/// goes on from the first window of tasks not confirmed, on another node (the tasks of that
-/// window may be in `todo` twice: a task may run twice, it is counted once), for as long as
-/// a window is confirmed every [`PUBLISH_PATIENCE`].
+/// A publishing connection and its confirm channel, kept from one publication to the next
+/// (a follower's top-ups): opening a connection and declaring the topology for each cost
+/// more than publishing a quarter window. A publication that fails on the kept link goes on
+/// on a new one, which declares the topology again (`todo` may have been deleted since).
+#[derive(Default)]
+pub struct KeptLink(tokio::sync::Mutex<Option<(amqp::Link, lapin::Channel)>>);
+
+impl KeptLink {
+    /// The link kept, if it is still open.
+    async fn take(&self) -> Option<(amqp::Link, lapin::Channel)> {
+        let kept = self.0.lock().await.take()?;
+        if kept.0.connection.status().connected() && kept.1.status().connected() {
+            Some(kept)
+        } else {
+            None
+        }
+    }
+
+    async fn put(&self, link: amqp::Link, channel: lapin::Channel) {
+        *self.0.lock().await = Some((link, channel));
+    }
+
+    /// Closes the link kept, if any.
+    pub async fn close(&self) {
+        if let Some((link, channel)) = self.0.lock().await.take() {
+            close_channel(&channel, "published").await;
+            close(&link.connection, "published").await;
+        }
+    }
+}
+
+/// [`publish`] to one of `nodes`, on the link `kept` holds when it has one (and keeping the
+/// link there after). When the connection's node is lost mid-way, publishing goes on from
+/// the first window of tasks not confirmed, on another node (the tasks of that window and
+/// the next, sent while it was confirmed, may be in `todo` twice: a task may run twice, it
+/// is counted once), for as long as a window is confirmed every [`PUBLISH_PATIENCE`].
 pub async fn publish_on(
     nodes: &Nodes,
+    kept: Option<&KeptLink>,
     project: &str,
     trace: &TraceId,
     priority: Priority,
@@ -149,23 +182,62 @@ pub async fn publish_on(
     let queue = amqp::todo_queue(priority);
     let mut confirmed = 0;
     let mut last_progress = Instant::now();
+    let mut reuse = match kept {
+        Some(kept) => kept.take().await,
+        None => None,
+    };
     loop {
-        let link = nodes
-            .connect_with_backoff("commanditaire publish", Some(CONNECT_PATIENCE))
-            .await?;
+        let (link, mut channel) = match reuse.take() {
+            Some((link, channel)) => (link, Some(channel)),
+            None => {
+                let link = nodes
+                    .connect_with_backoff("commanditaire publish", Some(CONNECT_PATIENCE))
+                    .await?;
+                (link, None)
+            }
+        };
+        let reused = channel.is_some();
         let rest = confirmed..tasks.count();
-        let published = publish_windows(&link, nodes, project, trace, queue, tasks, rest, |n| {
-            confirmed += n;
-            last_progress = Instant::now();
-        })
+        let published = publish_windows(
+            &link,
+            &mut channel,
+            nodes,
+            project,
+            trace,
+            queue,
+            tasks,
+            rest,
+            |n| {
+                confirmed += n;
+                last_progress = Instant::now();
+            },
+        )
         .await;
-        close(&link.connection, "published").await;
+        let node = link.node;
+        let closed = match (&published, kept, channel) {
+            (Ok(()), Some(kept), Some(channel)) => {
+                kept.put(link, channel).await;
+                None
+            }
+            (_, _, channel) => {
+                if let Some(channel) = channel {
+                    close_channel(&channel, "published").await;
+                }
+                close(&link.connection, "published").await;
+                Some(link)
+            }
+        };
         let lost = match &published {
             Ok(()) => {
                 log_published(project, trace, queue, tasks);
                 return Ok(());
             }
-            Err(WindowError::Broker(_)) => !link.connection.status().connected(),
+            // Whatever failed on the kept link (a queue deleted since, a node lost), the
+            // rest goes on a new connection, which declares the topology first.
+            Err(_) if reused => continue,
+            Err(WindowError::Broker(_)) => {
+                closed.is_none_or(|l| !l.connection.status().connected())
+            }
             Err(WindowError::NoConfirm) => true,
         };
         if !lost || last_progress.elapsed() > PUBLISH_PATIENCE {
@@ -174,7 +246,7 @@ pub async fn publish_on(
                 .map(WindowError::into_broker)
                 .expect("an error"));
         }
-        nodes.lost(link.node);
+        nodes.lost(node);
         tracing::warn!(
             confirmed,
             remaining = tasks.count() - confirmed,
@@ -205,11 +277,13 @@ impl WindowError {
     }
 }
 
-/// Declares the topology and publishes the tasks at `range` of `tasks` window by window on
-/// `link`, calling `confirmed` with the size of each window the broker confirmed.
+/// Publishes the tasks at `range` of `tasks` window by window on `channel`, first opened on
+/// `link` and the topology declared if it is `None`, calling `confirmed` with the size of
+/// each window the broker confirmed.
 #[allow(clippy::too_many_arguments)] // each is one fact of the publication
 async fn publish_windows(
     link: &amqp::Link,
+    channel: &mut Option<lapin::Channel>,
     nodes: &Nodes,
     project: &str,
     trace: &TraceId,
@@ -218,36 +292,64 @@ async fn publish_windows(
     range: Range<usize>,
     mut confirmed: impl FnMut(usize),
 ) -> Result<(), WindowError> {
-    let channel = amqp::confirm_channel(&link.connection)
-        .await
-        .map_err(WindowError::Broker)?;
-    amqp::declare_todo(&channel)
-        .await
-        .map_err(WindowError::Broker)?;
-    amqp::declare_results(&channel, project, nodes)
-        .await
-        .map_err(WindowError::Broker)?;
+    let channel = match channel {
+        Some(channel) => channel,
+        None => {
+            let opened = amqp::confirm_channel(&link.connection)
+                .await
+                .map_err(WindowError::Broker)?;
+            let channel = channel.insert(opened);
+            amqp::declare_todo(channel)
+                .await
+                .map_err(WindowError::Broker)?;
+            amqp::declare_results(channel, project, nodes)
+                .await
+                .map_err(WindowError::Broker)?;
+            channel
+        }
+    };
+    // Each window is sent while the broker confirms the one before: two at most unconfirmed.
+    let mut unconfirmed: Option<(usize, amqp::Sent)> = None;
     for start in range.clone().step_by(amqp::PUBLISH_WINDOW) {
         let window = tasks.window(start..range.end.min(start + amqp::PUBLISH_WINDOW));
         if start == range.start + amqp::PUBLISH_WINDOW {
             failpoint::reached(failpoint::MID_WINDOW);
         }
-        match tokio::time::timeout(
-            WINDOW_CONFIRM_TIMEOUT,
-            amqp::publish_traced_tasks_to(&channel, queue, &window, Some(trace)),
-        )
-        .await
-        {
-            Ok(Ok(())) => confirmed(window.len()),
-            Ok(Err(e)) => return Err(WindowError::Broker(e)),
-            Err(_) => return Err(WindowError::NoConfirm),
+        let sent = within_confirm_timeout(amqp::send_traced_tasks_to(
+            channel,
+            queue,
+            &window,
+            Some(trace),
+        ))
+        .await?;
+        if let Some((count, before)) = unconfirmed.replace((window.len(), sent)) {
+            within_confirm_timeout(before.confirmed()).await?;
+            confirmed(count);
         }
     }
-    // Closed before the connection: a channel merely dropped closes in the background, and
-    // the connection closing under it logged a lapin ERROR line at every publish (every
-    // window a following client tops up).
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, channel.close(200, "published".into())).await;
+    if let Some((count, last)) = unconfirmed {
+        within_confirm_timeout(last.confirmed()).await?;
+        confirmed(count);
+    }
     Ok(())
+}
+
+/// `op`, given at most [`WINDOW_CONFIRM_TIMEOUT`].
+async fn within_confirm_timeout<T>(
+    op: impl std::future::Future<Output = Result<T, BrokerError>>,
+) -> Result<T, WindowError> {
+    match tokio::time::timeout(WINDOW_CONFIRM_TIMEOUT, op).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(WindowError::Broker(e)),
+        Err(_) => Err(WindowError::NoConfirm),
+    }
+}
+
+/// Closes `channel` before its connection: a channel merely dropped closes in the
+/// background, and the connection closing under it logged a lapin ERROR line at every
+/// publish (every window a following client tops up).
+async fn close_channel(channel: &lapin::Channel, why: &str) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, channel.close(200, why.into())).await;
 }
 
 /// Logs the tasks published: each (debug) with its task id, trace id and span id, the

@@ -5,6 +5,7 @@
 //! else is dropped (acked) at once and counted, so it never fills the prefetch window.
 //! Tasks with no outcome that are in no queue are published again ([`LostTasks`]).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -21,7 +22,7 @@ use tasks::trace::TraceParent;
 use crate::broker::{close, FollowError, Watcher, CONNECT_PATIENCE};
 use crate::inbox::{self, Incoming};
 use crate::tracking::Tracker;
-use crate::window::{self, Window};
+use crate::window::{Feed, Window};
 
 /// How long the results queue must stay silent before the follower looks for lost tasks.
 pub const QUIET: Duration = Duration::from_secs(3);
@@ -76,14 +77,17 @@ pub async fn follow_windowed(
 ) -> Result<Followed, FollowError> {
     let project = tracker.project().id.clone();
     let priority = crate::priority::project_priority(tracker.workspace(), &project);
-    let nodes = Nodes::parse(url);
+    let nodes = Arc::new(Nodes::parse(url));
     let mut since_top_up = 0;
+    // Publishes the window's batches in the background, across reconnections.
+    let mut feed = Feed::new(nodes.clone());
     let mut seen = Followed::default();
     let mut lost = LostTasks::new(start, tracker, priority);
     let trace = crate::trace::project_trace(tracker.workspace(), &project);
     let mut first = true;
     while !tracker.finished() {
         if crate::cancel::is_cancelled(tracker.workspace(), &project) {
+            feed.close().await;
             return Err(FollowError::Cancelled { project });
         }
         let patience = if first { Some(CONNECT_PATIENCE) } else { None };
@@ -189,7 +193,7 @@ pub async fn follow_windowed(
                         }
                         if let Some(w) = window.as_mut().filter(|w| since_top_up >= w.step()) {
                             since_top_up = 0;
-                            seen.published += window::top_up(w, &nodes, tracker, watcher).await;
+                            feed.top_up(w, tracker, watcher);
                         }
                         if tracker.finished() && tracker.pending() == 0 {
                             break;
@@ -210,6 +214,11 @@ pub async fn follow_windowed(
                         break;
                     }
                 },
+                outcome = feed.finished(), if feed.busy() => {
+                    if let Some(w) = window.as_mut() {
+                        seen.published += feed.settle(w, outcome, tracker, watcher);
+                    }
+                }
                 _ = tick.tick() => {
                     // A consumer whose connection died (a missed heartbeat) may not end.
                     if !conn.status().connected() || !channel.status().connected() {
@@ -226,7 +235,7 @@ pub async fn follow_windowed(
                     publish_runs(conn, &mut runs_channel, tracker, &trace, priority, watcher).await;
                     if let Some(w) = window.as_mut() {
                         since_top_up = 0;
-                        seen.published += window::top_up(w, &nodes, tracker, watcher).await;
+                        feed.top_up(w, tracker, watcher);
                     }
                     if cancel_check.elapsed() >= CANCEL_CHECK {
                         cancel_check = Instant::now();
@@ -249,7 +258,12 @@ pub async fn follow_windowed(
                             }
                         }
                     }
-                    let Some(lost_now) = answered(lost.due(&probe, &queue, last_delivery, tracker)).await else {
+                    // Tasks being published are not lost, though they may be in no queue yet.
+                    let lost_now = match feed.busy() {
+                        true => Some(false),
+                        false => answered(lost.due(&probe, &queue, last_delivery, tracker)).await,
+                    };
+                    let Some(lost_now) = lost_now else {
                         watcher.warn(UNANSWERED);
                         nodes.lost(link.node);
                         break;
@@ -268,7 +282,7 @@ pub async fn follow_windowed(
                             tasks.retain(|t| w.published(t.index));
                         }
                         let published =
-                            crate::broker::publish_on(&nodes, &project, &trace, priority, &tasks);
+                            crate::broker::publish_on(&nodes, None, &project, &trace, priority, &tasks);
                         match published.await {
                             Ok(()) if tasks.is_empty() => {}
                             Ok(()) => {
@@ -294,6 +308,7 @@ pub async fn follow_windowed(
             // What was received is recorded before the follower goes.
             commit_and_ack(tracker, &mut unacked, watcher).await;
             let _ = conn.close(200, "cancelled".into()).await;
+            feed.close().await;
             return Err(FollowError::Cancelled { project });
         }
         if tracker.finished() {
@@ -317,6 +332,7 @@ pub async fn follow_windowed(
         }
         close(conn, "done").await;
     }
+    feed.close().await;
     if seen.junk > 0 {
         watcher.warn(&format!(
             "dropped {} messages of results.{project} that were not results of this project",

@@ -9,10 +9,13 @@
 //! once).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
-use tasks::amqp::Nodes;
+use tasks::amqp::{BrokerError, Nodes};
+use tasks::Task;
+use tokio::task::JoinHandle;
 
-use crate::broker::{self, FollowError, Watcher};
+use crate::broker::{self, FollowError, KeptLink, Watcher};
 use crate::failpoint;
 use crate::tracking::Tracker;
 
@@ -116,38 +119,121 @@ pub async fn publish_first(
     Ok((batch.len(), Some(window)))
 }
 
-/// Publishes the next batch of `window`, if it is due, on one of `nodes`; marks the project
-/// published after its last task. A failure is told to the person and the batch is held
-/// back for the next call. Returns how many tasks were published.
-pub async fn top_up(
-    window: &mut Window,
-    nodes: &Nodes,
-    tracker: &mut Tracker,
-    watcher: &dyn Watcher,
-) -> usize {
-    let batch = window.next_batch(tracker);
-    if !batch.is_empty() {
-        let id = tracker.project().id.clone();
-        let trace = crate::trace::project_trace(tracker.workspace(), &id);
-        let priority = crate::priority::project_priority(tracker.workspace(), &id);
-        if let Err(e) = broker::publish_on(nodes, &id, &trace, priority, &batch).await {
-            watcher.warn(&format!(
-                "cannot publish the next {} tasks yet ({e}); will retry",
+/// The outcome of publishing a batch: the batch, and whether every task of it was confirmed.
+pub type Published = (Vec<Task>, Result<(), BrokerError>);
+
+/// Publishes a window's batches in the background, one at a time, on one kept connection,
+/// while the follower goes on recording outcomes: publishing a quarter window takes a few
+/// confirm round trips (and took a connection of its own before), about 0.1 s during which
+/// a follower that waited for it let the executants run dry. Dropping it abandons the batch
+/// being published (its tasks, in `todo` or not, are then the business of a resumed run, as
+/// when the client is killed).
+pub struct Feed {
+    nodes: Arc<Nodes>,
+    link: Arc<KeptLink>,
+    publishing: Option<JoinHandle<Published>>,
+}
+
+impl Feed {
+    /// A feed publishing to one of `nodes`.
+    pub fn new(nodes: Arc<Nodes>) -> Feed {
+        Feed {
+            nodes,
+            link: Arc::new(KeptLink::default()),
+            publishing: None,
+        }
+    }
+
+    /// Whether a batch is being published.
+    pub fn busy(&self) -> bool {
+        self.publishing.is_some()
+    }
+
+    /// Starts publishing the next batch of `window`, if one is due and none is being
+    /// published; marks the project published once its last batch was confirmed.
+    pub fn top_up(&mut self, window: &mut Window, tracker: &mut Tracker, watcher: &dyn Watcher) {
+        if self.busy() {
+            return;
+        }
+        let batch = window.next_batch(tracker);
+        if !batch.is_empty() {
+            let id = tracker.project().id.clone();
+            let trace = crate::trace::project_trace(tracker.workspace(), &id);
+            let priority = crate::priority::project_priority(tracker.workspace(), &id);
+            let (nodes, link) = (self.nodes.clone(), self.link.clone());
+            self.publishing = Some(tokio::spawn(async move {
+                let published =
+                    broker::publish_on(&nodes, Some(&link), &id, &trace, priority, &batch).await;
+                (batch, published)
+            }));
+            return;
+        }
+        if window.all_published() && !tracker.published() {
+            failpoint::reached(failpoint::BEFORE_PUBLISHED_MARKER);
+            if let Err(e) = tracker.mark_published() {
+                watcher.warn(&format!(
+                    "cannot record that every task was published yet ({e}); will retry"
+                ));
+            }
+        }
+    }
+
+    /// Waits for the batch being published (for ever when there is none).
+    pub async fn finished(&mut self) -> Published {
+        let Some(publishing) = self.publishing.as_mut() else {
+            return std::future::pending().await;
+        };
+        let outcome = publishing.await;
+        self.publishing = None;
+        match outcome {
+            Ok(outcome) => outcome,
+            // Only a panic ends the task otherwise (it is aborted only when dropped).
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
+    /// Takes the end of a publication ([`Feed::finished`]) into `window`: a batch that
+    /// failed is told to the person and held back for the next [`Feed::top_up`]; after one
+    /// that was confirmed, the next is started if it is due. Returns how many tasks were
+    /// published.
+    pub fn settle(
+        &mut self,
+        window: &mut Window,
+        (batch, published): Published,
+        tracker: &mut Tracker,
+        watcher: &dyn Watcher,
+    ) -> usize {
+        match published {
+            Ok(()) => {
+                self.top_up(window, tracker, watcher);
                 batch.len()
-            ));
-            window.give_back(&batch);
-            return 0;
+            }
+            Err(e) => {
+                watcher.warn(&format!(
+                    "cannot publish the next {} tasks yet ({e}); will retry",
+                    batch.len()
+                ));
+                window.give_back(&batch);
+                0
+            }
         }
     }
-    if window.all_published() && !tracker.published() {
-        failpoint::reached(failpoint::BEFORE_PUBLISHED_MARKER);
-        if let Err(e) = tracker.mark_published() {
-            watcher.warn(&format!(
-                "cannot record that every task was published yet ({e}); will retry"
-            ));
+
+    /// Abandons the batch being published, if any, and closes the kept connection.
+    pub async fn close(mut self) {
+        if let Some(publishing) = self.publishing.take() {
+            publishing.abort();
+        }
+        self.link.close().await;
+    }
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        if let Some(publishing) = &self.publishing {
+            publishing.abort();
         }
     }
-    batch.len()
 }
 
 #[cfg(test)]

@@ -747,23 +747,60 @@ pub async fn publish_traced_tasks_to(
     trace: Option<&TraceId>,
 ) -> Result<(), BrokerError> {
     for window in tasks.chunks(PUBLISH_WINDOW) {
-        let mut pending = Vec::with_capacity(window.len());
-        for task in window {
-            let mut props = task_properties(task);
-            if let Some(trace) = trace {
-                props = with_traceparent(props, &TraceParent::of_task(trace, task.index));
-            }
-            pending.push(send(channel, "", queue, &task.to_json(), props).await?);
-        }
-        for confirm in pending {
-            confirm.check().await?;
-        }
+        send_traced_tasks_to(channel, queue, window, trace)
+            .await?
+            .confirmed()
+            .await?;
     }
     Ok(())
 }
 
+/// Messages sent on a confirm channel, whose confirms are still to come
+/// ([`Sent::confirmed`]).
+pub struct Sent<'a>(Vec<Pending<'a>>);
+
+impl Sent<'_> {
+    /// Waits for every confirm: a nack or a returned (unroutable) message is an error.
+    pub async fn confirmed(self) -> Result<(), BrokerError> {
+        for confirm in self.0 {
+            confirm.check().await?;
+        }
+        Ok(())
+    }
+}
+
+/// Sends `tasks` (mandatory, each carrying its span of `trace` like
+/// [`publish_traced_tasks`]) to the work queue `queue`, without waiting for their confirms:
+/// a publisher may send its next window while the broker confirms this one.
+pub async fn send_traced_tasks_to<'a>(
+    channel: &Channel,
+    queue: &'a str,
+    tasks: &[crate::Task],
+    trace: Option<&TraceId>,
+) -> Result<Sent<'a>, BrokerError> {
+    let messages: Vec<(Vec<u8>, BasicProperties)> = tasks
+        .iter()
+        .map(|task| {
+            let mut props = task_properties(task);
+            if let Some(trace) = trace {
+                props = with_traceparent(props, &TraceParent::of_task(trace, task.index));
+            }
+            (task.to_json(), props)
+        })
+        .collect();
+    // Sent together, in order: each send waits for the connection to take its frames, and
+    // one after the other these waits cost more than the broker's confirms.
+    let pending = futures_util::future::try_join_all(
+        messages
+            .into_iter()
+            .map(|(body, props)| async move { send(channel, "", queue, &body, props).await }),
+    )
+    .await?;
+    Ok(Sent(pending))
+}
+
 /// A message sent on a confirm channel, whose confirm is still to come.
-struct Pending<'a> {
+pub struct Pending<'a> {
     confirm: lapin::PublisherConfirm,
     exchange: &'a str,
     routing_key: &'a str,

@@ -4,6 +4,7 @@
 mod cancel;
 mod default_split;
 mod growth;
+mod kept_link;
 mod killed_publishing;
 mod platform;
 mod priorities;
