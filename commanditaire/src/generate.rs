@@ -139,22 +139,43 @@ pub fn project(
 
 /// Tasks wanted per executant consuming `todo`: enough that the last tasks of a project
 /// (each executant holds a few ahead) are a small part of its time.
-pub const TASKS_PER_CONSUMER: u64 = 256;
+pub const TASKS_PER_CONSUMER: u64 = 64;
 
 /// The least work a task is worth, counted in solutions of the board: about 10 ms of the
 /// engine (it counts some 9 million solutions a second on one core here), against about
 /// half a millisecond of broker, JSON and tracking per task.
 pub const MIN_TASK_SOLUTIONS: u64 = 100_000;
 
-/// The default depth of an `n` board for `consumers` executants on `todo` (none counts as
-/// one): the smallest depth giving [`TASKS_PER_CONSUMER`] tasks per executant, but no more
-/// tasks than the board has work for ([`MIN_TASK_SOLUTIONS`] each, by its published count;
-/// boards past the published counts are not bounded). A board with work for one task at
-/// most is one task (depth 0).
-pub fn default_depth(n: u8, consumers: u32) -> u8 {
+/// The work a task should hold at most, counted the same way: about 0.45 s of the engine.
+/// Big boards are split until their tasks are no bigger on average, so that the last tasks
+/// to finish leave the cores idle for little of the project's time.
+pub const MAX_TASK_SOLUTIONS: u64 = 4_000_000;
+
+/// How many tasks an `n` board should make for `consumers` executants on `todo` (none
+/// counts as one): [`TASKS_PER_CONSUMER`] per executant, more if the board's work
+/// (its published count) needs more to keep tasks under [`MAX_TASK_SOLUTIONS`] on average,
+/// but never so many that a task holds less than [`MIN_TASK_SOLUTIONS`] (boards past the
+/// published counts are split for the executants alone).
+pub fn wanted_tasks(n: u8, consumers: u32) -> u64 {
     let by_consumers = TASKS_PER_CONSUMER * u64::from(consumers.max(1));
-    let by_work = tasks::nqueens::known_count(n).map_or(u64::MAX, |s| s / MIN_TASK_SOLUTIONS);
-    let wanted = by_consumers.min(by_work);
+    match tasks::nqueens::known_count(n) {
+        Some(solutions) => by_consumers
+            .max(solutions.div_ceil(MAX_TASK_SOLUTIONS))
+            .min(solutions / MIN_TASK_SOLUTIONS),
+        None => by_consumers,
+    }
+}
+
+/// The default depth of an `n` board for `consumers` executants on `todo`: the smallest
+/// depth giving [`wanted_tasks`]. A board with work for one task at most is one task
+/// (depth 0).
+///
+/// Measured on one machine with one executant (2 cores): N = 17 at depth 2 (100 tasks of
+/// about 0.1 s) ran through the platform in 1.01x the time of `--local`, at depth 3 (1,031
+/// tasks of about 10 ms) in 1.21x; N = 18 at depth 3 (1,354 tasks) in 1.06x, at depth 2 (121
+/// tasks of about 0.6 s) in 1.09x.
+pub fn default_depth(n: u8, consumers: u32) -> u8 {
+    let wanted = wanted_tasks(n, consumers);
     if wanted <= 1 {
         return 0;
     }
@@ -259,12 +280,14 @@ mod tests {
             (8, 1, 0),
             (12, 1, 0),
             (14, 1, 1),
-            (16, 1, 3),
-            (17, 0, 3),
-            (17, 1, 3),
+            (16, 1, 2),
+            (17, 0, 2),
+            (17, 1, 2),
             (17, 8, 3),
             (18, 1, 3),
-            (18, 16, 4),
+            (18, 16, 3),
+            (18, 32, 4),
+            (19, 1, 3),
         ];
         for (n, consumers, depth) in table {
             assert_eq!(
@@ -273,13 +296,21 @@ mod tests {
                 "n = {n}, {consumers} consumers"
             );
         }
-        // The rule itself: enough tasks for the executants (here below the bound of work).
-        for (n, consumers) in [(17, 1), (18, 16), (20, 4)] {
+        // The rule itself: the smallest depth making the tasks wanted.
+        for (n, consumers) in [(17, 1), (18, 1), (18, 16), (20, 4), (21, 2)] {
             let depth = default_depth(n, consumers);
-            let wanted = TASKS_PER_CONSUMER * u64::from(consumers);
+            let wanted = wanted_tasks(n, consumers);
             assert!(task_count(n, depth) >= wanted, "n = {n}");
             assert!(task_count(n, depth - 1) < wanted, "n = {n}");
         }
+        // Enough for the executants; tasks no bigger than the bound on average, no smaller
+        // than the least (N = 18's 666 million solutions want 167 tasks of 4 million).
+        assert_eq!(wanted_tasks(17, 1), TASKS_PER_CONSUMER);
+        assert_eq!(wanted_tasks(18, 1), 167);
+        assert_eq!(wanted_tasks(18, 16), 16 * TASKS_PER_CONSUMER);
+        assert_eq!(wanted_tasks(15, 8), 22);
+        // Past the published counts: for the executants alone.
+        assert_eq!(wanted_tasks(28, 3), 3 * TASKS_PER_CONSUMER);
     }
 
     #[test]

@@ -96,7 +96,7 @@ enum Command {
         /// The board size (1 to 32).
         n: u8,
         /// Rows fixed by each task's prefix (default: from the board and the executants on
-        /// todo, 256 tasks each, none under about 10 ms of work).
+        /// todo: 64 tasks each, more for big boards, none under about 10 ms of work).
         #[arg(long)]
         depth: Option<u8>,
         #[command(flatten)]

@@ -39,17 +39,18 @@ async fn the_default_split_follows_the_executants_on_todo() {
         .queue_delete(amqp::TODO_QUEUE.into(), QueueDeleteOptions::default())
         .await;
 
-    // No executant yet: split for one (256 tasks at least: depth 3, 1,354 tasks).
+    // No executant yet: split for one (64 tasks at least, and 167 for the board's work:
+    // depth 3, 1,354 tasks).
     let (alone, first) = published(&url, &[]);
     assert_eq!(alone, 1_354);
 
-    // Sixteen consumers (each holding one task, acking none): 4,096 tasks at least, depth 4.
+    // 32 consumers (each holding one task, acking none): 2,048 tasks at least, depth 4.
     channel
         .basic_qos(1, BasicQosOptions::default())
         .await
         .unwrap();
     let mut consumers = Vec::new();
-    for k in 0..16 {
+    for k in 0..32 {
         let consumer = channel
             .basic_consume(
                 amqp::TODO_QUEUE.into(),
