@@ -291,15 +291,7 @@ impl Broker {
 
     async fn passive(&self, name: &str) -> Result<QueueStats, ApiError> {
         let lease = self.lease().await?;
-        let queue = lease
-            .queue_declare(
-                name.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
+        let queue = tasks::amqp::inspect(&lease, name)
             .await
             .map_err(|e| self.fail(op("inspect queue")(e), name))?;
         Ok(QueueStats {

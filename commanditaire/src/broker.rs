@@ -167,10 +167,11 @@ impl KeptLink {
 }
 
 /// [`publish`] to one of `nodes`, on the link `kept` holds when it has one (and keeping the
-/// link there after). When the connection's node is lost mid-way, publishing goes on from
-/// the first window of tasks not confirmed, on another node (the tasks of that window and
-/// the next, sent while it was confirmed, may be in `todo` twice: a task may run twice, it
-/// is counted once), for as long as a window is confirmed every [`PUBLISH_PATIENCE`].
+/// link there after). When publishing fails mid-way (its node lost, `todo` deleted since the
+/// topology was declared), it goes on from the first window of tasks not confirmed, on a
+/// new connection, another node first (the tasks of that window and the next, sent while it
+/// was confirmed, may be in `todo` twice: a task may run twice, it is counted once), for as
+/// long as a window is confirmed every [`PUBLISH_PATIENCE`].
 pub async fn publish_on(
     nodes: &Nodes,
     kept: Option<&KeptLink>,
@@ -214,43 +215,37 @@ pub async fn publish_on(
         )
         .await;
         let node = link.node;
-        let closed = match (&published, kept, channel) {
-            (Ok(()), Some(kept), Some(channel)) => {
-                kept.put(link, channel).await;
-                None
-            }
+        match (&published, kept, channel) {
+            (Ok(()), Some(kept), Some(channel)) => kept.put(link, channel).await,
             (_, _, channel) => {
                 if let Some(channel) = channel {
                     close_channel(&channel, "published").await;
                 }
                 close(&link.connection, "published").await;
-                Some(link)
             }
-        };
-        let lost = match &published {
+        }
+        let error = match published {
             Ok(()) => {
                 log_published(project, trace, queue, tasks);
                 return Ok(());
             }
-            // Whatever failed on the kept link (a queue deleted since, a node lost), the
-            // rest goes on a new connection, which declares the topology first.
-            Err(_) if reused => continue,
-            Err(WindowError::Broker(_)) => {
-                closed.is_none_or(|l| !l.connection.status().connected())
-            }
-            Err(WindowError::NoConfirm) => true,
+            Err(error) => error.into_broker(),
         };
-        if !lost || last_progress.elapsed() > PUBLISH_PATIENCE {
-            return Err(published
-                .err()
-                .map(WindowError::into_broker)
-                .expect("an error"));
+        // Whatever failed (a queue deleted since, a node lost, confirms that did not come),
+        // the rest goes on a new connection, which declares the topology first; on the kept
+        // link at once, else on another node while windows keep being confirmed.
+        if reused {
+            continue;
+        }
+        if last_progress.elapsed() > PUBLISH_PATIENCE {
+            return Err(error);
         }
         nodes.lost(node);
         tracing::warn!(
             confirmed,
             remaining = tasks.count() - confirmed,
-            "publishing lost its broker node; going on with another"
+            error = %error,
+            "publishing failed; going on on a new connection, another node first"
         );
     }
 }
@@ -396,16 +391,7 @@ pub async fn todo_consumers(url: &str) -> Result<u32, BrokerError> {
                 close(&link.connection, "counted").await;
                 return Err(e);
             }
-            let declared = channel
-                .queue_declare(
-                    amqp::TODO_QUEUE.into(),
-                    lapin::options::QueueDeclareOptions {
-                        passive: true,
-                        ..Default::default()
-                    },
-                    lapin::types::FieldTable::default(),
-                )
-                .await;
+            let declared = amqp::inspect(&channel, amqp::TODO_QUEUE).await;
             // The channel before its connection (a 404 has closed it already): lapin logs an
             // error for a channel still open when its connection closes.
             if declared.is_ok() {

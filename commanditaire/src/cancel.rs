@@ -168,15 +168,7 @@ async fn tell_executants(
     amqp::declare_control(&channel).await?;
     amqp::declare_todo(&channel).await?;
     // Each executant consumes `todo` once (a stream does not report its consumers here).
-    let expected = channel
-        .queue_declare(
-            amqp::TODO_QUEUE.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
+    let expected = amqp::inspect(&channel, amqp::TODO_QUEUE)
         .await
         .map_err(amqp::op("count the executants"))?
         .consumer_count();

@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions, QueueDeleteOptions,
-};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Consumer};
 use tasks::amqp::{self, BrokerError, Nodes};
@@ -80,10 +78,10 @@ pub async fn follow_windowed(
     let nodes = Arc::new(Nodes::parse(url));
     let mut since_top_up = 0;
     // Publishes the window's batches in the background, across reconnections.
-    let mut feed = Feed::new(nodes.clone());
+    let trace = crate::trace::project_trace(tracker.workspace(), &project);
+    let mut feed = Feed::new(nodes.clone(), trace, priority);
     let mut seen = Followed::default();
     let mut lost = LostTasks::new(start, tracker, priority);
-    let trace = crate::trace::project_trace(tracker.workspace(), &project);
     let mut first = true;
     while !tracker.finished() {
         if crate::cancel::is_cancelled(tracker.workspace(), &project) {
@@ -518,16 +516,7 @@ impl LostTasks {
 
 /// Messages ready in `queue` (a passive declaration: the queue must exist).
 async fn ready(channel: &Channel, queue: &str) -> Result<u32, lapin::Error> {
-    let q = channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
+    let q = amqp::inspect(channel, queue).await?;
     Ok(q.message_count())
 }
 
@@ -669,15 +658,6 @@ async fn todo_consumers(channel: &Channel) -> Result<u32, lapin::Error> {
 
 /// The consumers of `queue` (a passive declaration: the queue must exist).
 async fn consumers(channel: &Channel, queue: &str) -> Result<u32, lapin::Error> {
-    let q = channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
+    let q = amqp::inspect(channel, queue).await?;
     Ok(q.consumer_count())
 }

@@ -12,6 +12,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use tasks::amqp::{BrokerError, Nodes};
+use tasks::priority::Priority;
+use tasks::trace::TraceId;
 use tasks::Task;
 use tokio::task::JoinHandle;
 
@@ -130,15 +132,19 @@ pub type Published = (Vec<Task>, Result<(), BrokerError>);
 /// when the client is killed).
 pub struct Feed {
     nodes: Arc<Nodes>,
+    trace: TraceId,
+    priority: Priority,
     link: Arc<KeptLink>,
     publishing: Option<JoinHandle<Published>>,
 }
 
 impl Feed {
-    /// A feed publishing to one of `nodes`.
-    pub fn new(nodes: Arc<Nodes>) -> Feed {
+    /// A feed publishing to one of `nodes`, with the project's trace id and priority.
+    pub fn new(nodes: Arc<Nodes>, trace: TraceId, priority: Priority) -> Feed {
         Feed {
             nodes,
+            trace,
+            priority,
             link: Arc::new(KeptLink::default()),
             publishing: None,
         }
@@ -158,9 +164,8 @@ impl Feed {
         let batch = window.next_batch(tracker);
         if !batch.is_empty() {
             let id = tracker.project().id.clone();
-            let trace = crate::trace::project_trace(tracker.workspace(), &id);
-            let priority = crate::priority::project_priority(tracker.workspace(), &id);
             let (nodes, link) = (self.nodes.clone(), self.link.clone());
+            let (trace, priority) = (self.trace, self.priority);
             self.publishing = Some(tokio::spawn(async move {
                 let published =
                     broker::publish_on(&nodes, Some(&link), &id, &trace, priority, &batch).await;

@@ -401,13 +401,7 @@ const PROBE: Duration = Duration::from_secs(5);
 /// session started). Its error is left to the health check (a closed channel); only its
 /// not being answered matters here.
 async fn probe(channel: &lapin::Channel) {
-    let passive = lapin::options::QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
-    let _ = channel
-        .queue_declare(amqp::TODO_QUEUE.into(), passive, FieldTable::default())
-        .await;
+    let _ = amqp::inspect(channel, amqp::TODO_QUEUE).await;
 }
 
 /// Closes the connections of a session, each waiting at most [`amqp::OP_TIMEOUT`] for the

@@ -324,6 +324,19 @@ async fn declare_dead_letter_routing(channel: &Channel) -> Result<(), BrokerErro
     Ok(())
 }
 
+/// Queue `name` as the broker has it (its ready messages and its consumers), without
+/// declaring it: a passive declaration, which fails, and closes `channel`, when the queue
+/// does not exist.
+pub async fn inspect(channel: &Channel, name: &str) -> Result<lapin::Queue, lapin::Error> {
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(name.into(), passive, FieldTable::default())
+        .await
+}
+
 /// Declares the work queues (`todo.high`, `todo`, `todo.low`, the same arguments), their
 /// dead-letter exchange and `todo.dead` (idempotent).
 pub async fn declare_todo(channel: &Channel) -> Result<(), BrokerError> {
@@ -800,7 +813,7 @@ pub async fn send_traced_tasks_to<'a>(
 }
 
 /// A message sent on a confirm channel, whose confirm is still to come.
-pub struct Pending<'a> {
+struct Pending<'a> {
     confirm: lapin::PublisherConfirm,
     exchange: &'a str,
     routing_key: &'a str,

@@ -4,7 +4,7 @@
 
 use std::process::{Command, Stdio};
 
-use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
+use lapin::options::BasicConsumeOptions;
 use lapin::types::FieldTable;
 use lapin::{Channel, Consumer};
 
@@ -99,14 +99,7 @@ pub async fn consume_results(channel: &Channel, url: &str, project: &str) -> (St
 pub async fn queue_exists(url: &str, name: &str) -> bool {
     let conn = amqp::connect(url, "test").await.unwrap();
     let channel = conn.create_channel().await.unwrap();
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
-    let found = channel
-        .queue_declare(name.into(), passive, FieldTable::default())
-        .await
-        .is_ok();
+    let found = amqp::inspect(&channel, name).await.is_ok();
     let _ = conn.close(200, "".into()).await;
     found
 }

@@ -76,16 +76,7 @@ fn depth(url: &str, queue: &str) -> Option<usize> {
                 .await
                 .ok()?;
             let channel = conn.create_channel().await.ok()?;
-            let declared = channel
-                .queue_declare(
-                    queue.into(),
-                    QueueDeclareOptions {
-                        passive: true,
-                        ..QueueDeclareOptions::default()
-                    },
-                    lapin::types::FieldTable::default(),
-                )
-                .await;
+            let declared = tasks::amqp::inspect(&channel, queue).await;
             let _ = conn.close(200, "counted".into()).await;
             declared.ok().map(|q| q.message_count() as usize)
         });

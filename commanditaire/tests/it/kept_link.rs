@@ -7,9 +7,7 @@ use std::process::Command;
 
 use commanditaire::broker::{publish_on, KeptLink};
 use futures_util::StreamExt;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, QueueDeclareOptions, QueueDeleteOptions,
-};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 use tasks::amqp::{self, Nodes};
 use tasks::test_support::{echo_project, own_vhost, vhost_of};
@@ -21,15 +19,7 @@ const VHOST: &str = "it-kept-link";
 /// Messages ready in `todo` (declared if missing, as a publisher would).
 async fn ready(channel: &lapin::Channel) -> u32 {
     amqp::declare_todo(channel).await.unwrap();
-    channel
-        .queue_declare(
-            amqp::TODO_QUEUE.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
+    amqp::inspect(channel, amqp::TODO_QUEUE)
         .await
         .unwrap()
         .message_count()

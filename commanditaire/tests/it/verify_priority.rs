@@ -4,8 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions, QueuePurgeOptions};
-use lapin::types::FieldTable;
+use lapin::options::{BasicAckOptions, BasicGetOptions, QueuePurgeOptions};
 use tasks::amqp::{self, Message};
 use tasks::{Priority, Task};
 
@@ -93,17 +92,8 @@ async fn verify_reruns_go_to_the_work_queue_of_the_projects_priority() {
             );
         }
         // Nothing of the project went to another work queue.
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        };
         for other in Priority::ALL.into_iter().filter(|p| *p != priority) {
-            let q = channel
-                .queue_declare(
-                    amqp::todo_queue(other).into(),
-                    passive,
-                    FieldTable::default(),
-                )
+            let q = amqp::inspect(&channel, amqp::todo_queue(other))
                 .await
                 .unwrap();
             assert_eq!(q.message_count(), 0, "{priority}: a re-run in {}", other);

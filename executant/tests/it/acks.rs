@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 
-use lapin::types::FieldTable;
 use tasks::amqp;
 
 use crate::killed::{killed_mid_project, Executant, Role, Seen};
@@ -49,17 +48,7 @@ async fn ready_in(url: &str, queue: &str) -> u32 {
         .await
         .unwrap();
     let channel = conn.create_channel().await.unwrap();
-    let q = channel
-        .queue_declare(
-            queue.into(),
-            lapin::options::QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let q = amqp::inspect(&channel, queue).await.unwrap();
     let _ = conn.close(200, "done".into()).await;
     q.message_count()
 }

@@ -87,15 +87,7 @@ async fn unused_results_queues_expire_and_dead_tasks_are_dropped_in_time() {
     // shows a quorum queue's counters as last reported, which lag behind it.
     let mut seen = false;
     let dropped = loop {
-        let depth = channel
-            .queue_declare(
-                amqp::DEAD_QUEUE.into(),
-                lapin::options::QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                lapin::types::FieldTable::default(),
-            )
+        let depth = amqp::inspect(&channel, amqp::DEAD_QUEUE)
             .await
             .unwrap()
             .message_count();
