@@ -2,7 +2,7 @@
 //! started, judged on exit, and removed.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bollard::container::AttachContainerResults;
@@ -36,6 +36,8 @@ pub(crate) struct Containers {
     pub(crate) docker: Docker,
     pub(crate) config: Arc<Config>,
     pub(crate) metrics: Arc<Metrics>,
+    /// The project of each warm worker taken by one ([`crate::warm`]): its label says none.
+    pub(crate) adopted: Arc<Mutex<HashMap<String, String>>>,
 }
 
 impl Containers {
@@ -210,10 +212,21 @@ impl Containers {
         let remove = RemoveContainerOptionsBuilder::default().force(true).build();
         let _ = self.docker.remove_container(id, Some(remove)).await;
         self.metrics.container_removed(id);
+        self.adopted_lock().remove(id);
     }
 
-    /// Kills every running task container of `project` that this executant started (the
-    /// tasks' handlers then see them die); how many.
+    /// Records that container `id`, started with no project, now serves `project`.
+    pub(crate) fn adopt(&self, id: &str, project: &str) {
+        self.adopted_lock()
+            .insert(id.to_string(), project.to_string());
+    }
+
+    fn adopted_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.adopted.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Kills every running task container of `project` that this executant started, warm
+    /// workers it took included (the tasks' handlers then see them die); how many.
     pub(crate) async fn stop_project(&self, project: &str) -> usize {
         let filters = HashMap::from([(
             "label".to_string(),
@@ -226,14 +239,21 @@ impl Containers {
         let options = ListContainersOptionsBuilder::default()
             .filters(&filters)
             .build();
-        let Ok(list) = self.docker.list_containers(Some(options)).await else {
-            return 0;
+        let adopted: Vec<String> = self
+            .adopted_lock()
+            .iter()
+            .filter(|(_, p)| *p == project)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let labelled = match self.docker.list_containers(Some(options)).await {
+            Ok(list) => list.into_iter().filter_map(|c| c.id).collect(),
+            Err(_) => Vec::new(),
         };
         let kill = KillContainerOptionsBuilder::default()
             .signal("SIGKILL")
             .build();
         let mut stopped = 0;
-        for id in list.into_iter().filter_map(|c| c.id) {
+        for id in labelled.into_iter().chain(adopted) {
             if self
                 .docker
                 .kill_container(&id, Some(kill.clone()))

@@ -33,6 +33,7 @@ use tokio::time::Instant;
 use crate::containers::Containers;
 use crate::error::RunError;
 use crate::session::{timeout_reason, Answer, Session};
+use crate::warm::Warm;
 
 /// The most tasks written to a worker in one batch.
 const MAX_BATCH: usize = 256;
@@ -79,6 +80,8 @@ const STOP_WAIT: Duration = Duration::from_secs(10);
 /// The lanes of every project.
 pub(crate) struct Lanes {
     containers: Containers,
+    /// Workers started ahead of projects, for the lanes' first containers (with `--reuse`).
+    warm: Option<Arc<Warm>>,
     by_project: Mutex<HashMap<String, Vec<Lane>>>,
     running: std::sync::Mutex<Vec<JoinHandle<()>>>,
     max_per_project: usize,
@@ -88,8 +91,11 @@ impl Lanes {
     pub(crate) fn new(containers: Containers) -> Lanes {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let max_per_project = cores.min(containers.config.concurrency as usize).max(1);
+        let reuse = containers.config.reuse;
+        let warm = (reuse > 1).then(|| Warm::new(containers.clone(), max_per_project, reuse));
         Lanes {
             containers,
+            warm,
             by_project: Mutex::new(HashMap::new()),
             running: std::sync::Mutex::new(Vec::new()),
             max_per_project,
@@ -188,15 +194,21 @@ impl Lanes {
     }
 
     fn spawn_lane(&self, project: &str) -> Lane {
-        self.spawn_lane_with_budget(self.containers.config.reuse, project)
+        let warm = self.warm.clone();
+        self.spawn_lane_with(self.containers.config.reuse, warm, project)
     }
 
     fn spawn_lane_with_budget(&self, budget: u32, project: &str) -> Lane {
+        self.spawn_lane_with(budget, None, project)
+    }
+
+    fn spawn_lane_with(&self, budget: u32, warm: Option<Arc<Warm>>, project: &str) -> Lane {
         let (tx, rx) = mpsc::unbounded_channel();
         let outstanding = Arc::new(AtomicUsize::new(0));
         let handle = tokio::spawn(lane(
             self.containers.clone(),
             budget,
+            warm,
             project.to_string(),
             rx,
             outstanding.clone(),
@@ -207,8 +219,16 @@ impl Lanes {
         Lane { tx, outstanding }
     }
 
-    /// Ends every lane and waits (a while) for each to remove its containers, so that a
-    /// container being started is not missed by the clean-up that follows.
+    /// Starts the warm workers, if lanes use them.
+    pub(crate) fn warm_up(&self) {
+        if let Some(warm) = &self.warm {
+            warm.fill();
+        }
+    }
+
+    /// Ends every lane and removes the warm workers, waiting (a while) for each lane to
+    /// remove its containers, so that a container being started is not missed by the
+    /// clean-up that follows. [`Lanes::warm_up`] starts warm workers again.
     pub(crate) async fn stop_all(&self) {
         self.by_project.lock().await.clear();
         let running = std::mem::take(&mut *self.running.lock().unwrap_or_else(|e| e.into_inner()));
@@ -221,14 +241,18 @@ impl Lanes {
                 handle.abort();
             }
         }
+        if let Some(warm) = &self.warm {
+            warm.clear().await;
+        }
     }
 }
 
 /// One lane: owns at most one worker container at a time (and, briefly, the next one),
-/// each serving up to `reuse` tasks.
+/// each serving up to `reuse` tasks, a `warm` one first when there is one.
 async fn lane(
     c: Containers,
     reuse: u32,
+    warm: Option<Arc<Warm>>,
     project: String,
     mut rx: mpsc::UnboundedReceiver<Job>,
     outstanding: Arc<AtomicUsize>,
@@ -292,7 +316,10 @@ async fn lane(
                     Some(handle) => handle
                         .await
                         .unwrap_or_else(|e| Err(RunError::Lost(format!("starting a worker: {e}")))),
-                    None => c.start_session(reuse, &project).await,
+                    None => match taken_warm(warm.as_ref(), &project).await {
+                        Some(s) => Ok(s),
+                        None => c.start_session(reuse, &project).await,
+                    },
                 };
                 match started {
                     Ok(s) => session.insert(s),
@@ -399,5 +426,13 @@ async fn lane(
     while removals.join_next().await.is_some() {}
     for job in backlog {
         answer(job, Err(RunError::Lost("the worker lane stopped".into())));
+    }
+}
+
+/// A warm worker for `project`, if the lane uses them and one is ready.
+async fn taken_warm(warm: Option<&Arc<Warm>>, project: &str) -> Option<Session> {
+    match warm {
+        Some(warm) => warm.take(project).await,
+        None => None,
     }
 }

@@ -23,6 +23,7 @@ pub mod sandbox;
 pub mod script;
 mod session;
 mod waiting;
+mod warm;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -117,6 +118,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             runner.remove_leftovers().await;
             engine_was_lost = false;
         }
+        // Workers started while the session opens serve its first tasks at once.
+        runner.warm_up();
         // Each session starts small: nothing is known of the work waiting.
         let mut sizer = prefetch::Sizer::new(&config);
         let session = tokio::select! {

@@ -45,6 +45,16 @@ impl Origins {
         }
     }
 
+    /// Reads the digest of the worker image and the version of the worker in it ahead of
+    /// any task: the version costs a container run (about 0.25 s), which the first outcome
+    /// would otherwise wait for.
+    pub(crate) async fn prepare(&self) {
+        let image = &self.containers.config.worker_image;
+        if let Some(digest) = self.image_digest(image).await {
+            self.worker_version(image, &digest).await;
+        }
+    }
+
     /// The provenance of an outcome of `task`, started at `started`, on delivery `attempt`.
     pub(crate) async fn of(
         &self,

@@ -60,6 +60,7 @@ impl Runner {
             docker,
             config,
             metrics,
+            adopted: Default::default(),
         };
         Ok(Runner {
             own_places: tokio::sync::Semaphore::new(usize::from(containers.config.concurrency)),
@@ -147,8 +148,16 @@ impl Runner {
             .min(config.max_timeout)
     }
 
+    /// Starts the warm workers ([`crate::warm`]) in the background, when tasks are served
+    /// by reused workers, and reads the worker image's provenance meanwhile.
+    pub fn warm_up(self: &Arc<Self>) {
+        self.lanes.warm_up();
+        let runner = self.clone();
+        tokio::spawn(async move { runner.origins.prepare().await });
+    }
+
     /// Removes every task container this executant started (and stopped ones left behind by
-    /// executants that died); returns how many.
+    /// executants that died), warm workers included; returns how many.
     pub async fn remove_leftovers(&self) -> usize {
         self.lanes.stop_all().await;
         self.containers.remove_leftovers().await

@@ -1,6 +1,7 @@
 //! Issue 15, item 1: `commanditaire cancel P` stops the project's containers on the
 //! executants, records the cancellation, makes the follower exit 5, and removes the
-//! project's results queue; a finished or unknown project is bad usage.
+//! project's results queue; a finished or unknown project is bad usage. The containers
+//! stopped include the warm workers a project took, which carry no project label.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -18,6 +19,22 @@ fn running_containers(project: &str) -> usize {
         .unwrap();
     assert!(out.status.success(), "docker ps failed");
     String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+/// The running task containers of executant `name` that carry no project label: its warm
+/// workers, waiting or taken by a project.
+fn unlabelled_containers(name: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args(["ps", "-q", "--no-trunc", "--filter"])
+        .arg(format!("label=taskplatform.executant={name}"))
+        .args(["--filter", "label=taskplatform.project="])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "docker ps failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect()
 }
 
 /// Whether the broker at `url` has queue `name`.
@@ -129,4 +146,56 @@ fn cancelling_a_finished_project_is_bad_usage() {
     let out = client(ws.path()).args(["cancel", "done"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is complete"));
+}
+
+#[test]
+fn cancel_kills_the_warm_workers_a_project_took() {
+    let url = own_vhost("commanditaire-tests-cancel-warm");
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let name = format!("test-executant-warm-{}-{stamp}", std::process::id());
+    let _executant = Executant::start_on(&url, 10_000, |c| c.name = name.clone());
+    // One warm worker per lane a project may open: one per core, at most `--concurrency`.
+    let lanes = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
+    wait_for("the warm workers", Duration::from_secs(60), || {
+        unlabelled_containers(&name).len() == lanes
+    });
+    let warm = unlabelled_containers(&name);
+
+    // Long tasks (N = 18 at depth 1: 9 tasks of seconds each), taken by the warm workers:
+    // one taken is replaced by a new one.
+    let ws = tempfile::tempdir().unwrap();
+    let project = format!("cancel-warm-{stamp}");
+    let mut follower = client_at(&url, ws.path())
+        .args(["nqueens", "18", "--depth", "1", "--id", &project])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("a warm worker to be taken", Duration::from_secs(60), || {
+        unlabelled_containers(&name)
+            .iter()
+            .any(|id| !warm.contains(id))
+    });
+    assert_eq!(
+        running_containers(&project),
+        0,
+        "the project's first tasks waited for containers of their own"
+    );
+
+    let (code, record, out) = client_json_at(&url, ws.path(), &["cancel", &project]);
+    assert_eq!(code, 0, "{record} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        record["containers_stopped"].as_u64().unwrap() >= 1,
+        "{record}"
+    );
+    wait_for("the follower to exit", Duration::from_secs(10), || {
+        follower.try_wait().unwrap().is_some()
+    });
+    assert_eq!(follower.wait().unwrap().code(), Some(5));
+    let running = unlabelled_containers(&name);
+    let killed = warm.iter().filter(|id| !running.contains(id)).count();
+    assert!(killed >= 1, "no warm worker the project took was killed");
 }
