@@ -299,8 +299,9 @@ impl Containers {
 
 impl Containers {
     /// Whether another executant's container was abandoned by an executant that died: it
-    /// stopped long enough ago that nobody is about to read its exit status, or it has run
-    /// past any task's time limit.
+    /// stopped long enough ago that nobody is about to read its exit status, or, running and
+    /// not a worker on its stdin, it has run past any task's time limit
+    /// ([`running_abandoned`]).
     async fn abandoned(&self, id: &str) -> bool {
         let Ok(inspect) = self.docker.inspect_container(id, None).await else {
             return false;
@@ -309,11 +310,12 @@ impl Containers {
         let now = time::OffsetDateTime::now_utc();
         let state = inspect.state.unwrap_or_default();
         if state.running == Some(true) {
-            // Its executant would have killed it at the task's timeout: one that runs longer
-            // lost its executant (an `exec` command does not stop when its executant dies).
-            let limit = self.config.max_timeout + std::time::Duration::from_secs(120);
+            let config = inspect.config.unwrap_or_default();
+            let serves_stdin = config.open_stdin == Some(true) && config.stdin_once == Some(true);
             let created = parse(inspect.created.as_deref());
-            return created.is_some_and(|t| now - t > limit);
+            let age = created.map(|t| Duration::try_from(now - t).unwrap_or_default());
+            let limit = self.config.max_timeout + Duration::from_secs(120);
+            return running_abandoned(serves_stdin, age, limit);
         }
         // A container created and not yet started has no finish time (Docker gives year 1):
         // its executant is probably about to start it, so it counts from its creation.
@@ -323,5 +325,46 @@ impl Containers {
     }
 }
 
+/// Whether a running task container of another executant, `age` old, was abandoned. A worker
+/// serving tasks on its standard input never is: it exits when its executant goes (its
+/// stdin closes, `stdin_once`), so one running has a live executant, however long it has
+/// served (a reused worker, a warm one waiting). Any other container would have been killed
+/// by its executant at the task's time limit: one that has run past `limit` lost it (an
+/// `exec` command does not stop when its executant dies).
+fn running_abandoned(serves_stdin: bool, age: Option<Duration>, limit: Duration) -> bool {
+    !serves_stdin && age.is_some_and(|age| age > limit)
+}
+
 /// How long a stopped task container may stay before another executant removes it.
 const ABANDONED_AFTER: time::Duration = time::Duration::seconds(30);
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::running_abandoned;
+
+    #[test]
+    fn a_running_worker_on_stdin_is_never_abandoned_however_old() {
+        let limit = Duration::from_secs(1620);
+        // A reused or warm worker of a live executant, hours old.
+        assert!(!running_abandoned(
+            true,
+            Some(Duration::from_secs(6 * 3600)),
+            limit
+        ));
+        // An `exec` container past any task's limit lost its executant; one within it did not.
+        assert!(running_abandoned(
+            false,
+            Some(limit + Duration::from_secs(1)),
+            limit
+        ));
+        assert!(!running_abandoned(
+            false,
+            Some(limit - Duration::from_secs(1)),
+            limit
+        ));
+        // An age the engine did not give is no proof.
+        assert!(!running_abandoned(false, None, limit));
+    }
+}
