@@ -10,8 +10,10 @@
 //! serves is then known by the executant only ([`Containers::adopt`]), so that a
 //! cancellation still kills it. One taken is replaced in the background.
 //!
-//! A warm worker that died while it waited (killed, or removed by another executant's
-//! clean-up) is found dead when taken, removed, and not used: no task is sent to it.
+//! A warm worker that died while it waited (killed from outside) is found dead when taken,
+//! removed, and not used: no task is sent to it. Another executant's clean-up leaves it
+//! alone: a worker on its stdin is never taken for abandoned while it runs
+//! (`containers::running_abandoned`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
