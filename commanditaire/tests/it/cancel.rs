@@ -21,11 +21,18 @@ fn running_containers(project: &str) -> usize {
     String::from_utf8_lossy(&out.stdout).lines().count()
 }
 
-/// The running task containers of executant `name` that carry no project label: its warm
-/// workers, waiting or taken by a project.
+/// The running worker containers (`worker serve`) of executant `name` that carry no project
+/// label: its warm workers, waiting or taken by a project. Not the short-lived `worker
+/// --version` container it runs at start for provenance, which carries no project either.
 fn unlabelled_containers(name: &str) -> Vec<String> {
     let out = Command::new("docker")
-        .args(["ps", "-q", "--no-trunc", "--filter"])
+        .args([
+            "ps",
+            "--no-trunc",
+            "--format",
+            "{{.ID}} {{.Command}}",
+            "--filter",
+        ])
         .arg(format!("label=taskplatform.executant={name}"))
         .args(["--filter", "label=taskplatform.project="])
         .output()
@@ -33,7 +40,8 @@ fn unlabelled_containers(name: &str) -> Vec<String> {
     assert!(out.status.success(), "docker ps failed");
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .map(String::from)
+        .filter(|line| line.contains(" serve"))
+        .filter_map(|line| line.split_whitespace().next().map(String::from))
         .collect()
 }
 
@@ -150,7 +158,15 @@ fn cancelling_a_finished_project_is_bad_usage() {
 
 #[test]
 fn cancel_kills_the_warm_workers_a_project_took() {
-    let url = own_vhost("commanditaire-tests-cancel-warm");
+    // A vhost of its own, made anew: the tasks an earlier run left in its `todo` (the rest
+    // of a project cancelled there) would take the warm workers before this project does.
+    let vhost = "commanditaire-tests-cancel-warm";
+    let _ = Command::new("rabbitmqctl")
+        .args(["-q", "delete_vhost", vhost])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    let url = own_vhost(vhost);
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
